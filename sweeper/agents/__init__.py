@@ -1,0 +1,1 @@
+"""Value-based agents: tabular TD control and DQN variants."""

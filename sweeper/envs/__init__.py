@@ -1,0 +1,26 @@
+"""Environments: the seed's GridWorld and CartPoleSimple, registered with Gymnasium on import.
+
+Registering lets every env, ours or Gymnasium's, be built the same way (``make_env``), with
+the step limit applied by ``TimeLimit`` and reported as truncation.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+from sweeper.envs.cartpole_simple import CartPoleSimple
+from sweeper.envs.gridworld import GridWorld
+
+#: id -> (entry point, max_episode_steps). 200 is the seed's per-episode cap on GridWorld.
+_SPECS: dict[str, tuple[str, int]] = {
+    "sweeper/GridWorld-v0": ("sweeper.envs.gridworld:GridWorld", 200),
+    "sweeper/CartPoleSimple-v0": ("sweeper.envs.cartpole_simple:CartPoleSimple", 500),
+}
+
+for _env_id, (_entry_point, _max_steps) in _SPECS.items():
+    if _env_id not in gymnasium.registry:  # idempotent: re-imports and reloads are harmless
+        gymnasium.register(id=_env_id, entry_point=_entry_point, max_episode_steps=_max_steps)
+
+from sweeper.envs.factory import is_discrete_obs, make_env, obs_shape  # noqa: E402
+
+__all__ = ["CartPoleSimple", "GridWorld", "is_discrete_obs", "make_env", "obs_shape"]
