@@ -6,7 +6,9 @@ composes the config; :func:`validate` checks values and combinations before anyt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -107,7 +109,7 @@ class TrialConfig:
 
 @dataclass
 class TrackingConfig:
-    enabled: bool = True
+    enabled: bool = False  # the MLflow issue turns this on by default
     tracking_uri: str | None = None  # None: SQLite store under outputs/
     experiment: str | None = None  # None: derived from the sweep or run config
     skip_existing: bool = False
@@ -148,38 +150,66 @@ def validate(cfg: DictConfig) -> None:
     """Value checks the schema cannot express. Raises ConfigError naming the first bad key."""
     a, b, t, e = cfg.agent, cfg.buffer, cfg.train, cfg.eval
     _check(0 < a.gamma <= 1, "agent.gamma", "must be in (0, 1]", a.gamma)
-    _check(0 <= a.epsilon_end <= a.epsilon_start <= 1, "agent.epsilon_start",
-           "must satisfy 0 <= agent.epsilon_end <= agent.epsilon_start <= 1", a.epsilon_start)
+    _check(
+        0 <= a.epsilon_end <= a.epsilon_start <= 1,
+        "agent.epsilon_start",
+        "must satisfy 0 <= agent.epsilon_end <= agent.epsilon_start <= 1",
+        a.epsilon_start,
+    )
     _check(0 < a.epsilon_decay <= 1, "agent.epsilon_decay", "must be in (0, 1]", a.epsilon_decay)
-    _check(a.epsilon_schedule in ("exponential", "linear"), "agent.epsilon_schedule",
-           "must be exponential or linear", a.epsilon_schedule)
-    _check(a.epsilon_decay_steps > 0, "agent.epsilon_decay_steps", "must be > 0",
-           a.epsilon_decay_steps)
+    _check(
+        a.epsilon_schedule in ("exponential", "linear"),
+        "agent.epsilon_schedule",
+        "must be exponential or linear",
+        a.epsilon_schedule,
+    )
+    _check(
+        a.epsilon_decay_steps > 0, "agent.epsilon_decay_steps", "must be > 0", a.epsilon_decay_steps
+    )
     if is_tabular(cfg):
         _check(0 < a.alpha <= 1, "agent.alpha", "must be in (0, 1]", a.alpha)
     else:
         _check(a.lr > 0, "agent.lr", "must be > 0", a.lr)
-        _check(a.target_update in ("hard", "soft", "none"), "agent.target_update",
-               "must be hard, soft or none", a.target_update)
-        _check(a.target_update_freq >= 1, "agent.target_update_freq", "must be >= 1",
-               a.target_update_freq)
+        _check(
+            a.target_update in ("hard", "soft", "none"),
+            "agent.target_update",
+            "must be hard, soft or none",
+            a.target_update,
+        )
+        _check(
+            a.target_update_freq >= 1,
+            "agent.target_update_freq",
+            "must be >= 1",
+            a.target_update_freq,
+        )
         _check(0 < a.tau <= 1, "agent.tau", "must be in (0, 1]", a.tau)
         _check(a.loss in ("mse", "huber"), "agent.loss", "must be mse or huber", a.loss)
         _check(a.grad_clip >= 0, "agent.grad_clip", "must be >= 0 (0 disables)", a.grad_clip)
-        _check(len(a.hidden_sizes) > 0 and all(h > 0 for h in a.hidden_sizes),
-               "agent.hidden_sizes", "must be a non-empty list of positive ints",
-               list(a.hidden_sizes))
+        _check(
+            len(a.hidden_sizes) > 0 and all(h > 0 for h in a.hidden_sizes),
+            "agent.hidden_sizes",
+            "must be a non-empty list of positive ints",
+            list(a.hidden_sizes),
+        )
         _check(b.capacity >= 1, "buffer.capacity", "must be >= 1", b.capacity)
         _check(b.batch_size >= 1, "buffer.batch_size", "must be >= 1", b.batch_size)
         if b.name != "none":
-            _check(b.capacity >= b.batch_size, "buffer.capacity",
-                   f"must be >= buffer.batch_size ({b.batch_size})", b.capacity)
+            _check(
+                b.capacity >= b.batch_size,
+                "buffer.capacity",
+                f"must be >= buffer.batch_size ({b.batch_size})",
+                b.capacity,
+            )
         if "alpha" in b:
             _check(b.alpha >= 0, "buffer.alpha", "must be >= 0", b.alpha)
             _check(0 <= b.beta_start <= 1, "buffer.beta_start", "must be in [0, 1]", b.beta_start)
             _check(b.priority_eps > 0, "buffer.priority_eps", "must be > 0", b.priority_eps)
-    _check(t.episodes is not None or t.total_steps is not None, "train.episodes",
-           "or train.total_steps must be set", None)
+    _check(
+        t.episodes is not None or t.total_steps is not None,
+        "train.episodes",
+        "or train.total_steps must be set",
+        None,
+    )
     if t.episodes is not None:
         _check(t.episodes >= 1, "train.episodes", "must be >= 1", t.episodes)
     if t.total_steps is not None:
@@ -189,6 +219,22 @@ def validate(cfg: DictConfig) -> None:
     _check(t.gradient_steps >= 1, "train.gradient_steps", "must be >= 1", t.gradient_steps)
     _check(e.every >= 0, "eval.every", "must be >= 0", e.every)
     _check(e.episodes >= 1, "eval.episodes", "must be >= 1", e.episodes)
-    _check(e.objective in ("final_eval_mean", "best_eval_mean", "mean_eval"), "eval.objective",
-           "must be final_eval_mean, best_eval_mean or mean_eval", e.objective)
+    _check(
+        e.objective in ("final_eval_mean", "best_eval_mean", "mean_eval"),
+        "eval.objective",
+        "must be final_eval_mean, best_eval_mean or mean_eval",
+        e.objective,
+    )
     _check(cfg.seed >= 0, "seed", "must be >= 0", cfg.seed)
+
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The app's config composed with ``overrides``, outside a Hydra run (tests, CLI tools)."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", list(overrides))

@@ -121,6 +121,21 @@ def status_of(exc: BaseException) -> str:
     return "FAILED"
 
 
+def integrations(cfg: DictConfig, output_dir: Path) -> list[Callback]:
+    """Callbacks of the optional integrations: Optuna pruning inside a trial, MLflow tracking."""
+    callbacks: list[Callback] = []
+    # Tracking first: it must see an evaluation before the pruner raises from it.
+    if cfg.tracking.enabled:
+        from sweeper.tracking import tracking_callback
+
+        callbacks.append(tracking_callback(cfg, output_dir))
+    if cfg.trial.number is not None:
+        from sweeper.sweeps.trial import pruning_callback
+
+        callbacks.append(pruning_callback(cfg.trial))
+    return callbacks
+
+
 def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = ()) -> float:
     """Validate, build, train, and leave the run's files in ``output_dir``; return the objective.
 
@@ -133,9 +148,7 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = ()) -
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     history = History()
     writer = CsvWriter(output_dir)
-    stream = CallbackList(
-        [writer, history, ProgressBar(cfg.train.progress), *callbacks]
-    )
+    stream = CallbackList([writer, history, ProgressBar(cfg.train.progress), *callbacks])
     try:
         objective = train(
             agent, env, eval_env, budget_of(cfg), cfg.seed, stream, cfg.train.probe_max_q
@@ -160,8 +173,11 @@ def _finish(cfg, output_dir: Path, agent, history: History, objective: float, st
 
         title = f"{cfg.agent.name} on {cfg.env.name} (seed {cfg.seed})"
         plot_learning_curve(
-            history.returns, history.eval_episodes, history.eval_means,
-            output_dir / "learning_curve.png", title,
+            history.returns,
+            history.eval_episodes,
+            history.eval_means,
+            output_dir / "learning_curve.png",
+            title,
         )
         files["learning_curve"] = "learning_curve.png"
     result = {
@@ -180,7 +196,25 @@ def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     try:
-        return run(cfg, output_dir)
+        validate(cfg)
+        if cfg.tracking.enabled and cfg.tracking.skip_existing:
+            from sweeper.tracking import reuse_existing
+
+            reused = reuse_existing(cfg, output_dir)
+            if reused is not None:
+                return reused
+        callbacks = integrations(cfg, output_dir)
+        try:
+            objective = run(cfg, output_dir, callbacks)
+        except BaseException as exc:
+            for cb in callbacks:  # e.g. log the files run() wrote after on_train_end
+                if hasattr(cb, "close"):
+                    cb.close(exc)
+            raise
+        for cb in callbacks:
+            if hasattr(cb, "close"):
+                cb.close(None)
+        return objective
     except ConfigError as err:
         print(f"sweeper: config error: {err}", file=sys.stderr)
         if hc.mode == RunMode.RUN:

@@ -81,9 +81,7 @@ def train(
     probe_max_q: bool = True,
 ) -> float:
     """Train ``agent`` on ``env`` within ``budget``; return the objective named by the budget."""
-    callback.on_train_start(
-        {"episodes": budget.episodes, "total_steps": budget.total_steps}
-    )
+    callback.on_train_start({"episodes": budget.episodes, "total_steps": budget.total_steps})
     eval_means: list[float] = []
 
     def run_eval(episode: int, step: int) -> None:

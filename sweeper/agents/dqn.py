@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sweeper.agents.networks import NumpyPolicy, QNetwork
+from sweeper.agents.networks import Adam, MLPKernel, QNetwork, clip_grad_norm
 from sweeper.agents.schedules import EpsilonSchedule
 
 TARGET_UPDATES = ("hard", "soft", "none")
@@ -22,12 +22,12 @@ LOSSES = ("mse", "huber")
 
 
 def td_target(
-    rewards: torch.Tensor,
-    terminated: torch.Tensor,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
     gamma: float,
-    next_q_target: torch.Tensor,
-    next_q_online: torch.Tensor | None = None,
-) -> torch.Tensor:
+    next_q_target: np.ndarray,
+    next_q_online: np.ndarray | None = None,
+) -> np.ndarray:
     """r + gamma * (1 - terminated) * Q_target(s', a*).
 
     a* = argmax_a Q_target(s', a) (DQN), or argmax_a Q_online(s', a) when ``next_q_online`` is
@@ -35,23 +35,26 @@ def td_target(
     cuts the bootstrap; a time-limit truncation is stored as not terminated.
     """
     if next_q_online is None:
-        next_v = next_q_target.amax(dim=1)
+        next_v = next_q_target.max(axis=1)
     else:
-        next_v = next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
-    return rewards + gamma * (1.0 - terminated) * next_v
+        best = next_q_online.argmax(axis=1)
+        next_v = next_q_target[np.arange(len(best)), best]
+    return rewards + np.float32(gamma) * (1.0 - terminated) * next_v
 
 
 def loss_and_grad(
-    td: torch.Tensor, weights: torch.Tensor, kind: str, huber_delta: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Importance-weighted mean loss of TD errors ``td = Q(s,a) - y`` and its gradient wrt Q(s,a)."""
+    td: np.ndarray, weights: np.ndarray, kind: str, huber_delta: float = 1.0
+) -> tuple[float, np.ndarray]:
+    """Importance-weighted mean loss of TD errors ``td = Q(s,a) - y``, and its gradient wrt
+    Q(s,a). ``mse`` is the seed's F.mse_loss; ``huber`` is smooth L1 with ``huber_delta``."""
     n = td.shape[0]
     if kind == "mse":
-        return (weights * td * td).mean(), weights * td * (2.0 / n)
-    abs_td = td.abs()
-    quad = abs_td.clamp(max=huber_delta)
+        return float(np.mean(weights * td * td)), weights * td * np.float32(2.0 / n)
+    abs_td = np.abs(td)
+    quad = np.minimum(abs_td, huber_delta)
     loss = weights * (0.5 * quad * quad + huber_delta * (abs_td - quad))
-    return loss.mean(), weights * td.clamp(-huber_delta, huber_delta) / n
+    grad = weights * np.clip(td, -huber_delta, huber_delta) / np.float32(n)
+    return float(np.mean(loss)), grad
 
 
 class DQNAgent:
@@ -91,11 +94,17 @@ class DQNAgent:
         epsilon_decay_steps: int = 10_000,
     ) -> None:
         if target_update not in TARGET_UPDATES:
-            raise ValueError(f"agent.target_update must be one of {TARGET_UPDATES}, got {target_update!r}")
+            raise ValueError(
+                f"agent.target_update must be one of {TARGET_UPDATES}, got {target_update!r}"
+            )
         if loss not in LOSSES:
             raise ValueError(f"agent.loss must be one of {LOSSES}, got {loss!r}")
         self.n_actions, self.gamma, self.double = n_actions, gamma, double
-        self.target_update, self.target_update_freq, self.tau = target_update, target_update_freq, tau
+        self.target_update, self.target_update_freq, self.tau = (
+            target_update,
+            target_update_freq,
+            tau,
+        )
         self.loss_kind, self.huber_delta, self.grad_clip = loss, huber_delta, grad_clip
         self.buffer, self.rng = buffer, rng
         self.schedule = EpsilonSchedule(
@@ -106,9 +115,9 @@ class DQNAgent:
         if target_update != "none":
             self.target_net = QNetwork(obs_dim, n_actions, hidden_sizes, dueling, seed=seed)
             self.target_net.load_state_dict(self.q_net.state_dict())
-        self.params = list(self.q_net.parameters())
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=adam_eps, foreach=True)
-        self.policy = NumpyPolicy(self.q_net)
+        self.online = MLPKernel(self.q_net)
+        self.target = MLPKernel(self.target_net) if self.target_net is not None else None
+        self.optimizer = Adam(self.online.params, lr=lr, eps=adam_eps)
         self.steps = self.episodes = self.updates = 0
         self._epsilon = self.schedule(0, 0)
         self._probe_obs: object = None
@@ -122,10 +131,10 @@ class DQNAgent:
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         if obs is self._probe_obs:
             return self._probe_q
-        return self.policy(obs)
+        return self.online.q_values(obs)
 
     def max_q(self, obs: np.ndarray) -> float:
-        self._probe_obs, self._probe_q = obs, self.policy(obs)
+        self._probe_obs, self._probe_q = obs, self.online.q_values(obs)
         return float(self._probe_q.max())
 
     def act(self, obs: np.ndarray, greedy: bool = False) -> int:
@@ -152,48 +161,49 @@ class DQNAgent:
         if not self.buffer.can_sample():
             return None
         batch = self.buffer.sample()
-        obs = torch.from_numpy(batch.observations)
-        next_obs = torch.from_numpy(batch.next_observations)
-        actions = torch.from_numpy(batch.actions).unsqueeze(1)
-        n = obs.shape[0]
-        if self.target_net is None or self.double:
+        n = batch.actions.shape[0]
+        rows = np.arange(n)
+        if self.target is None or self.double:
             # The online net is needed on s' too: one forward over the stacked states.
-            q_all, acts = self.q_net.forward_train(torch.cat((obs, next_obs)))
+            stacked = np.concatenate((batch.observations, batch.next_observations))
+            q_all, acts = self.online.forward(stacked)
             q, next_online = q_all[:n], q_all[n:]
         else:
-            q_all, acts = self.q_net.forward_train(obs)
+            q_all, acts = self.online.forward(batch.observations)
             q, next_online = q_all, None
-        next_target = next_online if self.target_net is None else self.target_net(next_obs)
+        if self.target is None:
+            next_target = next_online
+        else:
+            next_target, _ = self.target.forward(batch.next_observations)
         y = td_target(
-            torch.from_numpy(batch.rewards),
-            torch.from_numpy(batch.terminated),
+            batch.rewards,
+            batch.terminated,
             self.gamma,
             next_target,
             next_online if self.double else None,
         )
-        td = q.gather(1, actions).squeeze(1) - y
-        loss, grad_td = loss_and_grad(
-            td, torch.from_numpy(batch.weights), self.loss_kind, self.huber_delta
-        )
-        grad_q = torch.zeros_like(q_all)
-        grad_q[:n].scatter_(1, actions, grad_td.unsqueeze(1))
-        self.q_net.backward(acts, grad_q)
+        td = q[rows, batch.actions] - y
+        loss, grad_td = loss_and_grad(td, batch.weights, self.loss_kind, self.huber_delta)
+        grad_q = np.zeros_like(q_all)
+        grad_q[rows, batch.actions] = grad_td
+        grads = self.online.backward(acts, grad_q)
         if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
-        self.optimizer.step()
-        self.buffer.update_priorities(batch.indices, td.abs().numpy())
+            clip_grad_norm(grads, self.grad_clip)
+        self.optimizer.step(grads)
+        self.buffer.update_priorities(batch.indices, np.abs(td))
         self.updates += 1
         self._sync_target()
-        return loss.item()
+        return loss
 
     def _sync_target(self) -> None:
-        if self.target_net is None:
+        if self.target is None:
             return
-        target = list(self.target_net.parameters())
         if self.target_update == "soft":
-            torch._foreach_lerp_(target, self.params, self.tau)
+            for t, p in zip(self.target.params, self.online.params):
+                t += (p - t) * np.float32(self.tau)
         elif self.updates % self.target_update_freq == 0:
-            torch._foreach_copy_(target, self.params)
+            for t, p in zip(self.target.params, self.online.params):
+                np.copyto(t, p)
 
     def save(self, path: Path) -> Path:
         out = Path(path).with_suffix(".pt")

@@ -21,7 +21,9 @@ class EpsilonSchedule:
 
     def __post_init__(self) -> None:
         if self.kind not in ("exponential", "linear"):
-            raise ValueError(f"epsilon_schedule must be 'exponential' or 'linear', got {self.kind!r}")
+            raise ValueError(
+                f"epsilon_schedule must be 'exponential' or 'linear', got {self.kind!r}"
+            )
 
     def __call__(self, steps: int, episodes: int) -> float:
         if self.kind == "linear":

@@ -59,7 +59,10 @@ class PrioritizedReplayBuffer(UniformReplayBuffer):
 
     def set_progress(self, fraction: float) -> None:
         """Anneal beta linearly: ``beta_start`` at fraction 0, 1.0 at fraction 1 (clipped)."""
-        beta = self.beta_start + float(fraction) * (1.0 - self.beta_start)
+        fraction = float(fraction)
+        if fraction != fraction:  # NaN would slip through min/max below
+            raise ValueError("set_progress fraction must not be NaN")
+        beta = self.beta_start + fraction * (1.0 - self.beta_start)
         self._beta = min(max(beta, self.beta_start), 1.0)
 
     def _on_add(self, index: int) -> None:
@@ -73,10 +76,10 @@ class PrioritizedReplayBuffer(UniformReplayBuffer):
         segment = total / self.batch_size
         points = (self._strata + self.rng.random(self.batch_size)) * segment
         indices = self.tree.find(points)
-        probs = self.tree.get(indices) / total
-        # w_i = (N P(i))^-beta / max_j w_j over the batch; max w is at min P, so
-        # w_i = (P(i) / min_j P(j))^-beta, which avoids under/overflow of N P(i).
-        weights = (probs / probs.min()) ** (-self._beta)
+        # w_i = (N P(i))^-beta / max_j w_j over the batch. N and the total cancel, and the
+        # max weight belongs to the least mass: w_i = (m_i / min_j m_j)^-beta, m = p^alpha.
+        mass = self.tree.leaf_values(indices)
+        weights = (mass / mass.min()) ** (-self._beta)
         return self._gather(indices, weights.astype(np.float32))
 
     def update_priorities(self, indices: npt.ArrayLike, td_errors: npt.ArrayLike) -> None:
@@ -84,6 +87,7 @@ class PrioritizedReplayBuffer(UniformReplayBuffer):
 
         Duplicated indices (sampling is with replacement) keep the last value. Non-finite
         TD errors raise: a NaN in the tree would silently break all later sampling.
+        Pass numpy (e.g. ``loss_per_sample.detach().cpu().numpy()``), not a grad tensor.
         """
         idx = np.asarray(indices, dtype=np.int64).ravel()
         td = np.asarray(td_errors, dtype=np.float64).ravel()
@@ -96,8 +100,9 @@ class PrioritizedReplayBuffer(UniformReplayBuffer):
                 f"priority indices must lie in [0, {len(self)}), got [{idx.min()}, {idx.max()}]"
             )
         priorities = np.abs(td) + self.priority_eps
+        mass = priorities**self.alpha
         max_p = priorities.max()
-        if not np.isfinite(max_p):
+        if not (np.isfinite(max_p) and np.isfinite(mass.max())):
             raise ValueError("update_priorities got non-finite TD errors (diverged loss?)")
         self.max_priority = max(self.max_priority, float(max_p))
-        self.tree.update(idx, priorities**self.alpha)
+        self.tree._write(idx, mass)  # validated above

@@ -161,6 +161,8 @@ class UniformReplayBuffer:
         """No-op: nothing to anneal in uniform replay."""
 
     def __repr__(self) -> str:
+        if not hasattr(self, "actions"):  # failed construction (shown in tracebacks)
+            return f"<{type(self).__name__} (not initialized)>"
         return (
             f"{type(self).__name__}(capacity={self.capacity}, batch_size={self.batch_size}, "
             f"obs_shape={self.obs_shape}, len={len(self)})"

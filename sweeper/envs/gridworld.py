@@ -57,6 +57,9 @@ class GridWorld(gymnasium.Env):
     ``goal_reward`` (+1) on entering the goal, ``trap_reward`` (-1) on entering a trap,
     ``step_reward`` (-0.04) otherwise, which makes shorter paths better.
 
+    ## Starting state
+    ``start``, or ``reset(options={"start": (row, col)})`` for that episode only.
+
     ## Episode end
     Terminated on entering the goal or a trap. No step limit here: the registered id adds a
     ``TimeLimit`` (200 steps, the seed's per-episode cap), reported as truncation.
@@ -96,8 +99,7 @@ class GridWorld(gymnasium.Env):
             raise ValueError(f"goal {self.goal} must not be a wall or a trap")
         if self.walls & self.traps:
             raise ValueError(f"walls and traps overlap at {sorted(self.walls & self.traps)}")
-        if self.start in self.walls or self.start == self.goal or self.start in self.traps:
-            raise ValueError(f"start {self.start} must not be a wall, the goal or a trap")
+        self._check_start(self.start)
         self.step_reward = float(step_reward)
         self.goal_reward = float(goal_reward)
         self.trap_reward = float(trap_reward)
@@ -144,8 +146,11 @@ class GridWorld(gymnasium.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
+        """Back to ``start``, or to ``options["start"]`` (exploring starts for on-policy control)."""
         super().reset(seed=seed)
         self._pos = self.start
+        if options and options.get("start") is not None:
+            self._pos = self._check_start(_coord(options["start"], "start", self.size))
         return self._obs(), {}
 
     def step(self, action: int) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -186,6 +191,11 @@ class GridWorld(gymnasium.Env):
                     cells.append(".")
             rows.append(" ".join(cells))
         return "\n".join(rows) + "\n"
+
+    def _check_start(self, start: Coord) -> Coord:
+        if start in self.walls or start == self.goal or start in self.traps:
+            raise ValueError(f"start {start} must not be a wall, the goal or a trap")
+        return start
 
     def _obs(self) -> Any:
         row, col = self._pos

@@ -1,0 +1,1 @@
+"""Hydra plugin ``hydra/sweeper=sweeper_optuna`` (the logic lives in ``sweeper.sweeps``)."""

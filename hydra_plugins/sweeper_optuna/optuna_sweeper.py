@@ -1,0 +1,113 @@
+"""The discovered Sweeper class and its structured configs (thin: work is in sweeper.sweeps).
+
+Sampler and pruner nodes are ``name`` + ``kwargs`` (no ``_target_``: Hydra 1.3 would instantiate
+nested targets before the plugin sees them). Groups: ``hydra/sweeper/sampler=<tpe|random|grid|
+cmaes|qmc|gp>`` and ``hydra/sweeper/pruner=<median|successive_halving|hyperband|none>``.
+"""
+
+# No ``from __future__ import annotations`` here: Hydra scans plugins with exec_module without
+# registering them in sys.modules, and dataclasses then cannot resolve string annotations.
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import MISSING, DictConfig
+
+
+@dataclass
+class SamplerConf:
+    name: str = "tpe"  # tpe | random | grid | cmaes | qmc | gp
+    seed: int | None = 0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PrunerConf:
+    name: str = "median"  # median | percentile | successive_halving | hyperband | none
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SummaryConf:
+    group_by: list[str] = field(default_factory=list)  # params that label table rows
+    metrics: list[str] = field(default_factory=list)  # trial user attrs to average (mean_max_q)
+
+
+@dataclass
+class SweeperOptunaConf:
+    _target_: str = "hydra_plugins.sweeper_optuna.optuna_sweeper.SweeperOptuna"
+    defaults: list[Any] = field(
+        default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}, "_self_"]
+    )
+    direction: str = "maximize"
+    study_name: str | None = None  # None: <sweep or agent-env>-<hash of the sweep config>
+    storage: str | None = None  # None: journal:outputs/optuna/journal.log; or an RDB URL
+    n_trials: int = 20  # in total over all runs/workers of the study
+    n_jobs: int = 1  # parallel slots (needs a process launcher, e.g. hydra/launcher=joblib)
+    max_failures: int | None = None  # stop after this many failed trials in one run
+    sampler: SamplerConf = MISSING
+    pruner: PrunerConf = MISSING
+    params: dict[str, Any] = field(default_factory=dict)  # key -> override grammar
+    heartbeat_interval: float = 5.0
+    grace_period: float = 60.0  # a RUNNING trial without heartbeat for this long is stale
+    progress: bool = True
+    study_hooks: list[str] = field(default_factory=list)
+    summary: SummaryConf = field(default_factory=SummaryConf)
+    # checks each composed task config before the sweep starts (raises sweeper.config.ConfigError)
+    validator: str | None = "sweeper.config:validate"
+
+
+_cs = ConfigStore.instance()
+_cs.store(
+    group="hydra/sweeper", name="sweeper_optuna", node=SweeperOptunaConf, provider="sweeper_optuna"
+)
+for _name in ("tpe", "random", "grid", "cmaes", "qmc", "gp"):
+    _cs.store(
+        group="hydra/sweeper/sampler",
+        name=_name,
+        node=SamplerConf(name=_name),
+        provider="sweeper_optuna",
+    )
+_cs.store(
+    group="hydra/sweeper/pruner",
+    name="median",
+    provider="sweeper_optuna",
+    node=PrunerConf(name="median", kwargs={"n_startup_trials": 5, "n_warmup_steps": 0}),
+)
+_cs.store(
+    group="hydra/sweeper/pruner",
+    name="successive_halving",
+    provider="sweeper_optuna",
+    node=PrunerConf(name="successive_halving"),
+)
+_cs.store(
+    group="hydra/sweeper/pruner",
+    name="hyperband",
+    provider="sweeper_optuna",
+    node=PrunerConf(name="hyperband"),
+)
+_cs.store(
+    group="hydra/sweeper/pruner",
+    name="none",
+    provider="sweeper_optuna",
+    node=PrunerConf(name="none"),
+)
+
+
+class SweeperOptuna(Sweeper):
+    """Optuna ask/tell sweeper: N slots without batch barrier, pruning, resume, storage."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from sweeper.sweeps._impl import OptunaSweeperImpl
+
+        self.sweeper = OptunaSweeperImpl(**kwargs)
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self.sweeper.sweep(arguments)

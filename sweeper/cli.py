@@ -1,0 +1,266 @@
+"""The ``sweeper`` command: config hashes, reproducing runs, study reports, the MLflow UI.
+
+    sweeper hash [OVERRIDES...]        print the config hash (composes the config, no training)
+    sweeper reproduce HASH             re-run the config of a tracked run, compare final metrics
+    sweeper report [--study NAME]      top trials, best config as overrides, importances, plots
+    sweeper ui [--port 5000]           the MLflow UI on 127.0.0.1 over the embedded store
+
+The tracking store is ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded
+``sqlite:///<cwd>/outputs/mlflow.db``. Heavy imports (mlflow, optuna, torch) happen inside the
+subcommands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def fail(message: str, code: int = 1) -> int:
+    print(f"sweeper: {message}", file=sys.stderr)
+    return code
+
+
+# -- hash ---------------------------------------------------------------------------------
+def compose(overrides: list[str]):
+    """The task config for ``overrides`` via Hydra's compose API (no run dir, no training)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from sweeper.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR),
+                               job_name="sweeper_hash"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def cmd_hash(args) -> int:
+    from sweeper.config_hash import canonical_json, config_hash
+
+    try:
+        cfg = compose(args.overrides)
+    except Exception as err:  # hydra's override / composition errors: one line
+        return fail(f"hash: {' '.join(str(err).split())}", 2)
+    if args.json:
+        print(canonical_json(cfg))
+    print(config_hash(cfg))
+    return 0
+
+
+# -- reproduce ----------------------------------------------------------------------------
+def find_original(client, prefix: str):
+    """(run, hash) for a hash prefix; raises LookupError with a one-line message."""
+    from sweeper.tracking import store
+
+    runs = store.search_all_runs(client, f"tags.config_hash LIKE '{prefix}%'",
+                                 order_by=["attributes.start_time DESC"], max_results=5000)
+    hashes = sorted({r.data.tags["config_hash"] for r in runs})
+    if not hashes:
+        raise LookupError(f"no run with config hash {prefix} in {client.tracking_uri}")
+    if len(hashes) > 1:
+        shown = ", ".join(h[:12] for h in hashes[:5]) + (", ..." if len(hashes) > 5 else "")
+        raise LookupError(f"config hash prefix {prefix} is ambiguous: {len(hashes)} configs "
+                          f"match ({shown}); give more digits")
+
+    def rank(r):
+        tags = r.data.tags
+        original = "reproduced_from" not in tags and "reused_from" not in tags
+        return (not original, r.info.status != "FINISHED", -r.info.start_time)
+
+    return sorted(runs, key=rank)[0], hashes[0]
+
+
+def compare_metrics(original: dict, reproduced: dict) -> list[str]:
+    """Differences between two runs' final metrics (exact float comparison)."""
+    diffs = []
+    for key in sorted(set(original) | set(reproduced)):
+        a, b = original.get(key), reproduced.get(key)
+        if a is None or b is None:
+            diffs.append(f"{key}: {'missing' if a is None else repr(a)} (original) vs "
+                         f"{'missing' if b is None else repr(b)} (reproduced)")
+        elif not (a == b or (a != a and b != b)):  # NaN == NaN here
+            diffs.append(f"{key}: {a!r} (original) vs {b!r} (reproduced), "
+                         f"delta {b - a:+.3g}")
+    return diffs
+
+
+def cmd_reproduce(args) -> int:
+    prefix = args.hash.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{1,64}", prefix):
+        return fail(f"reproduce: {args.hash!r} is not a config hash (hex digits)")
+    import datetime
+    import tempfile
+
+    from omegaconf import OmegaConf
+    from rich.console import Console
+    from rich.table import Table
+
+    from sweeper.config import ConfigError, validate
+    from sweeper.config_hash import SHORT, config_hash
+    from sweeper.tracking import store
+    from sweeper.tracking.tracker import MlflowTracker
+
+    client = store.client(args.tracking_uri)
+    try:
+        original, digest = find_original(client, prefix)
+    except LookupError as err:
+        return fail(f"reproduce: {err}")
+    run_id = original.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = store.retry(client.download_artifacts, run_id, "config.yaml", tmp)
+        except Exception as err:  # noqa: BLE001
+            return fail(f"reproduce: run {run_id} has no config.yaml artifact ({err})")
+        cfg = OmegaConf.load(path)
+    # The exact semantic config, seed included; no sweeper bookkeeping, same store.
+    cfg.trial = {"study_name": None, "storage": None, "number": None, "parent_run_id": None}
+    cfg.tracking.tracking_uri = client.tracking_uri
+    cfg.tracking.enabled = True
+    cfg.train.progress = False
+    problems = []
+    if config_hash(cfg) != digest:
+        problems.append(f"config.yaml of run {run_id} hashes to {config_hash(cfg)[:SHORT]}, "
+                        f"its tag says {digest[:SHORT]}")
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+    out_root = Path(args.output_dir) if args.output_dir else store.outputs_dir() / "reproduce"
+    output_dir = out_root / f"{stamp}_{digest[:SHORT]}"
+    console = Console()
+    console.print(f"reproducing run {run_id} (config {digest[:SHORT]}, seed {cfg.seed}) "
+                  f"in {output_dir}", highlight=False, soft_wrap=True)
+    from sweeper.train import run
+
+    try:
+        validate(cfg)
+        tracker = MlflowTracker(cfg, output_dir, experiment_id=original.info.experiment_id,
+                                extra_tags={"reproduced_from": run_id})
+    except ConfigError as err:
+        return fail(f"reproduce: config error: {err}", 2)
+    try:
+        run(cfg, output_dir, [tracker])
+    except BaseException as exc:
+        tracker.close(exc)
+        if not isinstance(exc, Exception):
+            raise
+        problems.append(f"the reproduced run raised {type(exc).__name__}: {exc}")
+    else:
+        tracker.close(None)
+    before = store.retry(client.get_run, run_id).data.metrics
+    after = store.retry(client.get_run, tracker.run_id).data.metrics
+    table = Table(title=f"final metrics: original {run_id} vs reproduced {tracker.run_id}",
+                  title_justify="left")
+    for col in ("metric", "original", "reproduced", "match"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key in sorted(set(before) | set(after)):
+        a, b = before.get(key), after.get(key)
+        same = a is not None and b is not None and (a == b or (a != a and b != b))
+        table.add_row(key, "-" if a is None else repr(a), "-" if b is None else repr(b),
+                      "yes" if same else "[red]NO[/red]")
+    console.print(table)
+    problems += compare_metrics(before, after)
+    if problems:
+        console.print(f"[red]not reproduced[/red]: {len(problems)} difference(s)")
+        for p in problems:
+            print(f"  {p}")
+        return 1
+    console.print("reproduced: all final metrics are bit-identical")
+    return 0
+
+
+# -- report -------------------------------------------------------------------------------
+def cmd_report(args) -> int:
+    from sweeper.tracking import store
+    from sweeper.tracking.report import ReportError, build_report, load_study, print_report
+
+    try:
+        study = load_study(args.study, args.storage)
+    except ReportError as err:
+        return fail(f"report: {err}")
+    plots = Path(args.out) if args.out else store.outputs_dir() / "reports" / study.study_name
+    report = build_report(study, top=args.top, plots_dir=None if args.no_plots else plots)
+    print_report(report)
+    return 0
+
+
+# -- ui -----------------------------------------------------------------------------------
+def ui_command(tracking_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
+    from sweeper.tracking import store
+
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+           "--host", host, "--port", str(port), "--workers", str(workers)]
+    path = store.sqlite_path(tracking_uri)
+    if path is not None:
+        cmd += ["--artifacts-destination", str(path.parent / store.ARTIFACTS_DIR)]
+    return cmd
+
+
+def cmd_ui(args) -> int:
+    import subprocess
+
+    from sweeper.tracking import store
+
+    uri = store.resolve_tracking_uri(args.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return fail(f"ui: the tracking URI {uri} is a server already: open it in a browser")
+    store.prepare_store(uri)
+    cmd = ui_command(uri, args.host, args.port, args.workers)
+    print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)",
+          file=sys.stderr)
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return 130
+
+
+# -- main ---------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sweeper", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    h = sub.add_parser("hash", help="print the config hash for overrides (no training)")
+    h.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. agent.lr=1e-3 seed=1")
+    h.add_argument("--json", action="store_true", help="also print the canonical JSON hashed")
+    h.set_defaults(fn=cmd_hash)
+
+    r = sub.add_parser("reproduce", help="re-run a tracked run's config and compare metrics")
+    r.add_argument("hash", help="config hash or a unique prefix of one")
+    r.add_argument("--tracking-uri", default=None)
+    r.add_argument("--output-dir", default=None,
+                   help="parent of the new run dir (default outputs/reproduce)")
+    r.set_defaults(fn=cmd_reproduce)
+
+    rep = sub.add_parser("report", help="a study's top trials, best config, importances, plots")
+    rep.add_argument("--study", default=None, help="study name (default: the only one)")
+    rep.add_argument("--storage", default=None,
+                     help="Optuna storage (default journal:outputs/optuna/journal.log)")
+    rep.add_argument("--top", type=int, default=10)
+    rep.add_argument("--out", default=None, help="plots dir (default outputs/reports/<study>)")
+    rep.add_argument("--no-plots", action="store_true")
+    rep.set_defaults(fn=cmd_report)
+
+    u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the tracking store")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--workers", type=int, default=1)
+    u.add_argument("--tracking-uri", default=None)
+    u.set_defaults(fn=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,644 @@
+"""The Optuna sweeper: ask/tell over Hydra launchers, N slots with no batch barrier.
+
+Flow of ``sweep(arguments)``:
+
+1. **Plan** (nothing runs yet; any problem exits with a one-line message naming the parameter):
+   the search space from ``hydra.sweeper.params`` + command-line overrides, sampler and pruner,
+   a composition of the task config with the fixed overrides and with each parameter's extreme
+   values (``sweeper.config.validate``), the storage (opened and pinged), the study (created or
+   resumed; its default name hashes the search space, the fixed overrides and the task config).
+2. **Slots**: ``n_jobs`` threads, each looping *fail stale trials -> count -> ask -> launch one
+   job -> tell*. A slot that finishes starts the next trial at once (no batch barrier). The
+   basic launcher mutates process-global state (``HydraConfig``, logging, cwd), so with it the
+   sweep runs one slot in the main thread; process launchers (joblib) run slots concurrently.
+3. **Results**: summary table, ``optimization_results.yaml``, study hooks.
+
+Counting (resume, several workers): the study is done when the trials that *count* reach
+``n_trials``. Every trial counts except those marked ``sweeper:uncounted`` (RUNNING trials of a
+killed process found stale, surplus trials from a race between workers, interrupted trials).
+A RUNNING trial is stale when its owner (hostname + pid + process start time, in the user attr
+``sweeper:owner``) is this host and that process is gone, or when its heartbeat (user attr
+``sweeper:heartbeat``, refreshed every ``heartbeat_interval`` s by a thread of the owning
+sweeper) is older than ``grace_period`` s. JournalStorage has no heartbeat of its own and
+Optuna's RDB heartbeat only runs inside ``Study.optimize``, hence this one for every storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.trial import TrialState
+
+from sweeper.sweeps import results as results_mod
+from sweeper.sweeps.factories import FactoryError, grid_size, make_sampler, pruner_spec
+from sweeper.sweeps.hooks import StudyInfo, load_hooks
+from sweeper.sweeps.progress import SweepProgress
+from sweeper.sweeps.search_space import (
+    SearchSpace,
+    SearchSpaceError,
+    build_search_space,
+    describe_distribution,
+    format_value,
+    grid_choices,
+    param_override,
+    validate_space,
+)
+from sweeper.sweeps.storage import StorageError, canonical, open_storage, redact
+from sweeper.sweeps.trial import PRUNER_ATTR
+
+log = logging.getLogger("sweeper.sweeps")
+
+OWNER = "sweeper:owner"
+HEARTBEAT = "sweeper:heartbeat"
+UNCOUNTED = "sweeper:uncounted"
+ERROR = "sweeper:error"
+OVERRIDES = "sweeper:overrides"
+OUTPUT_DIR = "sweeper:output_dir"
+
+
+class SweepError(Exception):
+    """A problem found before any trial ran; one line."""
+
+
+class TrialExit(RuntimeError):
+    """A job called ``sys.exit`` (e.g. a config error): the trial fails, the sweep goes on."""
+
+
+class GuardedTask:
+    """Wraps the task function so that ``SystemExit`` inside a job becomes an ordinary
+    exception: Hydra's ``run_job`` only catches ``Exception``, so a ``SystemExit`` would end the
+    whole sweep under the basic launcher (and abort joblib's executor)."""
+
+    def __init__(self, task_function: TaskFunction) -> None:
+        self.task_function = task_function
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        try:
+            return self.task_function(cfg)
+        except SystemExit as exc:
+            cause = exc.__cause__ or exc.__context__
+            detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+            raise TrialExit(f"the job exited with code {exc.code}{detail}") from None
+
+
+def _process_start(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool | None:
+    """True/False for an owner on this host; None when it lives elsewhere (unknown)."""
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return None
+    pid = int(owner.get("pid", -1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = owner.get("start")
+    return start is None or _process_start(pid) in (None, start)
+
+
+def _one_line(text: Any, limit: int = 2000) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@dataclass
+class Outcome:
+    state: TrialState
+    value: float | None = None
+    error: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def outcome_of(ret: JobReturn | BaseException) -> Outcome:
+    """The Optuna outcome of a job: COMPLETE with a finite value, PRUNED, or FAIL with an error.
+
+    Works on JobReturns from the sweeper's process and from joblib workers (whose exception
+    came back pickled).
+    """
+    if isinstance(ret, BaseException):
+        return Outcome(TrialState.FAIL, error=f"{type(ret).__name__}: {_one_line(ret)}")
+    attrs: dict[str, Any] = {}
+    if ret.hydra_cfg is not None:
+        out_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
+        if out_dir:
+            attrs[OUTPUT_DIR] = str(out_dir)
+            attrs.update(results_mod.run_metrics(Path(out_dir)))
+    if ret.status == JobStatus.COMPLETED:
+        value = ret._return_value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return Outcome(
+                TrialState.FAIL, error=f"the objective is not a number: {value!r}", attrs=attrs
+            )
+        if not math.isfinite(number):
+            return Outcome(TrialState.FAIL, error=f"the objective is {number}", attrs=attrs)
+        return Outcome(TrialState.COMPLETE, value=number, attrs=attrs)
+    exc = ret._return_value
+    if isinstance(exc, optuna.TrialPruned):
+        return Outcome(TrialState.PRUNED, attrs=attrs)
+    if isinstance(exc, BaseException):
+        return Outcome(
+            TrialState.FAIL, error=f"{type(exc).__name__}: {_one_line(exc)}", attrs=attrs
+        )
+    return Outcome(TrialState.FAIL, error=f"job status {ret.status}: {exc!r}", attrs=attrs)
+
+
+class OptunaSweeperImpl(Sweeper):
+    def __init__(
+        self,
+        direction: str = "maximize",
+        study_name: str | None = None,
+        storage: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        max_failures: int | None = None,
+        sampler: Any = None,
+        pruner: Any = None,
+        params: Any = None,
+        heartbeat_interval: float = 5.0,
+        grace_period: float = 60.0,
+        progress: bool = True,
+        study_hooks: Sequence[str] = (),
+        summary: Any = None,
+        validator: str | None = "sweeper.config:validate",
+    ) -> None:
+        self.direction = str(direction).lower()
+        self.study_name = study_name
+        self.storage_spec = storage
+        self.n_trials = int(n_trials)
+        self.n_jobs = int(n_jobs)
+        self.max_failures = max_failures
+        self.sampler_cfg = _plain(sampler) or {}
+        self.pruner_cfg = _plain(pruner) or {}
+        self.params = _plain(params) or {}
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.grace_period = float(grace_period)
+        self.progress_enabled = bool(progress)
+        self.study_hooks = list(study_hooks or ())
+        self.summary_cfg = _plain(summary) or {}
+        self.validator = _resolve(validator) if validator else None
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher = None
+        # runtime state
+        self._lock = threading.Lock()
+        self._running: dict[int, int] = {}  # trial_id -> number, trials this process owns
+        self._stop = threading.Event()
+        self._failures = 0
+        self._last_error: str | None = None
+        self._started_here: list[int] = []
+
+    # -- Hydra API -------------------------------------------------------------------------
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=GuardedTask(task_function), config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        try:
+            plan = self._plan(arguments)
+        except (SearchSpaceError, StorageError, FactoryError, SweepError) as err:
+            raise SystemExit(f"sweeper: {_one_line(err)}") from None
+        return self._run(plan)
+
+    # -- planning ----------------------------------------------------------------------------
+    def _compose(self, overrides: Sequence[str]) -> DictConfig:
+        assert self.hydra_context is not None and self.config is not None
+        return self.hydra_context.config_loader.load_sweep_config(
+            master_config=self.config, sweep_overrides=list(overrides)
+        )
+
+    def _task_cfg(self, overrides: Sequence[str], what: str) -> DictConfig:
+        from sweeper.config import ConfigError
+
+        try:
+            cfg = self._compose(overrides)
+        except Exception as err:
+            raise SweepError(f"{what}: {_one_line(err, 400)}") from None
+        with open_dict(cfg):
+            del cfg["hydra"]
+        if self.validator is None:
+            return cfg
+        try:
+            self.validator(cfg)
+        except ConfigError as err:
+            raise SweepError(f"{what}: {_one_line(err)}") from None
+        except Exception as err:  # a missing key in a foreign config
+            raise SweepError(f"{what}: {type(err).__name__}: {_one_line(err, 400)}") from None
+        return cfg
+
+    def _plan(self, arguments: Sequence[str]) -> _Plan:
+        assert self.config is not None
+        if self.direction not in ("maximize", "minimize"):
+            raise SweepError(
+                f"hydra.sweeper.direction: must be maximize or minimize, got {self.direction!r}"
+            )
+        if self.n_trials < 1:
+            raise SweepError(f"hydra.sweeper.n_trials: must be >= 1, got {self.n_trials}")
+        if self.n_jobs < 1:
+            raise SweepError(f"hydra.sweeper.n_jobs: must be >= 1, got {self.n_jobs}")
+        space = build_search_space(self.params, arguments)
+        validate_space(space)
+        reserved = [o for o in space.fixed if o.lstrip("+~").startswith("trial.")]
+        reserved += [n for n in space.distributions if n.lstrip("+~").startswith("trial.")]
+        if reserved:
+            raise SweepError(f"{reserved[0].split('=')[0]}: trial.* is set by the sweeper")
+
+        # Compose before anything runs: fixed overrides, then each parameter at its extremes.
+        base_cfg = self._task_cfg(space.fixed, "fixed overrides " + " ".join(space.fixed))
+        first = {n: _extremes(d)[0] for n, d in space.distributions.items()}
+        for name, dist in space.distributions.items():
+            for value in _extremes(dist):
+                sample = {**first, name: value}
+                overrides = list(space.fixed) + [
+                    param_override(n, v, space.distributions[n]) for n, v in sample.items()
+                ]
+                self._task_cfg(overrides, f"{name}={_shown(value, dist)}")
+
+        sampler_name = str(self.sampler_cfg.get("name", "tpe")).lower()
+        n_trials = self.n_trials
+        if sampler_name == "grid":
+            if not space.distributions:
+                raise SweepError("hydra.sweeper.sampler: the grid sampler needs parameters")
+            size = grid_size(space.distributions)
+            if size < n_trials:
+                log.info("grid sampler: %d grid points, n_trials %d -> %d", size, n_trials, size)
+                n_trials = size
+        seed = self.sampler_cfg.get("seed")
+        sampler = make_sampler(
+            sampler_name, self.sampler_cfg.get("kwargs"), seed, space.distributions
+        )
+        pspec = pruner_spec(self.pruner_cfg.get("name", "none"), self.pruner_cfg.get("kwargs"))
+
+        storage_spec = canonical(self.storage_spec)
+        storage = open_storage(storage_spec)
+        study_name = self.study_name or default_study_name(self.config, space, base_cfg)
+        try:
+            study = optuna.create_study(
+                study_name=study_name,
+                storage=storage,
+                sampler=sampler,
+                direction=self.direction,
+                load_if_exists=True,
+            )
+        except Exception as err:
+            raise SweepError(
+                f"hydra.sweeper.storage: {type(err).__name__}: {_one_line(err)}"
+            ) from None
+        if study.direction.name.lower() != self.direction:
+            raise SweepError(
+                f"hydra.sweeper.direction: study {study_name!r} exists with direction "
+                f"{study.direction.name.lower()}, not {self.direction}"
+            )
+        study.set_user_attr(PRUNER_ATTR, pspec)
+        study.set_user_attr("sweeper:search_space", space.describe())
+        study.set_user_attr("sweeper:fixed_overrides", list(space.fixed))
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        return _Plan(
+            space=space,
+            study=study,
+            storage=storage,
+            storage_spec=storage_spec,
+            n_trials=n_trials,
+            sweep_dir=sweep_dir,
+            base_cfg=base_cfg,
+            sampler_name=sampler_name,
+            pruner=pspec,
+        )
+
+    # -- running -------------------------------------------------------------------------------
+    def _slots(self) -> int:
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        if self.n_jobs > 1 and isinstance(self.launcher, BasicLauncher):
+            log.warning(
+                "hydra.sweeper.n_jobs=%d with the basic launcher: it runs jobs in this process "
+                "and changes process-global state, so trials run one at a time; use "
+                "hydra/launcher=joblib for parallel slots",
+                self.n_jobs,
+            )
+            return 1
+        launcher_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs")
+        if isinstance(launcher_jobs, int) and 0 < launcher_jobs < self.n_jobs:
+            log.warning(
+                "hydra.launcher.n_jobs=%d < hydra.sweeper.n_jobs=%d: slots will wait for workers",
+                launcher_jobs,
+                self.n_jobs,
+            )
+        return self.n_jobs
+
+    def _run(self, plan: _Plan) -> dict[str, Any]:
+        study = plan.study
+        info = StudyInfo(
+            study_name=study.study_name,
+            storage=redact(plan.storage_spec),
+            direction=self.direction,
+            n_trials=plan.n_trials,
+            search_space=plan.space.describe(),
+            fixed_overrides=list(plan.space.fixed),
+            sweep_dir=str(plan.sweep_dir),
+            task_config=plan.base_cfg,
+        )
+        hooks = load_hooks(self.study_hooks, plan.base_cfg)
+        parent_run_id = None
+        for hook in hooks:
+            rid = hook.on_study_start(info)
+            parent_run_id = parent_run_id or rid
+        plan.trial_overrides = [
+            f"trial.study_name={format_value(study.study_name)}",
+            f"trial.storage={format_value(plan.storage_spec)}",
+        ]
+        if parent_run_id:
+            plan.trial_overrides.append(f"trial.parent_run_id={format_value(parent_run_id)}")
+
+        done_before = self._count(study)
+        slots = self._slots()
+        log.info(
+            "study %s (%s, %s sampler, %s pruner): %d/%d trials done, %d slot(s); search space %s",
+            study.study_name,
+            redact(plan.storage_spec),
+            plan.sampler_name,
+            plan.pruner["name"],
+            done_before,
+            plan.n_trials,
+            slots,
+            plan.space.describe(),
+        )
+        progress = SweepProgress(plan.n_trials, self.direction, self.progress_enabled)
+        progress.start(study)
+        beat = threading.Thread(target=self._heartbeat, args=(plan,), daemon=True)
+        beat.start()
+        errors: list[BaseException] = []
+
+        def slot() -> None:
+            try:
+                self._slot(plan, progress)
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+                self._stop.set()
+
+        try:
+            if slots == 1:
+                self._slot(plan, progress)
+            else:
+                threads = [
+                    threading.Thread(target=slot, name=f"sweeper-slot-{i}", daemon=True)
+                    for i in range(slots)
+                ]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    while t.is_alive():
+                        t.join(0.5)
+        except KeyboardInterrupt:
+            self._stop.set()
+            progress.stop()
+            self._fail_owned(plan, "interrupted (KeyboardInterrupt)")
+            raise
+        self._stop.set()
+        progress.stop()
+        if errors:
+            raise errors[0]
+        summary = results_mod.finish(self, plan, hooks, info)
+        stop_reason = summary.get("stopped")
+        if stop_reason:
+            raise SystemExit(f"sweeper: {stop_reason}")
+        if summary.get("best") is None:
+            raise SystemExit(f"sweeper: {summary['message']}")
+        return summary
+
+    def _count(self, study: optuna.Study) -> int:
+        return sum(1 for t in study.get_trials(deepcopy=False) if counts(t))
+
+    def _slot(self, plan: _Plan, progress: SweepProgress) -> None:
+        study = plan.study
+        while not self._stop.is_set():
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._fail_stale(plan)
+                if self._count(study) >= plan.n_trials:
+                    return
+                trial = study.ask(fixed_distributions=plan.space.distributions)
+                self._running[trial._trial_id] = trial.number
+            try:
+                overrides = self._claim(plan, trial)
+            except _Surplus:
+                return
+            progress.trial_started(trial.number)
+            try:
+                ret: JobReturn | BaseException = self.launcher.launch(
+                    [overrides], initial_job_idx=trial.number
+                )[0]
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a broken job must not end the sweep
+                ret = exc
+            outcome = outcome_of(ret)
+            self._tell(plan, trial, outcome)
+            progress.trial_finished(study, trial.number, outcome)
+
+    def _claim(self, plan: _Plan, trial: optuna.trial.Trial) -> list[str]:
+        """Mark the new trial as ours and check it is not one too many (another worker may
+        have asked at the same moment); returns the job's overrides."""
+        storage = plan.storage
+        storage.set_trial_user_attr(trial._trial_id, OWNER, _owner())
+        storage.set_trial_user_attr(trial._trial_id, HEARTBEAT, time.time())
+        params = [
+            param_override(n, trial.params[n], d) for n, d in plan.space.distributions.items()
+        ]
+        overrides = list(plan.space.fixed) + params
+        storage.set_trial_user_attr(trial._trial_id, OVERRIDES, overrides)
+        counted = [t.number for t in plan.study.get_trials(deepcopy=False) if counts(t)]
+        if trial.number in counted and sorted(counted).index(trial.number) >= plan.n_trials:
+            self._finish_uncounted(plan, trial._trial_id, trial.number, "surplus")
+            raise _Surplus
+        return overrides + list(plan.trial_overrides) + [f"trial.number={trial.number}"]
+
+    def _tell(self, plan: _Plan, trial: optuna.trial.Trial, outcome: Outcome) -> None:
+        storage = plan.storage
+        for key, value in outcome.attrs.items():
+            _safe(storage.set_trial_user_attr, trial._trial_id, key, value)
+        if outcome.error:
+            _safe(storage.set_trial_user_attr, trial._trial_id, ERROR, outcome.error)
+        try:
+            if outcome.state == TrialState.COMPLETE:
+                plan.study.tell(trial, outcome.value, skip_if_finished=True)
+            else:
+                plan.study.tell(trial, state=outcome.state, skip_if_finished=True)
+        finally:
+            with self._lock:
+                self._running.pop(trial._trial_id, None)
+        if outcome.state == TrialState.FAIL:
+            log.warning("trial %d failed: %s", trial.number, outcome.error)
+            with self._lock:
+                self._failures += 1
+                self._last_error = outcome.error
+                if self.max_failures is not None and self._failures >= self.max_failures:
+                    self._stop.set()
+
+    def _finish_uncounted(self, plan: _Plan, trial_id: int, number: int, reason: str) -> None:
+        _safe(plan.storage.set_trial_user_attr, trial_id, UNCOUNTED, reason)
+        _safe(plan.storage.set_trial_user_attr, trial_id, ERROR, reason)
+        try:
+            plan.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        except Exception as err:  # finished meanwhile by its owner
+            log.debug("could not fail trial %d: %s", number, err)
+        with self._lock:
+            self._running.pop(trial_id, None)
+
+    def _fail_stale(self, plan: _Plan) -> None:
+        now = time.time()
+        for t in plan.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id in self._running:
+                continue
+            owner = t.user_attrs.get(OWNER)
+            alive = _owner_alive(owner) if owner else None
+            beat = t.user_attrs.get(HEARTBEAT)
+            if beat is None and t.datetime_start is not None:
+                beat = t.datetime_start.timestamp()
+            reason = None
+            if alive is False:
+                reason = f"stale: its sweeper process {owner.get('pid')} is gone"
+            elif beat is not None and now - float(beat) > self.grace_period:
+                reason = f"stale: no heartbeat for {now - float(beat):.0f}s"
+            if reason:
+                log.warning("trial %d was left RUNNING (%s): marked FAIL", t.number, reason)
+                self._finish_uncounted(plan, t._trial_id, t.number, reason)
+
+    def _fail_owned(self, plan: _Plan, reason: str) -> None:
+        for trial_id, number in list(self._running.items()):
+            self._finish_uncounted(plan, trial_id, number, reason)
+
+    def _heartbeat(self, plan: _Plan) -> None:
+        while not self._stop.wait(self.heartbeat_interval):
+            with self._lock:
+                owned = list(self._running)
+            for trial_id in owned:
+                _safe(plan.storage.set_trial_user_attr, trial_id, HEARTBEAT, time.time())
+
+
+class _Surplus(Exception):
+    pass
+
+
+@dataclass
+class _Plan:
+    space: SearchSpace
+    study: optuna.Study
+    storage: Any
+    storage_spec: str
+    n_trials: int
+    sweep_dir: Path
+    base_cfg: DictConfig
+    sampler_name: str
+    pruner: dict[str, Any]
+    trial_overrides: list[str] = field(default_factory=list)
+
+
+def counts(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts towards n_trials (everything but stale/surplus/interrupted)."""
+    return not (t.state == TrialState.FAIL and UNCOUNTED in t.user_attrs)
+
+
+def default_study_name(config: DictConfig, space: SearchSpace, task_cfg: DictConfig) -> str:
+    """``<sweep or agent-env>-<hash>``: the hash covers the search space, the fixed overrides and
+    the composed task config, so re-running the same command resumes the same study."""
+    task = OmegaConf.to_container(task_cfg, resolve=False)
+    if isinstance(task, dict):
+        task.pop("trial", None)
+    payload = json.dumps(
+        {"space": space.describe(), "fixed": sorted(space.fixed), "task": task},
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha1(payload.encode()).hexdigest()[:10]
+    choices = OmegaConf.select(config, "hydra.runtime.choices") or {}
+    prefix = choices.get("sweep") if hasattr(choices, "get") else None
+    if not prefix:
+        agent = OmegaConf.select(task_cfg, "agent.name", default="task")
+        env = OmegaConf.select(task_cfg, "env.name", default="")
+        prefix = f"{agent}-{env}".strip("-")
+    return f"{prefix}-{digest}"
+
+
+def _extremes(dist) -> list[Any]:
+    """Values that bracket a distribution (the config is validated at each of them)."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, optuna.distributions.FloatDistribution) and dist.step is not None:
+        values = grid_choices("", dist)
+        return [values[0], values[-1]]
+    return [dist.low, dist.high]
+
+
+def _shown(value: Any, dist) -> str:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution) and isinstance(value, str):
+        return value
+    return format_value(value)
+
+
+def _plain(node: Any) -> Any:
+    if node is None:
+        return None
+    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def _resolve(path: str) -> Any:
+    from sweeper.sweeps.hooks import _resolve as resolve
+
+    return resolve(path)
+
+
+def _safe(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as err:  # the trial was finished meanwhile, or a transient storage error
+        log.debug("%s%s failed: %s", getattr(fn, "__name__", fn), args[:2], err)
+
+
+__all__ = [
+    "OptunaSweeperImpl",
+    "GuardedTask",
+    "TrialExit",
+    "outcome_of",
+    "default_study_name",
+    "counts",
+    "describe_distribution",
+]

@@ -1,0 +1,303 @@
+"""The end of a sweep: summary table, ``optimization_results.yaml``, study hooks.
+
+The best params are written as ready-to-paste overrides: the difference between the best
+trial's composed task config and the app's default config (group choices first, then values),
+so ``python -m sweeper.train <overrides>`` reproduces the best trial's config without the sweep
+config (which would start a sweep again).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shlex
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.trial import TrialState
+
+from sweeper.sweeps.search_space import format_value
+
+if TYPE_CHECKING:
+    from sweeper.sweeps._impl import OptunaSweeperImpl, _Plan
+    from sweeper.sweeps.hooks import StudyHook, StudyInfo
+
+log = logging.getLogger("sweeper.sweeps")
+
+RESULTS_FILE = "optimization_results.yaml"
+IGNORED_KEYS = ("trial",)  # filled by the sweeper, not part of a reproducible config
+
+
+def run_metrics(out_dir: Path) -> dict[str, Any]:
+    """Extra per-trial metrics read from the run's files (kept as trial user attrs).
+
+    ``mean_max_q``: the mean over training episodes of the per-episode mean max-Q probe
+    (seed section 8), when episodes.csv has a ``max_q`` column.
+    """
+    metrics: dict[str, Any] = {}
+    path = Path(out_dir) / "episodes.csv"
+    if path.exists():
+        try:
+            with path.open() as f:
+                values = [float(r["max_q"]) for r in csv.DictReader(f) if r.get("max_q")]
+            values = [v for v in values if math.isfinite(v)]
+            if values:
+                metrics["mean_max_q"] = statistics.fmean(values)
+                metrics["final_max_q"] = values[-1]
+        except (OSError, ValueError, KeyError):
+            pass
+    return metrics
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(node, Mapping):
+        if not node and prefix:
+            out[prefix] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    else:
+        out[prefix] = node
+    return out
+
+
+def _task_container(cfg: DictConfig) -> dict[str, Any]:
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for key in ("hydra", *IGNORED_KEYS):
+            cfg.pop(key, None)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def reproduce_overrides(sweeper: OptunaSweeperImpl, trial_overrides: Sequence[str]) -> list[str]:
+    """Overrides that make the app's default config equal to a trial's task config."""
+    loader = sweeper.hydra_context.config_loader
+    master = sweeper.config
+    trial_cfg = loader.load_sweep_config(master, list(trial_overrides))
+    choices = dict(OmegaConf.select(trial_cfg, "hydra.runtime.choices") or {})
+    config_name = master.hydra.job.config_name
+    default = loader.load_configuration(config_name=config_name, overrides=[], run_mode=_run())
+    default_choices = dict(OmegaConf.select(default, "hydra.runtime.choices") or {})
+    groups = [
+        f"{g}={choices[g]}"
+        for g in default_choices
+        if not g.startswith("hydra/") and g in choices and choices[g] != default_choices[g]
+    ]
+    base = loader.load_configuration(config_name=config_name, overrides=groups, run_mode=_run())
+    want, have = flatten(_task_container(trial_cfg)), flatten(_task_container(base))
+    values = []
+    for key, value in want.items():
+        if key not in have:
+            values.append(f"+{key}={format_value(value)}")
+        elif have[key] != value:
+            values.append(f"{key}={format_value(value)}")
+    removed = [k for k in have if k not in want]
+    for key in removed:
+        values.append(f"~{key}")
+    return groups + values
+
+
+def _run():
+    from hydra.types import RunMode
+
+    return RunMode.RUN
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    from sweeper.sweeps._impl import counts
+
+    c = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "uncounted": 0}
+    for t in study.get_trials(deepcopy=False):
+        if not counts(t):
+            c["uncounted"] += 1
+        elif t.state == TrialState.COMPLETE:
+            c["complete"] += 1
+        elif t.state == TrialState.PRUNED:
+            c["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            c["failed"] += 1
+        else:
+            c["running"] += 1
+    return c
+
+
+def importances(study: optuna.Study, params: Sequence[str]) -> dict[str, float] | str:
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if len(params) < 2:
+        return "needs at least two parameters"
+    if len(complete) < 3:
+        return f"needs at least 3 complete trials, got {len(complete)}"
+    try:
+        imp = optuna.importance.get_param_importances(study, params=list(params))
+    except Exception as err:  # e.g. a parameter that never varied
+        return f"unavailable: {type(err).__name__}: {' '.join(str(err).split())}"
+    return {k: round(float(v), 4) for k, v in imp.items()}
+
+
+def groups_table(
+    study: optuna.Study, group_by: Sequence[str], metrics: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Complete trials grouped by the values of ``group_by`` params: n, mean/std of the
+    objective and of each user-attr metric (e.g. the ablation and double-vs-vanilla tables)."""
+    rows: dict[tuple, list[optuna.trial.FrozenTrial]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        key = tuple(t.params.get(g) for g in group_by)
+        rows.setdefault(key, []).append(t)
+    out = []
+    for key, trials in sorted(rows.items(), key=lambda kv: str(kv[0])):
+        vals = [float(t.value) for t in trials]
+        row: dict[str, Any] = {g: k for g, k in zip(group_by, key, strict=True)}
+        row["n"] = len(trials)
+        row["objective_mean"] = round(statistics.fmean(vals), 4)
+        row["objective_std"] = round(statistics.pstdev(vals), 4) if len(vals) > 1 else 0.0
+        for m in metrics:
+            ms = [float(t.user_attrs[m]) for t in trials if m in t.user_attrs]
+            row[f"{m}_mean"] = round(statistics.fmean(ms), 4) if ms else None
+        out.append(row)
+    return out
+
+
+def finish(
+    sweeper: OptunaSweeperImpl, plan: _Plan, hooks: Sequence[StudyHook], info: StudyInfo
+) -> dict[str, Any]:
+    study = plan.study
+    counts = _counts(study)
+    summary: dict[str, Any] = {
+        "study_name": study.study_name,
+        "storage": info.storage,
+        "direction": sweeper.direction,
+        "sampler": plan.sampler_name,
+        "pruner": plan.pruner,
+        "n_trials": plan.n_trials,
+        "trials": counts,
+        "search_space": dict(plan.space.describe()),
+        "fixed_overrides": list(plan.space.fixed),
+    }
+    if sweeper.max_failures is not None and sweeper._failures >= sweeper.max_failures:
+        summary["stopped"] = (
+            f"stopped after {sweeper._failures} failed trial(s) in this run "
+            f"(hydra.sweeper.max_failures={sweeper.max_failures}); last error: "
+            f"{sweeper._last_error}"
+        )
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = None
+    if complete:
+        best_trial = study.best_trial
+        overrides = best_trial.user_attrs.get("sweeper:overrides")
+        best = {
+            "number": best_trial.number,
+            "value": best_trial.value,
+            "params": {k: _yamlable(v) for k, v in best_trial.params.items()},
+        }
+        if overrides:
+            try:
+                repro = reproduce_overrides(sweeper, overrides)
+                best["overrides"] = repro
+                best["command"] = "python -m sweeper.train " + shlex.join(repro)
+            except Exception as err:
+                log.warning("could not derive reproducing overrides: %s", err)
+                best["overrides"] = list(overrides)
+        for key in ("sweeper:output_dir", "mean_max_q"):
+            if key in best_trial.user_attrs:
+                best[key.split(":")[-1]] = best_trial.user_attrs[key]
+        summary["importance"] = importances(study, list(plan.space.distributions))
+        if isinstance(summary["importance"], dict) and summary["importance"]:
+            summary["most_important"] = next(iter(summary["importance"]))
+    else:
+        errors = [
+            t.user_attrs.get("sweeper:error")
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.user_attrs.get("sweeper:error")
+        ]
+        summary["message"] = (
+            f"no trial of study {study.study_name!r} completed "
+            f"({counts['failed']} failed, {counts['pruned']} pruned)"
+            + (f"; last error: {errors[-1]}" if errors else "")
+        )
+    summary["best"] = best
+    group_by = list(sweeper.summary_cfg.get("group_by") or [])
+    if group_by and complete:
+        summary["groups"] = groups_table(
+            study, group_by, list(sweeper.summary_cfg.get("metrics") or [])
+        )
+    path = plan.sweep_dir / RESULTS_FILE
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(_yamlable(summary))))
+    summary["results_file"] = str(path)
+    print_summary(summary)
+    for hook in hooks:
+        try:
+            hook.on_study_end(info, summary)
+        except Exception as err:
+            log.warning("study hook %s failed: %s", type(hook).__name__, err)
+    return summary
+
+
+def _yamlable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _yamlable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_yamlable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.loads(json.dumps(value, default=str))
+
+
+def print_summary(summary: Mapping[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False, soft_wrap=True)
+    c = summary["trials"]
+    table = Table(title=f"study {summary['study_name']}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row(
+        "trials",
+        (
+            f"{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
+            + (f", {c['running']} running" if c["running"] else "")
+            + (f" ({c['uncounted']} stale/surplus not counted)" if c["uncounted"] else "")
+            + f" / n_trials {summary['n_trials']}"
+        ),
+    )
+    best = summary.get("best")
+    if best:
+        table.add_row("best value", f"{best['value']:.4g} (trial {best['number']})")
+        table.add_row(
+            "best params", ", ".join(f"{k}={format_value(v)}" for k, v in best["params"].items())
+        )
+        if "overrides" in best:
+            table.add_row("reproduce", best.get("command", " ".join(best["overrides"])))
+        imp = summary.get("importance")
+        if isinstance(imp, Mapping):
+            table.add_row("importance", ", ".join(f"{k} {v:.2f}" for k, v in imp.items()))
+            table.add_row("matters most", str(summary.get("most_important")))
+        elif imp:
+            table.add_row("importance", str(imp))
+    else:
+        table.add_row("result", summary.get("message", "no complete trial"))
+    if summary.get("stopped"):
+        table.add_row("stopped", summary["stopped"])
+    table.add_row("results", str(summary.get("results_file", "")))
+    console.print(table)
+    groups = summary.get("groups")
+    if groups:
+        gt = Table(title="by " + ", ".join(k for k in groups[0] if k not in _STAT_KEYS(groups[0])))
+        for key in groups[0]:
+            gt.add_column(key)
+        for row in groups:
+            gt.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+        console.print(gt)
+
+
+def _STAT_KEYS(row: Mapping[str, Any]) -> set[str]:  # noqa: N802
+    return {k for k in row if k == "n" or k.endswith(("_mean", "_std"))}

@@ -1,0 +1,234 @@
+"""Hydra override grammar -> Optuna distributions (pure functions, no I/O).
+
+``choice(a,b)`` and ``a,b`` -> categorical; ``range(a,b[,s])`` -> int/float with step;
+``interval(a,b)`` -> float; ``int(interval(a,b))`` -> int; ``tag(log, ...)`` -> log scale;
+anything else is a fixed value passed to every trial unchanged.
+
+Every problem raises :class:`SearchSpaceError` with a one-line message naming the parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+    Transformer,
+)
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+
+class SearchSpaceError(ValueError):
+    """A bad search-space entry; the message is one line and names the parameter."""
+
+
+@dataclass
+class SearchSpace:
+    """Parameters to sample (name -> distribution) and fixed overrides for every trial."""
+
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
+    fixed: list[str] = field(default_factory=list)  # ready override strings, e.g. "seed=3"
+
+    def describe(self) -> dict[str, str]:
+        return {name: describe_distribution(d) for name, d in self.distributions.items()}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def parse_override(text: str, source: str = "") -> Override:
+    """Parse one override; a grammar error becomes a one-line SearchSpaceError."""
+    key = text.split("=", 1)[0].strip() or text
+    try:
+        return OverridesParser.create().parse_override(text)
+    except Exception as err:  # OverrideParseException, HydraException (e.g. empty choice)
+        msg = _one_line(str(err))
+        where = f"{source}{key}" if source else key
+        raise SearchSpaceError(f"{where}: cannot parse {text!r}: {msg}") from None
+
+
+def distribution_from_override(override: Override) -> BaseDistribution | None:
+    """The Optuna distribution of a sweep override, or None for a fixed value."""
+    name = override.get_key_element()
+    if not override.is_sweep_override():
+        return None
+    value = override.value()
+    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+        choices = list(override.sweep_iterator(transformer=Transformer.encode))
+        if isinstance(value, RangeSweep):
+            choices = sorted(choices)
+        if not choices:
+            raise SearchSpaceError(f"{name}: empty choice")
+        if len(set(map(repr, choices))) != len(choices):
+            raise SearchSpaceError(f"{name}: duplicate values in choice {choices}")
+        return CategoricalDistribution(choices)
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        if step is None or step == 0:
+            raise SearchSpaceError(f"{name}: range step must be non-zero, got {step}")
+        values = list(override.sweep_iterator())
+        if not values:
+            raise SearchSpaceError(f"{name}: range({start}, {stop}, {step}) is empty")
+        if step < 0:
+            raise SearchSpaceError(f"{name}: range needs a positive step, got {step}")
+        if all(isinstance(x, int) for x in (start, stop, step)):
+            return IntDistribution(int(start), int(values[-1]), step=int(step))
+        return FloatDistribution(float(start), float(values[-1]), step=float(step))
+    if isinstance(value, IntervalSweep):
+        low, high = value.start, value.end
+        log = "log" in value.tags
+        unknown = set(value.tags) - {"log"}
+        if unknown:
+            raise SearchSpaceError(f"{name}: unknown tag(s) {sorted(unknown)} (only 'log')")
+        if low is None or high is None:
+            raise SearchSpaceError(f"{name}: interval needs two bounds")
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise SearchSpaceError(f"{name}: interval bounds must be finite, got ({low}, {high})")
+        if low > high or (low == high and isinstance(low, float)):
+            raise SearchSpaceError(f"{name}: interval({low}, {high}) needs low < high")
+        if log and low <= 0:
+            raise SearchSpaceError(
+                f"{name}: a log interval needs low > 0, got interval({low}, {high})"
+            )
+        if isinstance(low, int) and isinstance(high, int):
+            return IntDistribution(low, high, log=log)
+        return FloatDistribution(float(low), float(high), log=log)
+    raise SearchSpaceError(f"{name}: unsupported sweep {override.input_line!r}")  # pragma: no cover
+
+
+def params_to_overrides(params: Mapping[str, Any] | None) -> list[str]:
+    """``hydra.sweeper.params`` (key -> override value string) as override strings."""
+    out = []
+    for key, value in (params or {}).items():
+        if value is None:
+            value = "null"
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        out.append(f"{key}={value}")
+    return out
+
+
+def build_search_space(
+    params: Mapping[str, Any] | None, arguments: Sequence[str] = ()
+) -> SearchSpace:
+    """The search space of ``hydra.sweeper.params`` plus command-line ``arguments``.
+
+    A command-line override of a key replaces the same key from ``params``.
+    """
+    entries: dict[str, tuple[str, str]] = {}  # key -> (override text, source)
+    for text in params_to_overrides(params):
+        entries[_key_of(text)] = (text, "hydra.sweeper.params.")
+    for text in arguments:
+        key = _key_of(text)
+        entries.pop(key, None)
+        entries[key] = (text, "")
+    space = SearchSpace()
+    for text, source in entries.values():
+        override = parse_override(text, source)
+        dist = distribution_from_override(override)
+        if dist is None:
+            space.fixed.append(override.input_line)
+        else:
+            space.distributions[override.get_key_element()] = dist
+    return space
+
+
+def _key_of(text: str) -> str:
+    return text.split("=", 1)[0].strip().lstrip("+~")
+
+
+def grid_choices(name: str, dist: BaseDistribution) -> list[Any]:
+    """All values of a discrete distribution (for the grid sampler)."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, IntDistribution) and not dist.log:
+        return list(range(dist.low, dist.high + 1, dist.step))
+    if isinstance(dist, FloatDistribution) and dist.step is not None:
+        n = int(round((dist.high - dist.low) / dist.step))
+        return [round(dist.low + i * dist.step, 12) for i in range(n + 1)]
+    raise SearchSpaceError(
+        f"{name}: the grid sampler needs choice(...) or range(...), "
+        f"got {describe_distribution(dist)}"
+    )
+
+
+def describe_distribution(dist: BaseDistribution) -> str:
+    """A distribution in the override grammar (for logs and the study's user attrs)."""
+    if isinstance(dist, CategoricalDistribution):
+        return "choice(" + ",".join(format_value(c) for c in dist.choices) + ")"
+    if isinstance(dist, IntDistribution):
+        if dist.step != 1:
+            return f"range({dist.low},{dist.high + dist.step},{dist.step})"
+        text = f"int(interval({dist.low},{dist.high}))"
+    else:
+        assert isinstance(dist, FloatDistribution)
+        if dist.step is not None:
+            return f"range({dist.low!r},{dist.high + dist.step!r},{dist.step!r})"
+        text = f"interval({dist.low!r},{dist.high!r})"
+    return f"tag(log,{text})" if dist.log else text
+
+
+_SAFE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:+@")
+
+
+def format_value(value: Any) -> str:
+    """A Python value as an override value that Hydra parses back to the same value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        if value and set(value) <= _SAFE_CHARS and _reparses_as(value, value):
+            return value
+        escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+        return f"'{escaped}'"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, Iterable):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    raise TypeError(f"cannot format {value!r} as an override value")
+
+
+def _reparses_as(text: str, value: Any) -> bool:
+    try:
+        parsed = OverridesParser.create().parse_override(f"k={text}").value()
+    except Exception:
+        return False
+    return type(parsed) is type(value) and parsed == value
+
+
+def param_override(name: str, value: Any, dist: BaseDistribution) -> str:
+    """``name=value`` for a sampled value. Categorical strings are already in override form."""
+    if isinstance(dist, CategoricalDistribution) and isinstance(value, str):
+        return f"{name}={value}"
+    return f"{name}={format_value(value)}"
+
+
+def validate_space(space: SearchSpace) -> None:
+    """Checks that need the whole space (names given twice)."""
+    fixed_keys = {_key_of(t) for t in space.fixed}
+    both = fixed_keys & {_key_of(n) for n in space.distributions}
+    if both:
+        name = sorted(both)[0]
+        raise SearchSpaceError(f"{name}: given both as a fixed value and as a search range")

@@ -1,0 +1,101 @@
+"""Where studies live.
+
+The default is an Optuna ``JournalStorage`` on a ``JournalFileBackend`` under ``outputs/optuna/``.
+Why a journal file and not SQLite: Optuna's docs advise against SQLite for parallel workers (one
+writer lock for the whole file, ``database is locked`` errors under concurrent writes, and broken
+locking on network file systems). The journal is an append-only log of operations guarded by a
+file lock (``JournalFileOpenLock``, an ``O_CREAT|O_EXCL`` lock file that works on local disks and
+NFS); every process replays the log, so several local processes (joblib workers, trial processes
+reporting intermediate values, workers started by hand) share it correctly without a server.
+For workers on several machines use an RDB URL (PostgreSQL): the engine gets
+``pool_pre_ping=True`` so connections dropped by the server are replaced transparently.
+
+A storage is named by one string that the sweeper also hands to every trial
+(``trial.storage``): an RDB URL such as ``postgresql+psycopg://user:pw@host/db``, or
+``journal:<path>`` (a bare path ending in ``.log`` or ``.journal`` also means a journal file).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+DEFAULT_STORAGE = "journal:outputs/optuna/journal.log"
+
+_cache: dict[str, BaseStorage] = {}
+_lock = threading.Lock()
+
+
+class StorageError(ValueError):
+    """The storage cannot be opened; the message is one line."""
+
+
+def canonical(spec: str | None) -> str:
+    """The storage string with a journal path made absolute (so trials in other cwds agree)."""
+    spec = spec or DEFAULT_STORAGE
+    if is_journal(spec):
+        return "journal:" + str(Path(journal_path(spec)).expanduser().resolve())
+    return spec
+
+
+def is_journal(spec: str) -> bool:
+    return spec.startswith("journal:") or spec.endswith((".log", ".journal"))
+
+
+def journal_path(spec: str) -> str:
+    return spec[len("journal:") :] if spec.startswith("journal:") else spec
+
+
+def redact(spec: str) -> str:
+    """The storage string without a password (for logs and result files)."""
+    if "://" in spec and "@" in spec:
+        scheme, rest = spec.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else spec
+    return spec
+
+
+def open_storage(spec: str | None) -> BaseStorage:
+    """An Optuna storage for ``spec`` (cached per process). Raises StorageError (one line)."""
+    spec = canonical(spec)
+    with _lock:
+        if spec in _cache:
+            return _cache[spec]
+        try:
+            storage = _open(spec)
+        except StorageError:
+            raise
+        except Exception as err:  # sqlalchemy OperationalError, ArgumentError, OSError, ...
+            first = " ".join(str(err).split("\n")[0].split())
+            raise StorageError(
+                f"hydra.sweeper.storage: cannot open {redact(spec)!r}: "
+                f"{type(err).__name__}: {first}"
+            ) from None
+        _cache[spec] = storage
+        return storage
+
+
+def _open(spec: str) -> BaseStorage:
+    if is_journal(spec):
+        path = Path(journal_path(spec))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        return JournalStorage(backend)
+    if "://" not in spec:
+        raise StorageError(
+            f"hydra.sweeper.storage: {spec!r} is neither an RDB URL (dialect://...) nor "
+            "journal:<path>"
+        )
+    engine_kwargs = {"pool_pre_ping": True}
+    if spec.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 30}
+    else:
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    storage = RDBStorage(spec, engine_kwargs=engine_kwargs)
+    optuna.study.get_all_study_names(storage)  # one round trip: fail now if unreachable
+    return storage

@@ -1,0 +1,166 @@
+"""``sweeper report``: a study's top trials, best config as overrides, what matters most, plots.
+
+Reads the Optuna study (the sweeper's storage, ``journal:outputs/optuna/journal.log`` by
+default, or any storage URL) and writes Optuna's plots to ``outputs/reports/<study>/``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+OVERRIDES_ATTR = "sweeper:overrides"
+FIXED_ATTR = "sweeper:fixed_overrides"
+ERROR_ATTR = "sweeper:error"
+
+
+class ReportError(RuntimeError):
+    """A one-line reason why there is no report."""
+
+
+def _open(storage: str | None):
+    try:
+        from sweeper.sweeps.storage import canonical, open_storage
+
+        return open_storage(storage), canonical(storage)
+    except ImportError:  # the sweeper package is not there: a plain Optuna storage URL
+        import optuna
+
+        if storage is None:
+            raise ReportError("no --storage given") from None
+        return optuna.storages.get_storage(storage), storage
+
+
+def load_study(study_name: str | None, storage: str | None):
+    import optuna
+
+    try:
+        store, label = _open(storage)
+    except Exception as err:  # StorageError and friends: one line
+        raise ReportError(str(err).splitlines()[0]) from None
+    names = optuna.get_all_study_names(store)
+    if study_name is None:
+        if not names:
+            raise ReportError(f"no study in {label}")
+        if len(names) > 1:
+            raise ReportError(f"{len(names)} studies in {label}: pick one with --study "
+                              f"({', '.join(sorted(names))})")
+        study_name = names[0]
+    elif study_name not in names:
+        raise ReportError(f"no study {study_name!r} in {label}"
+                          + (f" (studies: {', '.join(sorted(names))})" if names else ""))
+    return optuna.load_study(study_name=study_name, storage=store)
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _override_value(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str) and (not value or any(c in value for c in " ,()[]{}'\"=")):
+        return "'" + value.replace("'", "\\'") + "'"
+    return str(value)
+
+
+def ranked_trials(study) -> list:
+    """Complete trials best first, then pruned (by their last report), then the rest."""
+    from optuna.trial import TrialState
+
+    sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
+    trials = study.get_trials(deepcopy=False)
+
+    def key(t):
+        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
+            return (0, sign * t.value, t.number)
+        if t.state == TrialState.PRUNED:
+            last = t.intermediate_values[max(t.intermediate_values)] if \
+                t.intermediate_values else math.nan
+            return (1, sign * last if math.isfinite(last) else math.inf, t.number)
+        return (2, 0.0, t.number)
+
+    return sorted(trials, key=key)
+
+
+def best_overrides(study, best) -> list[str]:
+    """The best trial's config as overrides: the trial's own (fixed + sampled) when the
+    sweeper recorded them, else the study's fixed overrides plus the sampled params."""
+    recorded = best.user_attrs.get(OVERRIDES_ATTR)
+    if recorded:
+        return [o for o in recorded if not o.startswith(("trial.", "hydra."))]
+    fixed = list(study.user_attrs.get(FIXED_ATTR, []))
+    return fixed + [f"{k}={_override_value(v)}" for k, v in best.params.items()]
+
+
+def build_report(study, top: int = 10, plots_dir: Path | None = None) -> dict[str, Any]:
+    from sweeper.tracking.parent import best_trial, param_importances, study_counts, write_plots
+
+    best = best_trial(study)
+    importances = param_importances(study)
+    report = {
+        "study_name": study.study_name,
+        "direction": study.direction.name.lower(),
+        "counts": study_counts(study),
+        "top": ranked_trials(study)[:top],
+        "best": best,
+        "best_overrides": best_overrides(study, best) if best is not None else [],
+        "importances": importances,
+        "most_important": max(importances, key=importances.get) if importances else None,
+        "plots": [],
+    }
+    if plots_dir is not None:
+        report["plots"] = write_plots(study, Path(plots_dir), importances)
+    return report
+
+
+def print_report(report: dict[str, Any], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    counts = report["counts"]
+    title = (f"study {report['study_name']} ({report['direction']}): "
+             f"{counts['n_trials']} trials, {counts.get('n_complete', 0)} complete, "
+             f"{counts.get('n_pruned', 0)} pruned, {counts.get('n_fail', 0)} failed")
+    params = sorted({k for t in report["top"] for k in t.params})
+    table = Table(title=title, title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    table.add_column("value", justify="right")
+    for p in params:
+        table.add_column(p, justify="right")
+    for rank, t in enumerate(report["top"], 1):
+        value = t.value if t.value is not None else (
+            t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values
+            else None)
+        shown = "-" if value is None else format_value(value)
+        if t.value is None and value is not None:
+            shown += " (last report)"
+        table.add_row(str(rank), str(t.number), t.state.name, shown,
+                      *[format_value(t.params[p]) if p in t.params else "-" for p in params])
+    console.print(table)
+    best = report["best"]
+    if best is None:
+        console.print("no complete trial yet: no best config")
+    else:
+        console.print(f"best: trial {best.number}, value {format_value(best.value)}")
+        console.print("best config as overrides:")
+        console.print("  python -m sweeper.train " + " ".join(report["best_overrides"]),
+                      soft_wrap=True, highlight=False)
+    imps = report["importances"]
+    if imps:
+        ranked = ", ".join(f"{k} {v:.2f}" for k, v in sorted(imps.items(), key=lambda kv: -kv[1]))
+        console.print(f"most important hyperparameter: {report['most_important']} "
+                      f"(importances: {ranked})", highlight=False)
+    else:
+        console.print("parameter importances: not available (needs at least two complete "
+                      "trials that differ in their parameters)")
+    if report["plots"]:
+        folder = Path(report["plots"][0]).parent
+        names = ", ".join(sorted({Path(p).name for p in report["plots"]}))
+        console.print(f"plots in {folder}: {names}", soft_wrap=True, highlight=False)

@@ -1,0 +1,176 @@
+"""One MLflow run per training run: params, metrics with steps, tags, artifacts, statuses."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+from tracking_helpers import tiny_cfg, train_cli
+
+from sweeper.callbacks import Callback
+from sweeper.config import ConfigError
+from sweeper.config_hash import config_hash, flatten, semantic_config
+from sweeper.tracking import store, tracking_callback
+from sweeper.train import run
+
+
+def artifact_paths(client, run_id, path=None) -> set[str]:
+    out = set()
+    for info in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, info.path) if info.is_dir else {info.path}
+    return out
+
+
+class Raise(Callback):
+    """Raises ``exc`` at evaluation number ``at`` (like the Optuna pruner does)."""
+
+    def __init__(self, exc: BaseException, at: int = 1) -> None:
+        self.exc, self.at = exc, at
+
+    def on_eval(self, index, episode, step, metrics) -> None:
+        if index == self.at:
+            raise self.exc
+
+
+def test_single_run_is_a_complete_mlflow_run(mlflow_client, tmp_path, monkeypatch):
+    cfg = tiny_cfg("tracking.enabled=true")
+    out = tmp_path / "run"
+    tracker = tracking_callback(cfg, out)
+    calls = []
+    real = tracker.client.log_batch
+    monkeypatch.setattr(tracker.client, "log_batch",
+                        lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    objective = run(cfg, out, [tracker])
+    tracker.close(None)
+
+    r = mlflow_client.get_run(tracker.run_id)
+    assert r.info.status == "FINISHED"
+    exp = mlflow_client.get_experiment(r.info.experiment_id)
+    assert exp.name == "q_learning_gridworld"
+    assert exp.artifact_location.startswith((tmp_path / "outputs" / "mlartifacts").as_uri())
+    # params: the flattened semantic config
+    expected = {k: str(v) for k, v in flatten(semantic_config(cfg)).items()}
+    assert r.data.params == expected
+    assert "tracking.enabled" not in r.data.params and "train.progress" not in r.data.params
+    # tags
+    tags = r.data.tags
+    assert tags["config_hash"] == config_hash(cfg)
+    assert tags["seed"] == "42" and tags["agent"] == "q_learning"
+    assert tags["env"] == "gridworld" and tags["buffer"] == "uniform"
+    assert tags["outcome"] == "finished"
+    assert "trial_number" not in tags and "mlflow.parentRunId" not in tags
+    if tags.get("git_commit"):
+        assert len(tags["git_commit"]) == 40
+    # metrics with steps: per episode, per eval, final objective
+    returns = mlflow_client.get_metric_history(tracker.run_id, "return")
+    assert [m.step for m in sorted(returns, key=lambda m: m.step)] == list(range(1, 31))
+    evals = mlflow_client.get_metric_history(tracker.run_id, "eval_return_mean")
+    assert sorted(m.step for m in evals) == [10, 20, 30]
+    for key in ("length", "epsilon", "loss", "max_q", "eval_return_std", "env_steps"):
+        assert key in r.data.metrics
+    assert r.data.metrics["objective"] == objective == r.data.metrics["final_eval_mean"]
+    # batched: one log_batch of metrics per evaluation and one at the end, never per episode
+    metric_calls = [c for c in calls if c.get("metrics")]
+    assert len(metric_calls) == 3 + 1
+    # artifacts: config, overrides (Hydra runs only), metrics files, curve, model, result
+    arts = artifact_paths(mlflow_client, tracker.run_id)
+    assert {"config.yaml", "episodes.csv", "evals.csv", "result.json",
+            "learning_curve.png", "model.npy"} <= arts
+
+
+@pytest.mark.parametrize(("exc", "status", "outcome"), [
+    (RuntimeError("boom"), "FAILED", "failed"),
+    (optuna.TrialPruned("pruned at episode 20"), "KILLED", "pruned"),
+    (KeyboardInterrupt(), "KILLED", "killed"),
+])
+def test_failed_pruned_and_killed_runs(mlflow_client, tmp_path, exc, status, outcome):
+    cfg = tiny_cfg("tracking.enabled=true")
+    out = tmp_path / "run"
+    tracker = tracking_callback(cfg, out)
+    with pytest.raises(type(exc)):
+        try:
+            run(cfg, out, [tracker, Raise(exc, at=1)])
+        except BaseException as err:
+            tracker.close(err)  # what sweeper.train._hydra_main does
+            raise
+    r = mlflow_client.get_run(tracker.run_id)
+    assert r.info.status == status
+    assert r.data.tags["outcome"] == outcome
+    # the evaluation the pruner stopped at was logged (tracking runs before the pruner)
+    evals = mlflow_client.get_metric_history(tracker.run_id, "eval_return_mean")
+    assert sorted(m.step for m in evals) == [10, 20]
+    assert "objective" not in r.data.metrics
+    # files written by run() after on_train_end on failure are there too
+    arts = artifact_paths(mlflow_client, tracker.run_id)
+    assert {"config.yaml", "episodes.csv", "result.json", "model.npy"} <= arts
+    assert json.loads((out / "result.json").read_text())["status"] in ("FAILED", "PRUNED",
+                                                                          "KILLED")
+
+
+def test_nan_objective_is_failed(mlflow_client, tmp_path):
+    cfg = tiny_cfg("tracking.enabled=true")
+    tracker = tracking_callback(cfg, tmp_path / "run")
+    tracker.on_train_start({})
+    tracker.on_episode_end(1, 5, {"return": 1.0, "length": 5, "epsilon": 1.0,
+                                  "loss": math.nan, "max_q": math.inf})
+    tracker.on_train_end(math.nan, "FAILED")
+    tracker.close(None)
+    r = mlflow_client.get_run(tracker.run_id)
+    assert r.info.status == "FAILED" and r.data.tags["outcome"] == "failed"
+    assert set(r.data.metrics) == {"return", "length", "epsilon"}  # non-finite dropped
+
+
+def test_error_before_training_fails_the_run_and_config_errors_delete_it(mlflow_client,
+                                                                        tmp_path):
+    cfg = tiny_cfg("tracking.enabled=true")
+    tracker = tracking_callback(cfg, tmp_path / "a")
+    tracker.close(RuntimeError("env would not build"))
+    r = mlflow_client.get_run(tracker.run_id)
+    assert r.info.status == "FAILED" and r.data.tags["outcome"] == "failed"
+    assert "env would not build" in r.data.tags["error"]
+
+    tracker = tracking_callback(cfg, tmp_path / "b")
+    tracker.close(ConfigError("env.id 'nope': unknown"))
+    assert mlflow_client.get_run(tracker.run_id).info.lifecycle_stage == "deleted"
+
+
+def test_experiment_and_tracking_uri_are_configurable(tmp_path):
+    db = tmp_path / "elsewhere" / "x.db"
+    uri = store.sqlite_uri(db)
+    cfg = tiny_cfg("tracking.enabled=true", f"tracking.tracking_uri='{uri}'",
+                   "tracking.experiment=my-exp")
+    tracker = tracking_callback(cfg, tmp_path / "run")
+    tracker.on_train_end(1.0, "FINISHED")
+    client = store.client(uri)
+    r = client.get_run(tracker.run_id)
+    assert client.get_experiment(r.info.experiment_id).name == "my-exp"
+    assert db.exists() and not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+def test_hydra_runs_single_dqn_and_basic_multirun(store_uri, mlflow_client, tmp_path):
+    """Through the Hydra app: a DQN run (model.pt, loss) and a basic-sweeper multirun."""
+    train_cli("train.episodes=3", "eval.every=3", "eval.episodes=1", "train.progress=false",
+              "tracking.enabled=true", "agent.hidden_sizes=[8]", "buffer.batch_size=8",
+              f"hydra.run.dir={tmp_path / 'dqn'}", cwd=tmp_path)
+    train_cli("-m", "agent=q_learning,sarsa", "env=gridworld", "train.episodes=20",
+              "eval.every=10", "eval.episodes=2", "train.progress=false",
+              "tracking.enabled=true", "tracking.experiment=grid",
+              f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    dqn = mlflow_client.search_runs([mlflow_client.get_experiment_by_name(
+        "dqn_cartpole_simple").experiment_id])
+    assert len(dqn) == 1 and dqn[0].info.status == "FINISHED"
+    arts = artifact_paths(mlflow_client, dqn[0].info.run_id)
+    assert {"model.pt", "learning_curve.png", "hydra/overrides.yaml", "hydra/config.yaml",
+            "config.yaml", "episodes.csv", "evals.csv"} <= arts
+    assert "loss" in dqn[0].data.metrics and "max_q" in dqn[0].data.metrics
+    assert "sweep_dir" not in dqn[0].data.tags
+
+    grid = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("grid")
+                                      .experiment_id])
+    assert len(grid) == 2
+    assert {r.data.tags["agent"] for r in grid} == {"q_learning", "sarsa"}
+    assert {r.data.tags["sweep_dir"] for r in grid} == {str((tmp_path / "sweep").resolve())}
+    assert {r.data.tags["hydra_job_num"] for r in grid} == {"0", "1"}
+    assert all(r.info.status == "FINISHED" for r in grid)
