@@ -34,8 +34,9 @@ def compose(overrides: list[str]):
     from sweeper.config import register_configs
 
     register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR),
-                               job_name="sweeper_hash"):
+    with initialize_config_dir(
+        version_base="1.3", config_dir=str(CONF_DIR), job_name="sweeper_hash"
+    ):
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
@@ -57,15 +58,21 @@ def find_original(client, prefix: str):
     """(run, hash) for a hash prefix; raises LookupError with a one-line message."""
     from sweeper.tracking import store
 
-    runs = store.search_all_runs(client, f"tags.config_hash LIKE '{prefix}%'",
-                                 order_by=["attributes.start_time DESC"], max_results=5000)
+    runs = store.search_all_runs(
+        client,
+        f"tags.config_hash LIKE '{prefix}%'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
     hashes = sorted({r.data.tags["config_hash"] for r in runs})
     if not hashes:
         raise LookupError(f"no run with config hash {prefix} in {client.tracking_uri}")
     if len(hashes) > 1:
         shown = ", ".join(h[:12] for h in hashes[:5]) + (", ..." if len(hashes) > 5 else "")
-        raise LookupError(f"config hash prefix {prefix} is ambiguous: {len(hashes)} configs "
-                          f"match ({shown}); give more digits")
+        raise LookupError(
+            f"config hash prefix {prefix} is ambiguous: {len(hashes)} configs "
+            f"match ({shown}); give more digits"
+        )
 
     def rank(r):
         tags = r.data.tags
@@ -81,11 +88,12 @@ def compare_metrics(original: dict, reproduced: dict) -> list[str]:
     for key in sorted(set(original) | set(reproduced)):
         a, b = original.get(key), reproduced.get(key)
         if a is None or b is None:
-            diffs.append(f"{key}: {'missing' if a is None else repr(a)} (original) vs "
-                         f"{'missing' if b is None else repr(b)} (reproduced)")
+            diffs.append(
+                f"{key}: {'missing' if a is None else repr(a)} (original) vs "
+                f"{'missing' if b is None else repr(b)} (reproduced)"
+            )
         elif not (a == b or (a != a and b != b)):  # NaN == NaN here
-            diffs.append(f"{key}: {a!r} (original) vs {b!r} (reproduced), "
-                         f"delta {b - a:+.3g}")
+            diffs.append(f"{key}: {a!r} (original) vs {b!r} (reproduced), delta {b - a:+.3g}")
     return diffs
 
 
@@ -124,20 +132,29 @@ def cmd_reproduce(args) -> int:
     cfg.train.progress = False
     problems = []
     if config_hash(cfg) != digest:
-        problems.append(f"config.yaml of run {run_id} hashes to {config_hash(cfg)[:SHORT]}, "
-                        f"its tag says {digest[:SHORT]}")
+        problems.append(
+            f"config.yaml of run {run_id} hashes to {config_hash(cfg)[:SHORT]}, "
+            f"its tag says {digest[:SHORT]}"
+        )
     stamp = datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
     out_root = Path(args.output_dir) if args.output_dir else store.outputs_dir() / "reproduce"
     output_dir = out_root / f"{stamp}_{digest[:SHORT]}"
     console = Console()
-    console.print(f"reproducing run {run_id} (config {digest[:SHORT]}, seed {cfg.seed}) "
-                  f"in {output_dir}", highlight=False, soft_wrap=True)
+    console.print(
+        f"reproducing run {run_id} (config {digest[:SHORT]}, seed {cfg.seed}) in {output_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
     from sweeper.train import run
 
     try:
         validate(cfg)
-        tracker = MlflowTracker(cfg, output_dir, experiment_id=original.info.experiment_id,
-                                extra_tags={"reproduced_from": run_id})
+        tracker = MlflowTracker(
+            cfg,
+            output_dir,
+            experiment_id=original.info.experiment_id,
+            extra_tags={"reproduced_from": run_id},
+        )
     except ConfigError as err:
         return fail(f"reproduce: config error: {err}", 2)
     try:
@@ -151,15 +168,21 @@ def cmd_reproduce(args) -> int:
         tracker.close(None)
     before = store.retry(client.get_run, run_id).data.metrics
     after = store.retry(client.get_run, tracker.run_id).data.metrics
-    table = Table(title=f"final metrics: original {run_id} vs reproduced {tracker.run_id}",
-                  title_justify="left")
+    table = Table(
+        title=f"final metrics: original {run_id} vs reproduced {tracker.run_id}",
+        title_justify="left",
+    )
     for col in ("metric", "original", "reproduced", "match"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for key in sorted(set(before) | set(after)):
         a, b = before.get(key), after.get(key)
         same = a is not None and b is not None and (a == b or (a != a and b != b))
-        table.add_row(key, "-" if a is None else repr(a), "-" if b is None else repr(b),
-                      "yes" if same else "[red]NO[/red]")
+        table.add_row(
+            key,
+            "-" if a is None else repr(a),
+            "-" if b is None else repr(b),
+            "yes" if same else "[red]NO[/red]",
+        )
     console.print(table)
     problems += compare_metrics(before, after)
     if problems:
@@ -190,8 +213,20 @@ def cmd_report(args) -> int:
 def ui_command(tracking_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
     from sweeper.tracking import store
 
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-           "--host", host, "--port", str(port), "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     path = store.sqlite_path(tracking_uri)
     if path is not None:
         cmd += ["--artifacts-destination", str(path.parent / store.ARTIFACTS_DIR)]
@@ -208,8 +243,9 @@ def cmd_ui(args) -> int:
         return fail(f"ui: the tracking URI {uri} is a server already: open it in a browser")
     store.prepare_store(uri)
     cmd = ui_command(uri, args.host, args.port, args.workers)
-    print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)",
-          file=sys.stderr)
+    print(
+        f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)", file=sys.stderr
+    )
     proc = subprocess.Popen(cmd)
     try:
         return proc.wait()
@@ -235,14 +271,18 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="re-run a tracked run's config and compare metrics")
     r.add_argument("hash", help="config hash or a unique prefix of one")
     r.add_argument("--tracking-uri", default=None)
-    r.add_argument("--output-dir", default=None,
-                   help="parent of the new run dir (default outputs/reproduce)")
+    r.add_argument(
+        "--output-dir", default=None, help="parent of the new run dir (default outputs/reproduce)"
+    )
     r.set_defaults(fn=cmd_reproduce)
 
     rep = sub.add_parser("report", help="a study's top trials, best config, importances, plots")
     rep.add_argument("--study", default=None, help="study name (default: the only one)")
-    rep.add_argument("--storage", default=None,
-                     help="Optuna storage (default journal:outputs/optuna/journal.log)")
+    rep.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage (default journal:outputs/optuna/journal.log)",
+    )
     rep.add_argument("--top", type=int, default=10)
     rep.add_argument("--out", default=None, help="plots dir (default outputs/reports/<study>)")
     rep.add_argument("--no-plots", action="store_true")

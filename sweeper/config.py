@@ -95,6 +95,7 @@ class EvalConfig:
     every: int = 50  # episodes between greedy evaluations; 0: only at the end
     episodes: int = 10
     objective: str = "final_eval_mean"  # final_eval_mean | best_eval_mean | mean_eval
+    stop_return: float | None = None  # stop training once an eval mean reaches it ("solved")
 
 
 @dataclass

@@ -87,8 +87,9 @@ def _canonical(value: Any) -> Any:
 def canonical_json(cfg: Any) -> str:
     """The canonical text that is hashed (schema version included)."""
     payload = {"version": HASH_VERSION, "config": _canonical(semantic_config(cfg))}
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    return json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def config_hash(cfg: Any) -> str:

@@ -108,6 +108,7 @@ def budget_of(cfg: DictConfig) -> Budget:
         eval_every=e.every,
         eval_episodes=e.episodes,
         objective=e.objective,
+        stop_return=e.stop_return,
     )
 
 

@@ -31,6 +31,7 @@ class Budget:
     eval_every: int = 50
     eval_episodes: int = 10
     objective: str = "final_eval_mean"
+    stop_return: float | None = None  # a "solved" criterion: stop once an eval mean reaches it
 
     def fraction(self, episode: int, step: int) -> float:
         fracs = [episode / self.episodes] if self.episodes else []
@@ -84,11 +85,13 @@ def train(
     callback.on_train_start({"episodes": budget.episodes, "total_steps": budget.total_steps})
     eval_means: list[float] = []
 
-    def run_eval(episode: int, step: int) -> None:
+    def run_eval(episode: int, step: int) -> bool:
+        """Evaluate greedily; True when the run is solved (``budget.stop_return`` reached)."""
         returns = evaluate(agent, eval_env, budget.eval_episodes, seed=seed + 1_000_003)
         eval_means.append(float(returns.mean()))
         metrics = {"eval_return_mean": eval_means[-1], "eval_return_std": float(returns.std())}
         callback.on_eval(len(eval_means) - 1, episode, step, metrics)
+        return budget.stop_return is not None and eval_means[-1] >= budget.stop_return
 
     step = episode = 0
     obs, _ = env.reset(seed=seed)
@@ -131,7 +134,8 @@ def train(
             },
         )
         if budget.eval_every and episode % budget.eval_every == 0:
-            run_eval(episode, step)
+            if run_eval(episode, step):
+                return objective_of(eval_means, budget.objective)
         obs, _ = env.reset()
     if not eval_means or budget.eval_every == 0 or episode % budget.eval_every:
         run_eval(episode, step)

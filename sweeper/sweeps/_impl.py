@@ -211,7 +211,7 @@ class OptunaSweeperImpl(Sweeper):
         self.hydra_context: HydraContext | None = None
         self.launcher = None
         # runtime state
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._running: dict[int, int] = {}  # trial_id -> number, trials this process owns
         self._stop = threading.Event()
         self._failures = 0

@@ -109,15 +109,25 @@ def distribution_from_override(override: Override) -> BaseDistribution | None:
     raise SearchSpaceError(f"{name}: unsupported sweep {override.input_line!r}")  # pragma: no cover
 
 
-def params_to_overrides(params: Mapping[str, Any] | None) -> list[str]:
-    """``hydra.sweeper.params`` (key -> override value string) as override strings."""
+def params_to_overrides(params: Mapping[str, Any] | None, prefix: str = "") -> list[str]:
+    """``hydra.sweeper.params`` (key -> override value string) as override strings.
+
+    Nested mappings are flattened to dotted keys: ``+hydra.sweeper.params.agent.lr=...`` on the
+    command line nests ``{agent: {lr: ...}}`` while YAML keeps ``agent.lr`` as one key.
+    """
     out = []
     for key, value in (params or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.extend(params_to_overrides(value, f"{name}."))
+            continue
         if value is None:
             value = "null"
         elif isinstance(value, bool):
             value = "true" if value else "false"
-        out.append(f"{key}={value}")
+        elif isinstance(value, (list, tuple)):
+            value = format_value(list(value))
+        out.append(f"{name}={value}")
     return out
 
 

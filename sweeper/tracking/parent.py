@@ -44,10 +44,20 @@ def ensure_parent_run(study_name: str, experiment: str | None = None,
                       tags: Mapping[str, str] | None = None) -> str:
     """The id of the study's parent run, created if missing, set RUNNING again on resume.
 
-    The experiment is ``experiment`` or the study name. Two workers starting the same study at
+    The experiment is ``experiment`` or the study name. On the embedded SQLite store a file
+    lock makes one process the creator; on a server two workers starting the same study at
     once may both create one: the oldest wins and the other is deleted.
     """
     client = store.client(tracking_uri)
+    path = store.sqlite_path(client.tracking_uri)
+    if path is None:
+        return _ensure_parent_run(client, study_name, experiment, tags)
+    with store.file_lock(path.with_name(path.name + ".parent.lock")):  # one creator at a time
+        return _ensure_parent_run(client, study_name, experiment, tags)
+
+
+def _ensure_parent_run(client, study_name: str, experiment: str | None,
+                       tags: Mapping[str, str] | None) -> str:
     exp_id = store.get_or_create_experiment(client, experiment or study_name)
     parents = _find_parents(client, exp_id, study_name)
     if parents:
@@ -102,11 +112,17 @@ def param_importances(study) -> dict[str, float]:
 
     evaluators: list = [None] if _has_sklearn() else []  # None: Optuna's default, fANOVA
     evaluators.append(optuna.importance.PedAnovaImportanceEvaluator())
+    import warnings
+
     for evaluator in evaluators:
-        try:
-            values = optuna.importance.get_param_importances(study, evaluator=evaluator)
-        except Exception:  # noqa: BLE001
-            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            except Exception:  # noqa: BLE001
+                continue
+        if any("too small" in str(w.message) for w in caught):
+            continue  # PED-ANOVA then returns equal importances: no information
         if values and all(math.isfinite(v) for v in values.values()):
             return {k: float(v) for k, v in values.items()}
     return {}
@@ -152,9 +168,10 @@ def write_plots(study, directory: Path, importances: Mapping[str, float] | None 
             try:
                 ax = mpl_fn(study, **kwargs)
                 fig = _figure_of(ax)
-                fig.set_size_inches(max(fig.get_size_inches()[0], 8), 5)
-                fig.tight_layout()
-                fig.savefig(directory / f"{name}.png", dpi=100)
+                if len(fig.axes) == 1:  # single plots only: multi-axes ones own a colorbar
+                    fig.set_size_inches(max(fig.get_size_inches()[0], 8), 5)
+                    fig.tight_layout()
+                fig.savefig(directory / f"{name}.png", dpi=100, bbox_inches="tight")
                 plt.close(fig)
                 written.append(directory / f"{name}.png")
             except Exception as err:  # noqa: BLE001 - a plot is never worth failing a sweep

@@ -28,7 +28,9 @@ T = TypeVar("T")
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
-ENV_OUTPUTS = "SWEEPER_OUTPUTS"  # overrides the outputs/ folder of the embedded store
+ENV_OUTPUTS = "SWEEPER_OUTPUTS"
+# MLflow 3's UI opens an experiment in its "model training" (runs) view with this tag.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # overrides the outputs/ folder of the embedded store
 _initialized: set[str] = set()
 
 
@@ -136,12 +138,15 @@ def get_or_create_experiment(mlflow_client, name: str) -> str:
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             retry(mlflow_client.restore_experiment, exp.experiment_id)
+        if KIND_TAG not in exp.tags:
+            retry(mlflow_client.set_experiment_tag, exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
     uri = mlflow_client.tracking_uri
     root = artifact_root(uri)
     location = f"{root}/{_safe(name)}" if root else None
     try:
-        return retry(mlflow_client.create_experiment, name, artifact_location=location)
+        return retry(mlflow_client.create_experiment, name, artifact_location=location,
+                     tags={KIND_TAG: KIND})
     except Exception as err:  # another process created it meanwhile
         exp = retry(mlflow_client.get_experiment_by_name, name)
         if exp is None:

@@ -1,66 +1,10 @@
-"""Helpers for the sweeper tests: subprocess sweeps with tiny budgets in tmp_path."""
+"""Fixtures for the sweeper tests."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-import optuna
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-TOY = Path(__file__).resolve().parent / "apps" / "toy.py"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def sweep_cmd(app: str, *overrides: str) -> list[str]:
-    if app == "toy":
-        return [sys.executable, str(TOY), "-m", *overrides]
-    return [sys.executable, "-m", "sweeper.train", "-m", *overrides]
-
-
-def run_sweep(
-    tmp_path: Path, app: str, *overrides: str, storage: str | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess:
-    """One sweep in a subprocess, cwd tmp_path, sweep dir tmp_path/sweep."""
-    storage = storage or f"journal:{tmp_path / 'journal.log'}"
-    cmd = sweep_cmd(
-        app,
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"hydra.sweeper.storage={storage}",
-        *overrides,
-    )
-    return subprocess.run(
-        cmd, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=timeout
-    )
-
-
-def only_study(storage: str) -> optuna.Study:
-    from sweeper.sweeps.storage import open_storage
-
-    st = open_storage(storage)
-    names = optuna.get_all_study_names(st)
-    assert len(names) == 1, names
-    return optuna.load_study(study_name=names[0], storage=st)
-
-
-def journal(tmp_path: Path) -> str:
-    return f"journal:{tmp_path / 'journal.log'}"
-
-
-def states(study: optuna.Study) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
 
 
 @pytest.fixture

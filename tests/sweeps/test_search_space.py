@@ -102,8 +102,12 @@ def test_grid_choices(dist, values):
 
 
 @pytest.mark.parametrize(
-    "dist", [FloatDistribution(0, 1), FloatDistribution(1e-3, 1, log=True),
-             IntDistribution(1, 100, log=True)]
+    "dist",
+    [
+        FloatDistribution(0, 1),
+        FloatDistribution(1e-3, 1, log=True),
+        IntDistribution(1, 100, log=True),
+    ],
 )
 def test_grid_refuses_continuous(dist):
     with pytest.raises(SearchSpaceError, match="^p: the grid sampler needs choice"):
@@ -169,3 +173,9 @@ def test_param_override_keeps_encoded_choices():
     dist = CategoricalDistribution(["[64,64]", "uniform"])
     assert param_override("agent.hidden_sizes", "[64,64]", dist) == "agent.hidden_sizes=[64,64]"
     assert param_override("agent.lr", 0.5, FloatDistribution(0, 1)) == "agent.lr=0.5"
+
+
+def test_nested_params_are_flattened():
+    space = build_search_space({"agent": {"lr": "interval(0.1,0.2)", "hidden_sizes": [8, 8]}})
+    assert space.distributions == {"agent.lr": FloatDistribution(0.1, 0.2)}
+    assert space.fixed == ["agent.hidden_sizes=[8,8]"]

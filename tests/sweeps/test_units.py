@@ -115,10 +115,18 @@ def _ret(status, value, hydra_cfg=None) -> JobReturn:
         (JobStatus.COMPLETED, None, TrialState.FAIL, "the objective is not a number: None"),
         (JobStatus.COMPLETED, "abc", TrialState.FAIL, "the objective is not a number: 'abc'"),
         (JobStatus.FAILED, optuna.TrialPruned("at 3"), TrialState.PRUNED, None),
-        (JobStatus.FAILED, RuntimeError("boom\nsecond line"), TrialState.FAIL,
-         "RuntimeError: boom second line"),
-        (JobStatus.FAILED, TrialExit("the job exited with code 2"), TrialState.FAIL,
-         "TrialExit: the job exited with code 2"),
+        (
+            JobStatus.FAILED,
+            RuntimeError("boom\nsecond line"),
+            TrialState.FAIL,
+            "RuntimeError: boom second line",
+        ),
+        (
+            JobStatus.FAILED,
+            TrialExit("the job exited with code 2"),
+            TrialState.FAIL,
+            "TrialExit: the job exited with code 2",
+        ),
     ],
 )
 @pytest.mark.parametrize("pickled", [False, True])

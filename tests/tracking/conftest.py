@@ -20,8 +20,13 @@ def _template_db(tmp_path_factory) -> Path:
     """An initialized MLflow SQLite database (migrations take seconds: do them once)."""
     from sweeper.tracking import store
 
+    import contextlib
+    import sqlite3
+
     path = tmp_path_factory.mktemp("template") / "mlflow.db"
     store.prepare_store(store.sqlite_uri(path))
+    with contextlib.closing(sqlite3.connect(path)) as con:  # everything into the main file
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return path
 
 

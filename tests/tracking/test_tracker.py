@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import optuna
 import pytest
@@ -136,8 +137,10 @@ def test_error_before_training_fails_the_run_and_config_errors_delete_it(mlflow_
     assert mlflow_client.get_run(tracker.run_id).info.lifecycle_stage == "deleted"
 
 
-def test_experiment_and_tracking_uri_are_configurable(tmp_path):
+def test_experiment_and_tracking_uri_are_configurable(tmp_path, _template_db):
     db = tmp_path / "elsewhere" / "x.db"
+    db.parent.mkdir()
+    shutil.copy(_template_db, db)  # an initialized store: schema creation takes seconds
     uri = store.sqlite_uri(db)
     cfg = tiny_cfg("tracking.enabled=true", f"tracking.tracking_uri='{uri}'",
                    "tracking.experiment=my-exp")
@@ -146,31 +149,21 @@ def test_experiment_and_tracking_uri_are_configurable(tmp_path):
     client = store.client(uri)
     r = client.get_run(tracker.run_id)
     assert client.get_experiment(r.info.experiment_id).name == "my-exp"
-    assert db.exists() and not (tmp_path / "outputs" / "mlflow.db").exists()
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
 
 
-def test_hydra_runs_single_dqn_and_basic_multirun(store_uri, mlflow_client, tmp_path):
-    """Through the Hydra app: a DQN run (model.pt, loss) and a basic-sweeper multirun."""
+def test_hydra_dqn_run(store_uri, mlflow_client, tmp_path):
+    """Through the Hydra app (the basic-sweeper multirun is in test_ui_server.py)."""
     train_cli("train.episodes=3", "eval.every=3", "eval.episodes=1", "train.progress=false",
               "tracking.enabled=true", "agent.hidden_sizes=[8]", "buffer.batch_size=8",
               f"hydra.run.dir={tmp_path / 'dqn'}", cwd=tmp_path)
-    train_cli("-m", "agent=q_learning,sarsa", "env=gridworld", "train.episodes=20",
-              "eval.every=10", "eval.episodes=2", "train.progress=false",
-              "tracking.enabled=true", "tracking.experiment=grid",
-              f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     dqn = mlflow_client.search_runs([mlflow_client.get_experiment_by_name(
         "dqn_cartpole_simple").experiment_id])
     assert len(dqn) == 1 and dqn[0].info.status == "FINISHED"
     arts = artifact_paths(mlflow_client, dqn[0].info.run_id)
     assert {"model.pt", "learning_curve.png", "hydra/overrides.yaml", "hydra/config.yaml",
-            "config.yaml", "episodes.csv", "evals.csv"} <= arts
+            "config.yaml", "episodes.csv", "evals.csv", "result.json"} <= arts
     assert "loss" in dqn[0].data.metrics and "max_q" in dqn[0].data.metrics
-    assert "sweep_dir" not in dqn[0].data.tags
-
-    grid = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("grid")
-                                      .experiment_id])
-    assert len(grid) == 2
-    assert {r.data.tags["agent"] for r in grid} == {"q_learning", "sarsa"}
-    assert {r.data.tags["sweep_dir"] for r in grid} == {str((tmp_path / "sweep").resolve())}
-    assert {r.data.tags["hydra_job_num"] for r in grid} == {"0", "1"}
-    assert all(r.info.status == "FINISHED" for r in grid)
+    tags = dqn[0].data.tags
+    assert "sweep_dir" not in tags and "agent.hidden_sizes=[8]" in tags["overrides"]
+    assert dqn[0].data.params["agent.hidden_sizes"] == "[8]"

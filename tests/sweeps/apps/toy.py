@@ -33,9 +33,9 @@ def main(cfg: DictConfig) -> float | None:
             callback.on_eval(i, i + 1, i + 1, {"eval_return_mean": value})
         if cfg.hang:
             time.sleep(3600)
-    if cfg.mode == "nan":
+    if cfg.mode == "return_nan":
         return math.nan
-    if cfg.mode == "none":
+    if cfg.mode == "return_none":
         return None
     return final
 

@@ -1,0 +1,149 @@
+"""Every config group option composes and instantiates; bad values fail naming the key."""
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from sweeper.agents.dqn import DQNAgent
+from sweeper.agents.tabular import SARSA, ExpectedSARSA, QLearning
+from sweeper.buffers import LatestTransitionBuffer, PrioritizedReplayBuffer, UniformReplayBuffer
+from sweeper.config import CONF_DIR, ConfigError, compose_config, validate
+from sweeper.train import build
+
+AGENTS = sorted(p.stem for p in (CONF_DIR / "agent").glob("*.yaml"))
+ENVS = sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))
+BUFFERS = sorted(p.stem for p in (CONF_DIR / "buffer").glob("*.yaml"))
+TABULAR = {"q_learning": QLearning, "sarsa": SARSA, "expected_sarsa": ExpectedSARSA}
+
+
+def test_the_groups_offer_what_the_issue_names():
+    assert set(AGENTS) == {
+        "q_learning",
+        "sarsa",
+        "expected_sarsa",
+        "dqn",
+        "double_dqn",
+        "dueling_dqn",
+    }
+    assert set(ENVS) == {
+        "gridworld",
+        "cartpole_simple",
+        "cartpole_v1",
+        "acrobot_v1",
+        "mountaincar_v0",
+    }
+    assert set(BUFFERS) == {"uniform", "prioritized", "none"}
+
+
+def test_defaults_reproduce_the_seed_dqn_run():
+    cfg = compose_config()
+    a, b = cfg.agent, cfg.buffer
+    assert (cfg.agent.name, cfg.env.name, cfg.buffer.name) == ("dqn", "cartpole_simple", "uniform")
+    assert (a.lr, a.gamma, a.target_update_freq, list(a.hidden_sizes)) == (
+        1e-3,
+        0.99,
+        100,
+        [64, 64],
+    )
+    assert (a.epsilon_start, a.epsilon_end, a.epsilon_decay) == (1.0, 0.01, 0.995)
+    assert (a.loss, a.grad_clip, a.double, a.dueling, a.target_update) == (
+        "mse",
+        1.0,
+        False,
+        False,
+        "hard",
+    )
+    assert (b.capacity, b.batch_size) == (10_000, 64)
+    assert cfg.train.episodes == 500 and cfg.env.max_episode_steps == 500
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+@pytest.mark.parametrize("env", ENVS)
+def test_every_agent_env_pair_composes_and_instantiates(agent, env):
+    overrides = [f"agent={agent}", f"env={env}"]
+    if agent in TABULAR and env != "gridworld":
+        with pytest.raises(ConfigError, match="tabular"):
+            build(compose_config(overrides))
+        return
+    if agent not in TABULAR and env == "gridworld":
+        overrides.append("env.kwargs.obs_mode=onehot")
+    cfg = compose_config(overrides)
+    validate(cfg)
+    built, env_, eval_env = build(cfg)
+    assert isinstance(built, TABULAR.get(agent, DQNAgent))
+    obs, _ = env_.reset(seed=0)
+    assert env_.action_space.contains(built.act(obs))
+
+
+@pytest.mark.parametrize(
+    "buffer, cls",
+    [
+        ("uniform", UniformReplayBuffer),
+        ("prioritized", PrioritizedReplayBuffer),
+        ("none", LatestTransitionBuffer),
+    ],
+)
+def test_every_buffer_instantiates(buffer, cls):
+    agent, _, _ = build(compose_config([f"buffer={buffer}"]))
+    assert isinstance(agent.buffer, cls)
+
+
+def test_dqn_variants_set_their_switches():
+    assert build(compose_config(["agent=double_dqn"]))[0].double
+    assert build(compose_config(["agent=dueling_dqn"]))[0].q_net.dueling
+    assert build(compose_config(["agent.target_update=none"]))[0].target_net is None
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("agent.gamma=0", "agent.gamma"),
+        ("agent.gamma=1.5", "agent.gamma"),
+        ("agent.lr=0", "agent.lr"),
+        ("agent.lr=-1e-3", "agent.lr"),
+        ("buffer.capacity=32", "buffer.capacity"),
+        ("buffer.batch_size=0", "buffer.batch_size"),
+        ("agent.target_update_freq=0", "agent.target_update_freq"),
+        ("agent.target_update=sometimes", "agent.target_update"),
+        ("agent.loss=l1", "agent.loss"),
+        ("agent.epsilon_decay=1.5", "agent.epsilon_decay"),
+        ("agent.epsilon_end=2", "agent.epsilon_start"),
+        ("agent.hidden_sizes=[]", "agent.hidden_sizes"),
+        ("train.episodes=0", "train.episodes"),
+        ("train.train_freq=0", "train.train_freq"),
+        ("eval.episodes=0", "eval.episodes"),
+        ("eval.objective=median", "eval.objective"),
+        ("buffer=prioritized", None),
+    ],
+)
+def test_bad_values_fail_naming_the_key(override, key):
+    cfg = compose_config([override])
+    if key is None:  # a valid control case
+        validate(cfg)
+        return
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    message = str(err.value)
+    assert key in message and "\n" not in message
+
+
+def test_bad_combinations_fail_at_build():
+    with pytest.raises(ConfigError, match="tabular"):
+        build(compose_config(["agent=q_learning", "env=cartpole_v1"]))
+    with pytest.raises(ConfigError, match="obs_mode"):
+        build(compose_config(["agent=dqn", "env=gridworld"]))
+    with pytest.raises(ConfigError, match="env.id"):
+        build(compose_config(["env.id=NoSuchEnv-v9"]))
+
+
+def test_schema_rejects_unknown_keys_wrong_types_and_unknown_options():
+    with pytest.raises(ConfigCompositionException, match="agent.learning_rate"):
+        compose_config(["agent.learning_rate=0.1"])
+    with pytest.raises(ConfigCompositionException, match="agent.lr"):
+        compose_config(["agent.lr=fast"])
+    with pytest.raises(ConfigCompositionException, match="train.episodes"):
+        compose_config(["train.episodes=many"])
+    with pytest.raises(ConfigCompositionException, match="agent"):
+        compose_config(["agent=ppo"])
+    with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
+        compose_config(["seed=abc"])
