@@ -17,12 +17,15 @@ A storage is named by one string that the sweeper also hands to every trial
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 DEFAULT_STORAGE = "journal:outputs/optuna/journal.log"
 
@@ -96,6 +99,14 @@ def _open(spec: str) -> BaseStorage:
         engine_kwargs["connect_args"] = {"timeout": 30}
     else:
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
-    storage = RDBStorage(spec, engine_kwargs=engine_kwargs)
+    for attempt in range(6):
+        try:
+            storage = RDBStorage(spec, engine_kwargs=engine_kwargs)
+            break
+        except (IntegrityError, ProgrammingError):
+            # workers starting together on an empty database race to create Optuna's tables
+            if attempt == 5:
+                raise
+            time.sleep(0.2 + random.random())
     optuna.study.get_all_study_names(storage)  # one round trip: fail now if unreachable
     return storage
