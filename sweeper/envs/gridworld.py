@@ -65,7 +65,7 @@ class GridWorld(gymnasium.Env):
     ``TimeLimit`` (200 steps, the seed's per-episode cap), reported as truncation.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(
         self,
@@ -146,7 +146,7 @@ class GridWorld(gymnasium.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        """Back to ``start``, or to ``options["start"]`` (exploring starts for on-policy control)."""
+        """Back to ``start``, or to ``options["start"]`` (exploring starts)."""
         super().reset(seed=seed)
         self._pos = self.start
         if options and options.get("start") is not None:
