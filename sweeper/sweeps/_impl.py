@@ -212,7 +212,7 @@ class OptunaSweeperImpl(Sweeper):
         self.launcher = None
         # runtime state
         self._lock = threading.RLock()
-        self._running: dict[int, int] = {}  # trial_id -> number, trials this process owns
+        self._running: dict[int, optuna.trial.Trial] = {}  # number -> trial this process runs
         self._stop = threading.Event()
         self._failures = 0
         self._last_error: str | None = None
@@ -338,6 +338,7 @@ class OptunaSweeperImpl(Sweeper):
             base_cfg=base_cfg,
             sampler_name=sampler_name,
             pruner=pspec,
+            study_id=storage.get_study_id_from_name(study.study_name),
         )
 
     # -- running -------------------------------------------------------------------------------
@@ -387,6 +388,9 @@ class OptunaSweeperImpl(Sweeper):
 
         done_before = self._count(study)
         slots = self._slots()
+        # one launch per trial: the launchers' per-launch banners would bury the progress lines
+        for name in _LAUNCHER_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         log.info(
             "study %s (%s, %s sampler, %s pruner): %d/%d trials done, %d slot(s); search space %s",
             study.study_name,
@@ -454,12 +458,15 @@ class OptunaSweeperImpl(Sweeper):
                 if self._count(study) >= plan.n_trials:
                     return
                 trial = study.ask(fixed_distributions=plan.space.distributions)
-                self._running[trial._trial_id] = trial.number
+                self._running[trial.number] = trial
             try:
                 overrides = self._claim(plan, trial)
             except _Surplus:
                 return
-            progress.trial_started(trial.number)
+            shown = [
+                param_override(n, trial.params[n], d) for n, d in plan.space.distributions.items()
+            ]
+            progress.trial_started(trial.number, " ".join(shown))
             try:
                 ret: JobReturn | BaseException = self.launcher.launch(
                     [overrides], initial_job_idx=trial.number
@@ -475,26 +482,24 @@ class OptunaSweeperImpl(Sweeper):
     def _claim(self, plan: _Plan, trial: optuna.trial.Trial) -> list[str]:
         """Mark the new trial as ours and check it is not one too many (another worker may
         have asked at the same moment); returns the job's overrides."""
-        storage = plan.storage
-        storage.set_trial_user_attr(trial._trial_id, OWNER, _owner())
-        storage.set_trial_user_attr(trial._trial_id, HEARTBEAT, time.time())
+        trial.set_user_attr(OWNER, _owner())
+        trial.set_user_attr(HEARTBEAT, time.time())
         params = [
             param_override(n, trial.params[n], d) for n, d in plan.space.distributions.items()
         ]
         overrides = list(plan.space.fixed) + params
-        storage.set_trial_user_attr(trial._trial_id, OVERRIDES, overrides)
+        trial.set_user_attr(OVERRIDES, overrides)
         counted = [t.number for t in plan.study.get_trials(deepcopy=False) if counts(t)]
         if trial.number in counted and sorted(counted).index(trial.number) >= plan.n_trials:
-            self._finish_uncounted(plan, trial._trial_id, trial.number, "surplus")
+            self._finish_uncounted(plan, trial.number, "surplus")
             raise _Surplus
         return overrides + list(plan.trial_overrides) + [f"trial.number={trial.number}"]
 
     def _tell(self, plan: _Plan, trial: optuna.trial.Trial, outcome: Outcome) -> None:
-        storage = plan.storage
         for key, value in outcome.attrs.items():
-            _safe(storage.set_trial_user_attr, trial._trial_id, key, value)
+            _safe(trial.set_user_attr, key, value)
         if outcome.error:
-            _safe(storage.set_trial_user_attr, trial._trial_id, ERROR, outcome.error)
+            _safe(trial.set_user_attr, ERROR, outcome.error)
         try:
             if outcome.state == TrialState.COMPLETE:
                 plan.study.tell(trial, outcome.value, skip_if_finished=True)
@@ -502,7 +507,7 @@ class OptunaSweeperImpl(Sweeper):
                 plan.study.tell(trial, state=outcome.state, skip_if_finished=True)
         finally:
             with self._lock:
-                self._running.pop(trial._trial_id, None)
+                self._running.pop(trial.number, None)
         if outcome.state == TrialState.FAIL:
             log.warning("trial %d failed: %s", trial.number, outcome.error)
             with self._lock:
@@ -511,7 +516,8 @@ class OptunaSweeperImpl(Sweeper):
                 if self.max_failures is not None and self._failures >= self.max_failures:
                     self._stop.set()
 
-    def _finish_uncounted(self, plan: _Plan, trial_id: int, number: int, reason: str) -> None:
+    def _finish_uncounted(self, plan: _Plan, number: int, reason: str) -> None:
+        trial_id = plan.storage.get_trial_id_from_study_id_trial_number(plan.study_id, number)
         _safe(plan.storage.set_trial_user_attr, trial_id, UNCOUNTED, reason)
         _safe(plan.storage.set_trial_user_attr, trial_id, ERROR, reason)
         try:
@@ -519,12 +525,12 @@ class OptunaSweeperImpl(Sweeper):
         except Exception as err:  # finished meanwhile by its owner
             log.debug("could not fail trial %d: %s", number, err)
         with self._lock:
-            self._running.pop(trial_id, None)
+            self._running.pop(number, None)
 
     def _fail_stale(self, plan: _Plan) -> None:
         now = time.time()
         for t in plan.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t._trial_id in self._running:
+            if t.number in self._running:
                 continue
             owner = t.user_attrs.get(OWNER)
             alive = _owner_alive(owner) if owner else None
@@ -538,18 +544,24 @@ class OptunaSweeperImpl(Sweeper):
                 reason = f"stale: no heartbeat for {now - float(beat):.0f}s"
             if reason:
                 log.warning("trial %d was left RUNNING (%s): marked FAIL", t.number, reason)
-                self._finish_uncounted(plan, t._trial_id, t.number, reason)
+                self._finish_uncounted(plan, t.number, reason)
 
     def _fail_owned(self, plan: _Plan, reason: str) -> None:
-        for trial_id, number in list(self._running.items()):
-            self._finish_uncounted(plan, trial_id, number, reason)
+        for number in list(self._running):
+            self._finish_uncounted(plan, number, reason)
 
     def _heartbeat(self, plan: _Plan) -> None:
         while not self._stop.wait(self.heartbeat_interval):
             with self._lock:
-                owned = list(self._running)
-            for trial_id in owned:
-                _safe(plan.storage.set_trial_user_attr, trial_id, HEARTBEAT, time.time())
+                owned = list(self._running.values())
+            for trial in owned:
+                _safe(trial.set_user_attr, HEARTBEAT, time.time())
+
+
+_LAUNCHER_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "hydra_plugins.hydra_joblib_launcher._core",
+)
 
 
 class _Surplus(Exception):
@@ -567,6 +579,7 @@ class _Plan:
     base_cfg: DictConfig
     sampler_name: str
     pruner: dict[str, Any]
+    study_id: int = -1
     trial_overrides: list[str] = field(default_factory=list)
 
 

@@ -63,9 +63,9 @@ class SweepProgress:
             return "best: -"
         return f"best {self.best[0]:.4g} (trial {self.best[1]})"
 
-    def trial_started(self, number: int) -> None:
+    def trial_started(self, number: int, params: str = "") -> None:
         if not self.tty:
-            log.info("trial %d started", number)
+            log.info("trial %d started %s", number, params)
 
     def trial_finished(self, study: optuna.Study, number: int, outcome: Any) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ import logging
 import math
 import shlex
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,16 @@ def reproduce_overrides(sweeper: OptunaSweeperImpl, trial_overrides: Sequence[st
     for key in removed:
         values.append(f"~{key}")
     return groups + values
+
+
+def _app_command() -> str:
+    """How the app was started: ``python -m sweeper.train`` or ``python <script>``."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if not argv0 or Path(argv0).resolve() == Path(__file__).resolve().parents[1] / "train.py":
+        return "python -m sweeper.train"
+    if Path(argv0).name in ("sweeper-train",):
+        return "sweeper-train"
+    return f"python {argv0}"
 
 
 def _run():
@@ -199,7 +210,7 @@ def finish(
             try:
                 repro = reproduce_overrides(sweeper, overrides)
                 best["overrides"] = repro
-                best["command"] = "python -m sweeper.train " + shlex.join(repro)
+                best["command"] = f"{_app_command()} {shlex.join(repro)}"
             except Exception as err:
                 log.warning("could not derive reproducing overrides: %s", err)
                 best["overrides"] = list(overrides)
@@ -221,6 +232,13 @@ def finish(
             + (f"; last error: {errors[-1]}" if errors else "")
         )
     summary["best"] = best
+    failures = {
+        t.number: t.user_attrs["sweeper:error"]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if "sweeper:error" in t.user_attrs
+    }
+    if failures:  # the last 20, with the error each failed trial keeps as a user attr
+        summary["failures"] = dict(list(failures.items())[-20:])
     group_by = list(sweeper.summary_cfg.get("group_by") or [])
     if group_by and complete:
         summary["groups"] = groups_table(
@@ -233,7 +251,7 @@ def finish(
     print_summary(summary)
     for hook in hooks:
         try:
-            hook.on_study_end(info, summary)
+            hook.on_study_end(info, {**summary, "study": study})
         except Exception as err:
             log.warning("study hook %s failed: %s", type(hook).__name__, err)
     return summary

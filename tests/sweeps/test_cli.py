@@ -26,6 +26,7 @@ from sweep_helpers import (
 from sweeper.sweeps._impl import UNCOUNTED, counts
 
 TINY_TABULAR = [
+    "tracking.enabled=false",
     "agent=q_learning",
     "env=gridworld",
     "train.episodes=30",
@@ -177,6 +178,7 @@ def test_failing_nan_none_and_exiting_trials_fail_and_the_sweep_goes_on(tmp_path
     assert errors["return_nan"] == "the objective is nan"
     assert errors["return_none"] == "the objective is not a number: None"
     assert errors["exit"].startswith("TrialExit: the job exited with code 2")
+    assert set(_results(tmp_path)["failures"].values()) == set(errors.values())
     assert _results(tmp_path)["trials"] == {
         "complete": 1,
         "pruned": 0,
@@ -408,10 +410,13 @@ def test_ready_made_sweep_double_vs_vanilla(tmp_path):
 
 @pytest.mark.parametrize("name", ["sensitivity", "ablation", "tabular", "cartpole_v1"])
 def test_ready_made_sweeps_run(tmp_path, name):
+    # the basic launcher and no tracking keep this fast; joblib + tracking run in the test above
     proc = run_sweep(
         tmp_path,
         "app-nom",
         f"+sweep={name}",
+        "hydra/launcher=basic",
+        "tracking.enabled=false",
         "train.episodes=2",
         "eval.every=0",
         "eval.episodes=1",
@@ -420,3 +425,62 @@ def test_ready_made_sweeps_run(tmp_path, name):
     _ok(proc)
     res = _results(tmp_path)
     assert res["study_name"].startswith(f"{name}-") and res["trials"]["complete"] == 1
+
+
+def test_running_trial_of_another_host_without_heartbeat_is_failed(tmp_path):
+    """A RUNNING trial whose owner lives elsewhere counts until its heartbeat is older than
+    hydra.sweeper.grace_period; then it is failed and does not count."""
+    args = ["hydra.sweeper.n_trials=2", "x=interval(-2,2)", "hydra.sweeper.grace_period=30"]
+    _ok(run_sweep(tmp_path, "toy", "hydra.sweeper.n_trials=1", *args[1:]))
+    from sweeper.sweeps.storage import open_storage
+
+    study = only_study(journal(tmp_path))
+    ghost = study.ask()  # a trial "running" on another machine
+    st = open_storage(journal(tmp_path))
+    st.set_trial_user_attr(ghost._trial_id, "sweeper:owner", {"host": "elsewhere", "pid": 1})
+    st.set_trial_user_attr(ghost._trial_id, "sweeper:heartbeat", time.time())
+    _ok(run_sweep(tmp_path, "toy", *args))  # fresh heartbeat: the ghost counts, 1+1 = 2 trials
+    study = only_study(journal(tmp_path))
+    assert states(study) == {"COMPLETE": 1, "RUNNING": 1}
+    st.set_trial_user_attr(ghost._trial_id, "sweeper:heartbeat", time.time() - 100)
+    _ok(run_sweep(tmp_path, "toy", *args))
+    study = only_study(journal(tmp_path))
+    assert states(study) == {"COMPLETE": 2, "FAIL": 1}
+    failed = study.trials[ghost.number]
+    assert failed.state == TrialState.FAIL and "no heartbeat" in failed.user_attrs[UNCOUNTED]
+
+
+def test_basic_launcher_never_runs_trials_concurrently(tmp_path):
+    proc = run_sweep(
+        tmp_path,
+        "toy",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=3",
+        "x=interval(-2,2)",
+        "duration=0.3",
+    )
+    _ok(proc)
+    assert "with the basic launcher" in proc.stdout + proc.stderr
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete) for t in only_study(journal(tmp_path)).trials
+    )
+    assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:], strict=False))
+
+
+def test_study_hooks_start_end_and_parent_run_id(tmp_path):
+    proc = run_sweep(
+        tmp_path,
+        "toy",
+        "hydra.sweeper.n_trials=2",
+        "x=interval(-2,2)",
+        "hydra.sweeper.study_hooks=[hook_probe:factory]",
+    )
+    _ok(proc)
+    sweep = tmp_path / "sweep"
+    name = only_study(journal(tmp_path)).study_name
+    assert (sweep / "hook_start.txt").read_text() == name
+    assert (sweep / "hook_end.txt").read_text().startswith(name + " -")
+    for number in (0, 1):
+        overrides = yaml.safe_load((sweep / str(number) / ".hydra" / "overrides.yaml").read_text())
+        assert "trial.parent_run_id=parent-123" in overrides
+        assert f"trial.number={number}" in overrides

@@ -27,6 +27,7 @@ SPACE = {"x": FloatDistribution(0, 1), "c": CategoricalDistribution(["a", "b"])}
         ("random", optuna.samplers.RandomSampler),
         ("grid", optuna.samplers.GridSampler),
         ("qmc", optuna.samplers.QMCSampler),
+        ("cmaes", optuna.samplers.CmaEsSampler),
         ("gp", optuna.samplers.GPSampler),
     ],
 )
