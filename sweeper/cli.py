@@ -234,6 +234,8 @@ def ui_command(tracking_uri: str, host: str, port: int, workers: int = 1) -> lis
 
 
 def cmd_ui(args) -> int:
+    import os
+    import signal
     import subprocess
 
     from sweeper.tracking import store
@@ -246,16 +248,42 @@ def cmd_ui(args) -> int:
     print(
         f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)", file=sys.stderr
     )
-    proc = subprocess.Popen(cmd)
+    # No GenAI job runners (7 huey processes): the runs UI does not need them.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # Its own process group, so that stopping the UI stops the server's workers too.
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         return 130
+    finally:
+        _stop_group(proc)
+
+
+def _stop_group(proc) -> None:
+    import os
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; make sure no worker outlives it
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return
 
 
 # -- main ---------------------------------------------------------------------------------

@@ -110,9 +110,16 @@ class TrialConfig:
 
 @dataclass
 class TrackingConfig:
-    enabled: bool = False  # the MLflow issue turns this on by default
-    tracking_uri: str | None = None  # None: SQLite store under outputs/
-    experiment: str | None = None  # None: derived from the sweep or run config
+    """MLflow tracking (``sweeper.tracking``): every run is an MLflow run."""
+
+    enabled: bool = True
+    # None: $MLFLOW_TRACKING_URI, else the embedded store sqlite:///<cwd>/outputs/mlflow.db
+    # (artifacts in outputs/mlartifacts); or a server, e.g. http://127.0.0.1:5000
+    tracking_uri: str | None = None
+    # None: the study name for sweeper trials, else <agent>_<env>
+    experiment: str | None = None
+    # True: a run whose config hash already has a FINISHED run reuses its objective instead of
+    # training (logged as a short run tagged reused_from=<run id>, outcome=reused).
     skip_existing: bool = False
 
 

@@ -28,13 +28,13 @@ SHORT = 12  # characters of the hash shown to people
 
 def semantic_config(cfg: Any) -> dict[str, Any]:
     """The semantic part of a config (DictConfig or plain mapping) as plain resolved data."""
-    data = _plain(cfg)
-    if not isinstance(data, Mapping):
+    if not isinstance(cfg, Mapping):
         raise TypeError(f"expected a config mapping, got {type(cfg).__name__}")
-    missing = [k for k in SEMANTIC_KEYS if k not in data]
+    missing = [k for k in SEMANTIC_KEYS if k not in cfg]
     if missing:
         raise KeyError(f"config has no {', '.join(missing)}: not a sweeper run config")
-    out = {key: _plain(data[key]) for key in SEMANTIC_KEYS}
+    # Node by node: the rest (hydra, with its run-time interpolations) is never resolved.
+    out = {key: _plain(cfg[key]) for key in SEMANTIC_KEYS}
     for node, keys in NON_SEMANTIC.items():
         if isinstance(out.get(node), dict):
             for key in keys:

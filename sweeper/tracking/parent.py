@@ -28,9 +28,11 @@ PLOTS = ("history", "importances", "parallel_coordinate", "slice")
 
 def _find_parents(client, experiment_id: str, study_name: str) -> list:
     runs = store.retry(
-        client.search_runs, [experiment_id],
+        client.search_runs,
+        [experiment_id],
         f"tags.`{ROLE_TAG}` = 'parent' and tags.study_name = '{_quote(study_name)}'",
-        order_by=["attributes.start_time ASC"], max_results=100,
+        order_by=["attributes.start_time ASC"],
+        max_results=100,
     )
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
@@ -39,9 +41,12 @@ def _quote(text: str) -> str:
     return text.replace("'", "\\'")
 
 
-def ensure_parent_run(study_name: str, experiment: str | None = None,
-                      tracking_uri: str | None = None,
-                      tags: Mapping[str, str] | None = None) -> str:
+def ensure_parent_run(
+    study_name: str,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
     """The id of the study's parent run, created if missing, set RUNNING again on resume.
 
     The experiment is ``experiment`` or the study name. On the embedded SQLite store a file
@@ -56,8 +61,9 @@ def ensure_parent_run(study_name: str, experiment: str | None = None,
         return _ensure_parent_run(client, study_name, experiment, tags)
 
 
-def _ensure_parent_run(client, study_name: str, experiment: str | None,
-                       tags: Mapping[str, str] | None) -> str:
+def _ensure_parent_run(
+    client, study_name: str, experiment: str | None, tags: Mapping[str, str] | None
+) -> str:
     exp_id = store.get_or_create_experiment(client, experiment or study_name)
     parents = _find_parents(client, exp_id, study_name)
     if parents:
@@ -66,8 +72,13 @@ def _ensure_parent_run(client, study_name: str, experiment: str | None,
         if tags:
             _set_tags(client, run_id, tags)
         return run_id
-    all_tags = {ROLE_TAG: "parent", "study_name": study_name, "mlflow.runName": study_name,
-                "mlflow.source.name": "sweeper sweep", "mlflow.source.type": "LOCAL"}
+    all_tags = {
+        ROLE_TAG: "parent",
+        "study_name": study_name,
+        "mlflow.runName": study_name,
+        "mlflow.source.name": "sweeper sweep",
+        "mlflow.source.type": "LOCAL",
+    }
     all_tags.update(tags or {})
     run = store.retry(client.create_run, exp_id, tags=all_tags)
     parents = _find_parents(client, exp_id, study_name)
@@ -82,7 +93,7 @@ def _set_tags(client, run_id: str, tags: Mapping[str, Any]) -> None:
 
     items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
     for i in range(0, len(items), 100):
-        store.retry(client.log_batch, run_id, tags=items[i:i + 100])
+        store.retry(client.log_batch, run_id, tags=items[i : i + 100])
 
 
 def study_counts(study) -> dict[str, int]:
@@ -136,8 +147,9 @@ def _has_sklearn() -> bool:
     return True
 
 
-def write_plots(study, directory: Path, importances: Mapping[str, float] | None = None
-                ) -> list[Path]:
+def write_plots(
+    study, directory: Path, importances: Mapping[str, float] | None = None
+) -> list[Path]:
     """Optuna's history, importances, parallel-coordinate and slice plots in ``directory``:
     PNG (optuna.visualization.matplotlib) always, HTML (plotly) when plotly is installed.
     Plots that cannot be drawn (too few trials) are skipped."""
@@ -155,8 +167,11 @@ def write_plots(study, directory: Path, importances: Mapping[str, float] | None 
     evaluator = _plot_evaluator(study, importances)
     makers = {
         "history": (pm.plot_optimization_history, pv.plot_optimization_history, {}),
-        "importances": (pm.plot_param_importances, pv.plot_param_importances,
-                        {"evaluator": evaluator} if evaluator is not None else {}),
+        "importances": (
+            pm.plot_param_importances,
+            pv.plot_param_importances,
+            {"evaluator": evaluator} if evaluator is not None else {},
+        ),
         "parallel_coordinate": (pm.plot_parallel_coordinate, pv.plot_parallel_coordinate, {}),
         "slice": (pm.plot_slice, pv.plot_slice, {}),
     }
@@ -180,8 +195,9 @@ def write_plots(study, directory: Path, importances: Mapping[str, float] | None 
             if not _has_plotly():
                 continue
             try:
-                plotly_fn(study, **kwargs).write_html(directory / f"{name}.html",
-                                                      include_plotlyjs=True)
+                plotly_fn(study, **kwargs).write_html(
+                    directory / f"{name}.html", include_plotlyjs=True
+                )
                 written.append(directory / f"{name}.html")
             except Exception as err:  # noqa: BLE001
                 print(f"sweeper: plot {name}.html skipped: {err}", file=sys.stderr)
@@ -226,8 +242,9 @@ def study_summary(study) -> dict[str, Any]:
     }
 
 
-def finalize_parent_run(study, run_id: str, sweep_dir: str | Path | None = None,
-                        tracking_uri: str | None = None) -> dict[str, Any]:
+def finalize_parent_run(
+    study, run_id: str, sweep_dir: str | Path | None = None, tracking_uri: str | None = None
+) -> dict[str, Any]:
     """Log the study's results on its parent run and end it FINISHED.
 
     Metrics ``best_value``, ``n_complete``/``n_pruned``/``n_fail``/``n_trials`` and
@@ -247,8 +264,9 @@ def finalize_parent_run(study, run_id: str, sweep_dir: str | Path | None = None,
     metrics = [Metric(k, float(v), ts, step) for k, v in counts.items()]
     if summary["best_value"] is not None and math.isfinite(summary["best_value"]):
         metrics.append(Metric("best_value", float(summary["best_value"]), ts, step))
-    metrics += [Metric(f"importance.{k}"[:250], v, ts, step)
-                for k, v in summary["importances"].items()]
+    metrics += [
+        Metric(f"importance.{k}"[:250], v, ts, step) for k, v in summary["importances"].items()
+    ]
     store.retry(client.log_batch, run_id, metrics=metrics[:1000])
     tags: dict[str, Any] = {"direction": summary["direction"]}
     if summary["best_trial"] is not None:
@@ -282,12 +300,17 @@ class MlflowStudyHook:
         self.run_id: str | None = None
 
     def on_study_start(self, info) -> str | None:
-        tags = {"sweep_dir": str(Path(info.sweep_dir).resolve()), "storage": info.storage,
-                "direction": info.direction, "n_trials_requested": info.n_trials,
-                "search_space": json.dumps(dict(info.search_space), sort_keys=True),
-                "fixed_overrides": " ".join(info.fixed_overrides)}
-        self.run_id = ensure_parent_run(info.study_name, self.experiment, self.tracking_uri,
-                                        tags=tags)
+        tags = {
+            "sweep_dir": str(Path(info.sweep_dir).resolve()),
+            "storage": info.storage,
+            "direction": info.direction,
+            "n_trials_requested": info.n_trials,
+            "search_space": json.dumps(dict(info.search_space), sort_keys=True),
+            "fixed_overrides": " ".join(info.fixed_overrides),
+        }
+        self.run_id = ensure_parent_run(
+            info.study_name, self.experiment, self.tracking_uri, tags=tags
+        )
         return self.run_id
 
     def on_study_end(self, info, results: Mapping[str, Any]) -> None:
@@ -299,8 +322,9 @@ class MlflowStudyHook:
 
             from sweeper.sweeps.storage import open_storage
 
-            study = optuna.load_study(study_name=info.study_name,
-                                      storage=open_storage(info.storage))
+            study = optuna.load_study(
+                study_name=info.study_name, storage=open_storage(info.storage)
+            )
         finalize_parent_run(study, self.run_id, info.sweep_dir, self.tracking_uri)
 
 

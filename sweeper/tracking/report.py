@@ -44,12 +44,16 @@ def load_study(study_name: str | None, storage: str | None):
         if not names:
             raise ReportError(f"no study in {label}")
         if len(names) > 1:
-            raise ReportError(f"{len(names)} studies in {label}: pick one with --study "
-                              f"({', '.join(sorted(names))})")
+            raise ReportError(
+                f"{len(names)} studies in {label}: pick one with --study "
+                f"({', '.join(sorted(names))})"
+            )
         study_name = names[0]
     elif study_name not in names:
-        raise ReportError(f"no study {study_name!r} in {label}"
-                          + (f" (studies: {', '.join(sorted(names))})" if names else ""))
+        raise ReportError(
+            f"no study {study_name!r} in {label}"
+            + (f" (studies: {', '.join(sorted(names))})" if names else "")
+        )
     return optuna.load_study(study_name=study_name, storage=store)
 
 
@@ -78,8 +82,11 @@ def ranked_trials(study) -> list:
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
             return (0, sign * t.value, t.number)
         if t.state == TrialState.PRUNED:
-            last = t.intermediate_values[max(t.intermediate_values)] if \
-                t.intermediate_values else math.nan
+            last = (
+                t.intermediate_values[max(t.intermediate_values)]
+                if t.intermediate_values
+                else math.nan
+            )
             return (1, sign * last if math.isfinite(last) else math.inf, t.number)
         return (2, 0.0, t.number)
 
@@ -87,13 +94,68 @@ def ranked_trials(study) -> list:
 
 
 def best_overrides(study, best) -> list[str]:
-    """The best trial's config as overrides: the trial's own (fixed + sampled) when the
-    sweeper recorded them, else the study's fixed overrides plus the sampled params."""
+    """The best trial's config as overrides for a plain ``python -m sweeper.train`` run.
+
+    From the trial's recorded overrides (the sweeper stores them) when they compose here:
+    expanded against the default config (a ``+sweep=...`` override would start a sweep), so
+    that the command gives the trial's exact semantic config (checked by config hash). Else
+    the recorded overrides, else the study's fixed overrides plus the sampled params."""
     recorded = best.user_attrs.get(OVERRIDES_ATTR)
     if recorded:
-        return [o for o in recorded if not o.startswith(("trial.", "hydra."))]
+        recorded = [o for o in recorded if not o.startswith(("trial.", "hydra."))]
+        try:
+            return expand_overrides(recorded)
+        except Exception:  # noqa: BLE001 - composition failed here: show what the sweep had
+            return recorded
     fixed = list(study.user_attrs.get(FIXED_ATTR, []))
     return fixed + [f"{k}={_override_value(v)}" for k, v in best.params.items()]
+
+
+GROUPS = ("agent", "env", "buffer")
+
+
+def _hydra_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    return _override_value(value)
+
+
+def expand_overrides(overrides: list[str]) -> list[str]:
+    """Overrides of the default config that give the same semantic config as ``overrides``
+    (group choices first, then the values that differ). Raises if the result's config hash
+    differs from the original's."""
+    from hydra import compose, initialize_config_dir
+
+    from sweeper.cli import CONF_DIR
+    from sweeper.config import register_configs
+    from sweeper.config_hash import config_hash, flatten, semantic_config
+
+    register_configs()
+    with initialize_config_dir(
+        version_base="1.3", config_dir=str(CONF_DIR), job_name="sweeper_report"
+    ):
+        want_cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        choices = dict(want_cfg.hydra.runtime.choices)
+        groups = [f"{g}={choices[g]}" for g in GROUPS if g in choices]
+        base_cfg = compose("config", overrides=groups)
+        want, have = flatten(semantic_config(want_cfg)), flatten(semantic_config(base_cfg))
+        values = [f"{k}={_hydra_value(v)}" for k, v in want.items() if k in have and have[k] != v]
+        values += [f"+{k}={_hydra_value(v)}" for k, v in want.items() if k not in have]
+        values += [f"~{k}" for k in have if k not in want]
+        default = compose("config", overrides=[], return_hydra_config=True)
+        default_choices = dict(default.hydra.runtime.choices)
+        groups = [g for g in groups if default_choices.get(g.split("=")[0]) != g.split("=")[1]]
+        result = groups + values
+        check = compose("config", overrides=result)
+    if config_hash(check) != config_hash(want_cfg):
+        raise ValueError("expanded overrides do not reproduce the config")
+    return result
 
 
 def build_report(study, top: int = 10, plots_dir: Path | None = None) -> dict[str, Any]:
@@ -123,9 +185,11 @@ def print_report(report: dict[str, Any], console=None) -> None:
 
     console = console or Console()
     counts = report["counts"]
-    title = (f"study {report['study_name']} ({report['direction']}): "
-             f"{counts['n_trials']} trials, {counts.get('n_complete', 0)} complete, "
-             f"{counts.get('n_pruned', 0)} pruned, {counts.get('n_fail', 0)} failed")
+    title = (
+        f"study {report['study_name']} ({report['direction']}): "
+        f"{counts['n_trials']} trials, {counts.get('n_complete', 0)} complete, "
+        f"{counts.get('n_pruned', 0)} pruned, {counts.get('n_fail', 0)} failed"
+    )
     params = sorted({k for t in report["top"] for k in t.params})
     table = Table(title=title, title_justify="left")
     table.add_column("rank", justify="right")
@@ -135,14 +199,23 @@ def print_report(report: dict[str, Any], console=None) -> None:
     for p in params:
         table.add_column(p, justify="right")
     for rank, t in enumerate(report["top"], 1):
-        value = t.value if t.value is not None else (
-            t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values
-            else None)
+        value = (
+            t.value
+            if t.value is not None
+            else (
+                t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+            )
+        )
         shown = "-" if value is None else format_value(value)
         if t.value is None and value is not None:
             shown += " (last report)"
-        table.add_row(str(rank), str(t.number), t.state.name, shown,
-                      *[format_value(t.params[p]) if p in t.params else "-" for p in params])
+        table.add_row(
+            str(rank),
+            str(t.number),
+            t.state.name,
+            shown,
+            *[format_value(t.params[p]) if p in t.params else "-" for p in params],
+        )
     console.print(table)
     best = report["best"]
     if best is None:
@@ -150,16 +223,23 @@ def print_report(report: dict[str, Any], console=None) -> None:
     else:
         console.print(f"best: trial {best.number}, value {format_value(best.value)}")
         console.print("best config as overrides:")
-        console.print("  python -m sweeper.train " + " ".join(report["best_overrides"]),
-                      soft_wrap=True, highlight=False)
+        console.print(
+            "  python -m sweeper.train " + " ".join(report["best_overrides"]),
+            soft_wrap=True,
+            highlight=False,
+        )
     imps = report["importances"]
     if imps:
         ranked = ", ".join(f"{k} {v:.2f}" for k, v in sorted(imps.items(), key=lambda kv: -kv[1]))
-        console.print(f"most important hyperparameter: {report['most_important']} "
-                      f"(importances: {ranked})", highlight=False)
+        console.print(
+            f"most important hyperparameter: {report['most_important']} (importances: {ranked})",
+            highlight=False,
+        )
     else:
-        console.print("parameter importances: not available (needs at least two complete "
-                      "trials that differ in their parameters)")
+        console.print(
+            "parameter importances: not available (needs at least two complete "
+            "trials that differ in their parameters)"
+        )
     if report["plots"]:
         folder = Path(report["plots"][0]).parent
         names = ", ".join(sorted({Path(p).name for p in report["plots"]}))

@@ -28,15 +28,32 @@ T = TypeVar("T")
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
-ENV_OUTPUTS = "SWEEPER_OUTPUTS"
+ENV_OUTPUTS = "SWEEPER_OUTPUTS"  # overrides the outputs/ folder of the embedded store
 # MLflow 3's UI opens an experiment in its "model training" (runs) view with this tag.
-KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # overrides the outputs/ folder of the embedded store
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 _initialized: set[str] = set()
 
 
 def outputs_dir() -> Path:
-    """``$SWEEPER_OUTPUTS`` or ``./outputs`` (absolute)."""
-    return Path(os.environ.get(ENV_OUTPUTS) or Path.cwd() / "outputs").resolve()
+    """``$SWEEPER_OUTPUTS``, else ``outputs/`` of the directory the command was started in
+    (Hydra's original cwd, also with ``hydra.job.chdir=true``), absolute."""
+    if os.environ.get(ENV_OUTPUTS):
+        return Path(os.environ[ENV_OUTPUTS]).resolve()
+    return (_start_dir() / "outputs").resolve()
+
+
+def _start_dir() -> Path:
+    import sys
+
+    if "hydra" in sys.modules:  # never import hydra just for this
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.initialized():
+                return Path(HydraConfig.get().runtime.cwd)
+        except Exception:  # noqa: BLE001
+            pass
+    return Path.cwd()
 
 
 def default_tracking_uri() -> str:
@@ -69,36 +86,58 @@ def artifact_root(uri: str) -> str | None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive inter-process lock (fcntl) held for the ``with`` block."""
+def file_lock(path: Path, shared: bool = False):
+    """An inter-process lock (fcntl; exclusive unless ``shared``) held for the ``with`` block."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        fcntl.flock(f, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _has_tables(path: Path) -> bool:
+    import sqlite3
+
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            return row is not None
+    except sqlite3.Error:
+        return False
+
+
 def prepare_store(uri: str) -> None:
-    """Create the SQLite database's tables once, under a file lock, in WAL mode."""
+    """Create the SQLite database's tables once, under a file lock, in WAL mode.
+
+    An existing database is left to MlflowClient (which verifies its schema anyway)."""
     path = sqlite_path(uri)
     if path is None or uri in _initialized:
+        return
+    lock = path.with_name(path.name + ".lock")
+    with file_lock(lock, shared=True):  # never look at a database half-way through creation
+        ready = _has_tables(path)
+    if ready:
+        _initialized.add(uri)
         return
     import logging
 
     for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial tables..." chatter
         logging.getLogger(name).setLevel(logging.WARNING)
-    with file_lock(path.with_name(path.name + ".lock")):
+    with file_lock(lock):
         import sqlite3
 
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        SqlAlchemyStore(uri, artifact_root(uri))  # creates or verifies the schema
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
-            con.execute("PRAGMA journal_mode=WAL")
+        if not _has_tables(path):  # else another process made it while we waited
+            SqlAlchemyStore(uri, artifact_root(uri))  # creates the schema
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
     _initialized.add(uri)
 
 
@@ -119,8 +158,9 @@ def is_transient(err: BaseException) -> bool:
     return code in ("TEMPORARILY_UNAVAILABLE",)
 
 
-def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, base: float = 0.05,
-          **kwargs: Any) -> T:
+def retry(
+    fn: Callable[..., T], *args: Any, attempts: int = 8, base: float = 0.05, **kwargs: Any
+) -> T:
     """Call ``fn``; on a transient store error wait (jittered, doubling) and try again."""
     for attempt in range(attempts):
         try:
@@ -145,8 +185,9 @@ def get_or_create_experiment(mlflow_client, name: str) -> str:
     root = artifact_root(uri)
     location = f"{root}/{_safe(name)}" if root else None
     try:
-        return retry(mlflow_client.create_experiment, name, artifact_location=location,
-                     tags={KIND_TAG: KIND})
+        return retry(
+            mlflow_client.create_experiment, name, artifact_location=location, tags={KIND_TAG: KIND}
+        )
     except Exception as err:  # another process created it meanwhile
         exp = retry(mlflow_client.get_experiment_by_name, name)
         if exp is None:
@@ -161,21 +202,29 @@ def _safe(name: str) -> str:
 def all_experiment_ids(mlflow_client) -> list[str]:
     from mlflow.entities import ViewType
 
-    exps = retry(mlflow_client.search_experiments, view_type=ViewType.ACTIVE_ONLY,
-                 max_results=50_000)
+    exps = retry(
+        mlflow_client.search_experiments, view_type=ViewType.ACTIVE_ONLY, max_results=50_000
+    )
     return [e.experiment_id for e in exps]
 
 
-def search_all_runs(mlflow_client, filter_string: str, order_by: list[str] | None = None,
-                    max_results: int = 1000) -> list:
+def search_all_runs(
+    mlflow_client, filter_string: str, order_by: list[str] | None = None, max_results: int = 1000
+) -> list:
     """Active runs matching ``filter_string`` in every active experiment."""
     ids = all_experiment_ids(mlflow_client)
     runs: list = []
     for start in range(0, len(ids), 100):  # search_runs takes at most 100 experiments
         token = None
         while True:
-            page = retry(mlflow_client.search_runs, ids[start:start + 100], filter_string,
-                         max_results=max_results, order_by=order_by, page_token=token)
+            page = retry(
+                mlflow_client.search_runs,
+                ids[start : start + 100],
+                filter_string,
+                max_results=max_results,
+                order_by=order_by,
+                page_token=token,
+            )
             runs.extend(page)
             token = page.token
             if not token or len(runs) >= max_results:

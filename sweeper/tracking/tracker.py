@@ -19,7 +19,9 @@ What a run gets:
   reused).
 
 Cheap: an episode appends five numbers to a list. Metrics go out with ``log_batch`` (at most
-1000 per call) at each evaluation and at the end, never per episode or per step.
+1000 per call) at each evaluation and at the end, never per episode or per step, from a
+logging child process (``sweeper.tracking.worker``), so the training process does not even
+import mlflow.
 """
 
 from __future__ import annotations
@@ -38,13 +40,10 @@ from sweeper.callbacks import Callback
 from sweeper.config_hash import SHORT, config_hash, flatten, semantic_config
 from sweeper.tracking import store
 
-MAX_METRICS_PER_BATCH = 1000
-MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 5000
 OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "PRUNED": "pruned", "KILLED": "killed"}
-MLFLOW_STATUS = {"FINISHED": "FINISHED", "FAILED": "FAILED", "PRUNED": "KILLED",
-                 "KILLED": "KILLED"}
+MLFLOW_STATUS = {"FINISHED": "FINISHED", "FAILED": "FAILED", "PRUNED": "KILLED", "KILLED": "KILLED"}
 
 
 def git_info(path: Path | None = None) -> dict[str, str]:
@@ -52,19 +51,28 @@ def git_info(path: Path | None = None) -> dict[str, str]:
     where = str(path or Path(__file__).resolve().parent)
     try:
         commit = subprocess.run(
-            ["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True,
-            timeout=5, check=True,
+            ["git", "-C", where, "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}
     if not commit:
         return {}
-    return {"git_commit": commit, "mlflow.source.git.commit": commit,
-            "git_dirty": str(bool(dirty)).lower()}
+    return {
+        "git_commit": commit,
+        "mlflow.source.git.commit": commit,
+        "git_dirty": str(bool(dirty)).lower(),
+    }
 
 
 def hydra_info() -> dict[str, str]:
@@ -143,43 +151,103 @@ def _param_value(value: Any) -> str:
 
 
 class MlflowTracker(Callback):
-    """Logs one training run to MLflow; see the module docstring for what it logs."""
+    """Logs one training run to MLflow; see the module docstring for what it logs.
 
-    def __init__(self, cfg, output_dir: Path | str | None, *,
-                 extra_tags: Mapping[str, str] | None = None, experiment_id: str | None = None,
-                 log_artifacts: bool = True) -> None:
+    The MLflow calls run in a logging child process (``sweeper.tracking.worker``, the
+    default, ``mode="process"``): importing mlflow and opening the store (~2.5 s of CPU) and
+    each evaluation's ``log_batch`` never hold up the training loop. ``mode="sync"`` makes
+    the calls in this process. The child is joined at ``on_train_end`` (or ``close``); an
+    MLflow error is raised there, after training and the run's own files are done.
+    """
+
+    def __init__(
+        self,
+        cfg,
+        output_dir: Path | str | None,
+        *,
+        extra_tags: Mapping[str, str] | None = None,
+        experiment_id: str | None = None,
+        log_artifacts: bool = True,
+        mode: str = "process",
+    ) -> None:
+        from sweeper.tracking.worker import Executor, ProcessExecutor
+
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.config_hash = config_hash(cfg)
-        self.client = store.client(cfg.tracking.get("tracking_uri"))
-        self.tracking_uri = self.client.tracking_uri
         self.objective_name = str(cfg.eval.objective)
         self._log_artifacts = log_artifacts
-        parent = cfg.trial.get("parent_run_id")
-        if experiment_id is not None:
-            self.experiment_id = experiment_id
-        elif parent:  # nest beside the parent, whatever the experiment name says
-            self.experiment_id = store.retry(self.client.get_run, parent).info.experiment_id
-        else:
-            self.experiment_id = store.get_or_create_experiment(self.client, experiment_name(cfg))
         tags = run_tags(cfg, self.output_dir, self.config_hash)
         tags.update(extra_tags or {})
-        run = store.retry(self.client.create_run, self.experiment_id, tags=tags)
-        self.run_id: str = run.info.run_id
-        self.artifact_uri: str = run.info.artifact_uri
+        spec = {
+            "uri": store.resolve_tracking_uri(cfg.tracking.get("tracking_uri")),
+            "parent": cfg.trial.get("parent_run_id"),
+            "experiment_id": experiment_id,
+            "experiment_name": experiment_name(cfg),
+            "tags": tags,
+            "params": {k[:250]: _param_value(v) for k, v in flatten(semantic_config(cfg)).items()},
+        }
         self._pending: list[tuple[str, float, int, int]] = []
         self._episode = 0
         self.status: str | None = None  # the training status once on_train_end ran
         self.closed = False
-        self._log_params(flatten(semantic_config(cfg)))
+        self._ended = False
+        self._error: str | None = None
+        self._info: dict[str, Any] | None = None
+        if mode == "process":
+            self._proc = ProcessExecutor()
+            self._exec = None
+            self._proc.send("start", spec=spec)
+        elif mode == "sync":
+            self._proc = None
+            self._exec = Executor()
+            self._info = self._exec.apply("start", spec=spec)
+        else:
+            raise ValueError(f"MlflowTracker mode must be process or sync, got {mode!r}")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _do(self, op: str, **kw: Any) -> None:
+        if self._ended:
+            raise RuntimeError(f"MLflow tracking: op {op!r} after the end")
+        if self._proc is not None:
+            self._proc.send(op, **kw)
+        else:
+            self._exec.apply(op, **kw)
+
+    def _started(self) -> dict[str, Any]:
+        """The run's ids (waits for the logging process to have created the run)."""
+        if self._info is None:
+            answer = self._proc.reply()
+            if answer.get("error"):
+                self._error = answer["error"]
+                self._info = {}
+            else:
+                self._info = answer
+        return self._info
+
+    def _join(self) -> None:
+        """Wait until every op is done; raise the first MLflow error, if any."""
+        if not self._ended:
+            self._ended = True
+            if self._proc is not None:
+                self._started()
+                error = self._proc.end()
+                self._error = self._error or error
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"MLflow tracking failed: {error}")
+
+    @property
+    def run_id(self) -> str:
+        info = self._started()
+        if not info.get("run_id"):
+            raise RuntimeError(f"MLflow tracking: the run was not created ({self._error})")
+        return info["run_id"]
+
+    @property
+    def tracking_uri(self) -> str | None:
+        return self._started().get("tracking_uri")
 
     # -- logging ----------------------------------------------------------------------------
-    def _log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k[:250], _param_value(v)) for k, v in params.items()]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            store.retry(self.client.log_batch, self.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
-
     def _add(self, metrics: Mapping[str, float], step: int) -> None:
         ts = int(time.time() * 1000)
         for key, value in metrics.items():
@@ -188,38 +256,21 @@ class MlflowTracker(Callback):
                 self._pending.append((key, value, ts, step))
 
     def flush(self) -> None:
-        """Send the buffered metrics, at most 1000 per log_batch call."""
-        if not self._pending:
-            return
-        from mlflow.entities import Metric
-
-        pending, self._pending = self._pending, []
-        metrics = [Metric(k, v, ts, step) for k, v, ts, step in pending]
-        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            store.retry(self.client.log_batch, self.run_id,
-                        metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
+        """Send the buffered metrics (the logger sends at most 1000 per log_batch call)."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._do("metrics", items=pending)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, str(v)[:MAX_TAG_LENGTH]) for k, v in tags.items()]
-        for i in range(0, len(items), 100):
-            store.retry(self.client.log_batch, self.run_id, tags=items[i:i + 100])
+        self._do("tags", tags={k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items()})
 
     def log_output_files(self) -> None:
         """Every file of the output dir; ``.hydra/`` goes to ``hydra/``."""
-        if not self._log_artifacts or self.output_dir is None or not self.output_dir.is_dir():
-            return
-        for path in sorted(self.output_dir.iterdir()):
-            if path.name == ".hydra" and path.is_dir():
-                store.retry(self.client.log_artifacts, self.run_id, str(path), "hydra")
-            elif path.is_dir():
-                store.retry(self.client.log_artifacts, self.run_id, str(path), path.name)
-            elif path.is_file():
-                store.retry(self.client.log_artifact, self.run_id, str(path))
+        if self._log_artifacts and self.output_dir is not None:
+            self._do("artifacts", directory=str(self.output_dir.resolve()))
 
     def terminate(self, status: str) -> None:
-        store.retry(self.client.set_terminated, self.run_id, MLFLOW_STATUS.get(status, status))
+        self._do("terminate", status=MLFLOW_STATUS.get(status, status))
 
     # -- the callback -----------------------------------------------------------------------
     def on_episode_end(self, episode: int, step: int, metrics) -> None:
@@ -237,12 +288,13 @@ class MlflowTracker(Callback):
     def on_train_end(self, objective: float, status: str) -> None:
         self.status = status
         self._add({"objective": objective, self.objective_name: objective}, self._episode)
-        try:
-            self.flush()
-            self.set_tags({"outcome": OUTCOMES.get(status, status.lower())})
-            self.log_output_files()
-        finally:
-            self.terminate(status)
+        self.flush()
+        self.set_tags({"outcome": OUTCOMES.get(status, status.lower())})
+        self.log_output_files()
+        self.terminate(status)
+        if status == "FINISHED":
+            self._join()  # a tracking failure fails the run: it would be missing from MLflow
+        # else: run() writes result.json, the model and the plot next; close() logs them
 
     def close(self, error: BaseException | None = None) -> None:
         """After ``run`` returned or raised: finish what on_train_end could not.
@@ -250,7 +302,8 @@ class MlflowTracker(Callback):
         On failure ``run`` writes the model, plot and result.json after on_train_end, so
         they are logged here. A run that raised before training started (the env or agent
         could not be built) ends FAILED; one that raised a config error is deleted (it never
-        ran, and the message is on stderr).
+        ran, and the message is on stderr). Tracking errors are printed, never raised: the
+        run's own error matters more.
         """
         if self.closed:
             return
@@ -258,21 +311,21 @@ class MlflowTracker(Callback):
         from sweeper.config import ConfigError
 
         try:
-            if self.status is None:
-                if isinstance(error, ConfigError):
-                    store.retry(self.client.delete_run, self.run_id)
-                    return
-                self.flush()
-                status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-                self.set_tags({"outcome": OUTCOMES[status], **_error_tag(error)})
-                self.log_output_files()
-                self.terminate(status)
-            elif self.status != "FINISHED":
-                self.set_tags(_error_tag(error))
-                self.log_output_files()
+            if not self._ended:
+                if self.status is None and isinstance(error, ConfigError):
+                    self._do("delete")
+                elif self.status is None:
+                    self.flush()
+                    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+                    self.set_tags({"outcome": OUTCOMES[status], **_error_tag(error)})
+                    self.log_output_files()
+                    self.terminate(status)
+                elif self.status != "FINISHED":
+                    self.set_tags(_error_tag(error))
+                    self.log_output_files()
+            self._join()
         except Exception as err:  # noqa: BLE001 - never hide the run's own error
-            print(f"sweeper: tracking: could not finish run {self.run_id}: {err}",
-                  file=sys.stderr)
+            print(f"sweeper: tracking: could not finish the MLflow run: {err}", file=sys.stderr)
 
 
 def _error_tag(error: BaseException | None) -> dict[str, str]:
@@ -298,7 +351,8 @@ def reuse_existing(cfg, output_dir: Path | str) -> float | None:
         client,
         f"tags.config_hash = '{digest}' and tags.outcome = 'finished' "
         "and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=20,
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
     )
     runs = [r for r in runs if "objective" in r.data.metrics]
     if not runs:
@@ -307,19 +361,29 @@ def reuse_existing(cfg, output_dir: Path | str) -> float | None:
     objective = float(source.data.metrics["objective"])
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    result = {"objective": objective, "objective_name": str(cfg.eval.objective),
-              "status": "FINISHED", "reused_from": source.info.run_id,
-              "config_hash": digest}
+    result = {
+        "objective": objective,
+        "objective_name": str(cfg.eval.objective),
+        "status": "FINISHED",
+        "reused_from": source.info.run_id,
+        "config_hash": digest,
+    }
     (output_dir / "result.json").write_text(json.dumps(result, indent=2))
-    tracker = MlflowTracker(cfg, output_dir, extra_tags={"reused_from": source.info.run_id})
+    tracker = MlflowTracker(
+        cfg, output_dir, extra_tags={"reused_from": source.info.run_id}, mode="sync"
+    )
     tracker._add({"objective": objective, tracker.objective_name: objective}, 0)
     tracker.flush()
     tracker.set_tags({"outcome": "reused"})
     tracker.log_output_files()
     tracker.terminate("FINISHED")
+    tracker._join()
     tracker.closed = True
-    print(f"sweeper: config {digest[:SHORT]} already ran (run {source.info.run_id}, "
-          f"objective {objective:g}): reusing its result", file=sys.stderr)
+    print(
+        f"sweeper: config {digest[:SHORT]} already ran (run {source.info.run_id}, "
+        f"objective {objective:g}): reusing its result",
+        file=sys.stderr,
+    )
     return objective
 
 

@@ -18,10 +18,10 @@ def _isolated_outputs(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def _template_db(tmp_path_factory) -> Path:
     """An initialized MLflow SQLite database (migrations take seconds: do them once)."""
-    from sweeper.tracking import store
-
     import contextlib
     import sqlite3
+
+    from sweeper.tracking import store
 
     path = tmp_path_factory.mktemp("template") / "mlflow.db"
     store.prepare_store(store.sqlite_uri(path))

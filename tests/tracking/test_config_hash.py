@@ -9,27 +9,37 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tracking_helpers import tiny_cfg
 
 from sweeper.config_hash import canonical_json, config_hash, flatten, semantic_config
 
-from tracking_helpers import tiny_cfg
-
 # -- property-based, on plain configs -------------------------------------------------------
 scalars = st.one_of(
-    st.booleans(), st.none(), st.integers(-10**6, 10**6),
-    st.floats(allow_nan=False, allow_infinity=False, width=64), st.text(max_size=8),
+    st.booleans(),
+    st.none(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.text(max_size=8),
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(min_size=1, max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(min_size=1, max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 nodes = st.dictionaries(st.text(min_size=1, max_size=6), values, max_size=5)
-configs = st.fixed_dictionaries({
-    "agent": nodes, "env": nodes, "buffer": nodes, "train": nodes, "eval": nodes,
-    "seed": st.integers(0, 2**31),
-})
+configs = st.fixed_dictionaries(
+    {
+        "agent": nodes,
+        "env": nodes,
+        "buffer": nodes,
+        "train": nodes,
+        "eval": nodes,
+        "seed": st.integers(0, 2**31),
+    }
+)
 
 
 def shuffled(data, rnd):
@@ -56,8 +66,12 @@ def test_non_semantic_keys_are_ignored(cfg, extra, progress, uri):
     noisy["trial"] = {"study_name": "s", "number": 3, **extra}
     noisy["tracking"] = {"tracking_uri": uri, "enabled": True}
     noisy["hydra"] = {"run": {"dir": uri}}
-    noisy["train"] = {**noisy["train"], "progress": progress, "plot": not progress,
-                      "save_model": progress}
+    noisy["train"] = {
+        **noisy["train"],
+        "progress": progress,
+        "plot": not progress,
+        "save_model": progress,
+    }
     clean = copy.deepcopy(cfg)
     for key in ("progress", "plot", "save_model"):
         clean["train"].pop(key, None)
@@ -65,10 +79,14 @@ def test_non_semantic_keys_are_ignored(cfg, extra, progress, uri):
 
 
 @settings(max_examples=50, deadline=None)
-@given(cfg=configs, node=st.sampled_from(["agent", "env", "buffer", "train", "eval"]),
-       key=st.text(min_size=1, max_size=6).filter(lambda k: k not in ("progress", "plot",
-                                                                       "save_model")),
-       value=scalars)
+@given(
+    cfg=configs,
+    node=st.sampled_from(["agent", "env", "buffer", "train", "eval"]),
+    key=st.text(min_size=1, max_size=6).filter(
+        lambda k: k not in ("progress", "plot", "save_model")
+    ),
+    value=scalars,
+)
 def test_any_semantic_change_changes_the_hash(cfg, node, key, value):
     changed = copy.deepcopy(cfg)
     old = changed[node].get(key, object())
@@ -119,7 +137,10 @@ def test_integral_floats_equal_ints():
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {
-        "a.b": 1, "a.c.d": [1, 2], "e": {}}
+        "a.b": 1,
+        "a.c.d": [1, 2],
+        "e": {},
+    }
 
 
 # -- composed configs (Hydra) ----------------------------------------------------------------
@@ -129,20 +150,39 @@ def test_override_order_and_float_spelling_on_composed_configs():
     assert config_hash(a) == config_hash(b)
 
 
-@pytest.mark.parametrize("override", [
-    "train.progress=true", "train.plot=false", "train.save_model=false",
-    "tracking.enabled=true", "tracking.experiment=x", "tracking.skip_existing=true",
-    "trial.number=7", "trial.study_name=s", "hydra.run.dir=/elsewhere",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.progress=true",
+        "train.plot=false",
+        "train.save_model=false",
+        "tracking.enabled=true",
+        "tracking.experiment=x",
+        "tracking.skip_existing=true",
+        "trial.number=7",
+        "trial.study_name=s",
+        "hydra.run.dir=/elsewhere",
+    ],
+)
 def test_non_semantic_overrides_keep_the_hash(override):
     assert config_hash(tiny_cfg(override)) == config_hash(tiny_cfg())
 
 
-@pytest.mark.parametrize("override", [
-    "seed=43", "agent.alpha=0.2", "agent.gamma=0.95", "env.kwargs.slip=0.2",
-    "train.episodes=31", "eval.every=5", "eval.episodes=3", "buffer=prioritized",
-    "agent=sarsa", "eval.objective=best_eval_mean",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "seed=43",
+        "agent.alpha=0.2",
+        "agent.gamma=0.95",
+        "env.kwargs.slip=0.2",
+        "train.episodes=31",
+        "eval.every=5",
+        "eval.episodes=3",
+        "buffer=prioritized",
+        "agent=sarsa",
+        "eval.objective=best_eval_mean",
+    ],
+)
 def test_semantic_overrides_change_the_hash(override):
     assert config_hash(tiny_cfg(override)) != config_hash(tiny_cfg())
 
@@ -155,15 +195,29 @@ def test_semantic_config_drops_ui_flags():
 
 def test_sweeper_hash_cli_matches_and_never_trains(tmp_path):
     args = ["agent=q_learning", "env=gridworld", "seed=5", "agent.alpha=1e-1"]
-    proc = subprocess.run([sys.executable, "-m", "sweeper.cli", "hash", *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper.cli", "hash", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     swapped = subprocess.run(
         [sys.executable, "-m", "sweeper.cli", "hash", *reversed(args[:-1]), "agent.alpha=0.1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.stdout.strip() == swapped.stdout.strip()
     assert len(proc.stdout.strip()) == 64
     assert not (tmp_path / "outputs").exists()
-    bad = subprocess.run([sys.executable, "-m", "sweeper.cli", "hash", "agent.nope=1"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "sweeper.cli", "hash", "agent.nope=1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1

@@ -7,24 +7,33 @@ import pytest
 from test_tracker import Raise, artifact_paths
 from tracking_helpers import tiny_cfg
 
-from sweeper.tracking import ensure_parent_run, finalize_parent_run, tracking_callback
+from sweeper.tracking import MlflowTracker, ensure_parent_run, finalize_parent_run
 from sweeper.tracking.parent import MlflowStudyHook, study_hook
 from sweeper.train import run
 
 
 def run_study(tmp_path, parent: str, n: int = 6) -> optuna.Study:
     """A small study driven by hand, like the sweeper does: ask, run, tell."""
-    study = optuna.create_study(study_name="tab", direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        study_name="tab", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     for i in range(n):
-        trial = study.ask({"agent.alpha": optuna.distributions.FloatDistribution(0.05, 1.0),
-                           "agent.gamma": optuna.distributions.FloatDistribution(0.5, 0.99)})
-        cfg = tiny_cfg("tracking.enabled=true", f"agent.alpha={trial.params['agent.alpha']}",
-                       f"agent.gamma={trial.params['agent.gamma']}",
-                       "trial.study_name=tab", f"trial.number={trial.number}",
-                       f"trial.parent_run_id={parent}")
+        trial = study.ask(
+            {
+                "agent.alpha": optuna.distributions.FloatDistribution(0.05, 1.0),
+                "agent.gamma": optuna.distributions.FloatDistribution(0.5, 0.99),
+            }
+        )
+        cfg = tiny_cfg(
+            "tracking.enabled=true",
+            f"agent.alpha={trial.params['agent.alpha']}",
+            f"agent.gamma={trial.params['agent.gamma']}",
+            "trial.study_name=tab",
+            f"trial.number={trial.number}",
+            f"trial.parent_run_id={parent}",
+        )
         out = tmp_path / "sweep" / str(i)
-        tracker = tracking_callback(cfg, out)
+        tracker = MlflowTracker(cfg, out, mode="sync")  # (process mode: test_tracker.py)
         extra = []
         if i == 2:
             extra = [Raise(optuna.TrialPruned("pruned"), at=1)]
@@ -52,8 +61,9 @@ def test_trials_nest_under_one_parent_with_results(mlflow_client, tmp_path):
     p = mlflow_client.get_run(parent)
     assert p.info.status == "FINISHED"
     assert mlflow_client.get_experiment(p.info.experiment_id).name == "tab"
-    trials = mlflow_client.search_runs([p.info.experiment_id],
-                                       f"tags.`mlflow.parentRunId` = '{parent}'")
+    trials = mlflow_client.search_runs(
+        [p.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'"
+    )
     assert len(trials) == 6  # one MLflow run per trial
     by_number = {int(r.data.tags["trial_number"]): r for r in trials}
     assert sorted(by_number) == list(range(6))
@@ -90,7 +100,7 @@ def test_trials_nest_under_one_parent_with_results(mlflow_client, tmp_path):
 
 
 def test_study_hook_factory(store_uri, mlflow_client, tmp_path):
-    assert study_hook(tiny_cfg()) is None  # tracking disabled
+    assert study_hook(tiny_cfg("tracking.enabled=false")) is None
     hook = study_hook(tiny_cfg("tracking.enabled=true"))
     assert isinstance(hook, MlflowStudyHook)
 

@@ -35,8 +35,8 @@ def test_reproduce_round_trip_by_prefix(mlflow_client, tmp_path, capsys):
     assert code == 0, out + err
     assert "bit-identical" in out and run_id in out
     new = mlflow_client.search_runs(
-        [mlflow_client.get_run(run_id).info.experiment_id],
-        f"tags.reproduced_from = '{run_id}'")
+        [mlflow_client.get_run(run_id).info.experiment_id], f"tags.reproduced_from = '{run_id}'"
+    )
     assert len(new) == 1
     assert new[0].data.tags["config_hash"] == digest
     assert new[0].data.tags["seed"] == "7"
@@ -56,8 +56,9 @@ def test_reproduce_detects_a_tampered_seed(mlflow_client, tmp_path, capsys):
     original = mlflow_client.get_run(run_id)
     config = Path(original.info.artifact_uri.removeprefix("file://")) / "config.yaml"
     config.write_text(config.read_text().replace("seed: 11", "seed: 12"))
-    code, out, _ = reproduce(capsys, original.data.tags["config_hash"][:10],
-                             "--output-dir", str(tmp_path / "repro"))
+    code, out, _ = reproduce(
+        capsys, original.data.tags["config_hash"][:10], "--output-dir", str(tmp_path / "repro")
+    )
     assert code == 1
     assert "hashes to" in out  # the stored config no longer matches its hash
     assert "(original) vs" in out  # and the metrics differ
@@ -81,15 +82,25 @@ def test_skip_existing_reuses_a_finished_run(store_uri, mlflow_client, tmp_path)
 
     assert TrackingConfig().skip_existing is False  # documented default: always train
     cfg, first_id = tracked_run(tmp_path, "tracking.experiment=skip")  # trained once
-    args = ["agent=q_learning", "env=gridworld", "train.episodes=30", "eval.every=10",
-            "eval.episodes=2", "train.progress=false", "tracking.enabled=true",
-            "tracking.experiment=skip", "tracking.skip_existing=true"]
+    args = [
+        "agent=q_learning",
+        "env=gridworld",
+        "train.episodes=30",
+        "eval.every=10",
+        "eval.episodes=2",
+        "train.progress=false",
+        "tracking.enabled=true",
+        "tracking.experiment=skip",
+        "tracking.skip_existing=true",
+    ]
     second = train_cli(*args, f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
     assert "reusing its result" in second.stderr
     assert not (tmp_path / "b" / "episodes.csv").exists()  # it did not train
 
-    runs = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("skip")
-                                      .experiment_id], order_by=["attributes.start_time ASC"])
+    runs = mlflow_client.search_runs(
+        [mlflow_client.get_experiment_by_name("skip").experiment_id],
+        order_by=["attributes.start_time ASC"],
+    )
     assert [r.data.tags["outcome"] for r in runs] == ["finished", "reused"]
     first, reused = runs
     assert first.info.run_id == first_id

@@ -14,11 +14,17 @@ WORKER = Path(__file__).with_name("concurrent_worker.py")
 def test_concurrent_processes_on_a_fresh_sqlite_store(tmp_path):
     uri = store.sqlite_uri(tmp_path / "fresh" / "mlflow.db")  # created by the race itself
     n, episodes = 4, 200
-    procs = [subprocess.Popen([sys.executable, str(WORKER), uri, str(i), str(episodes)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), uri, str(i), str(episodes)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
     results = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, results, strict=True):
+    for p, (_out, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err[-3000:]
     run_ids = {out.split()[0] for out, _ in results}
     parents = {out.split()[1] for out, _ in results}

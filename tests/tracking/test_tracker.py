@@ -38,11 +38,14 @@ class Raise(Callback):
 def test_single_run_is_a_complete_mlflow_run(mlflow_client, tmp_path, monkeypatch):
     cfg = tiny_cfg("tracking.enabled=true")
     out = tmp_path / "run"
-    tracker = tracking_callback(cfg, out)
+    from sweeper.tracking.worker import ProcessExecutor
+
     calls = []
-    real = tracker.client.log_batch
-    monkeypatch.setattr(tracker.client, "log_batch",
-                        lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    real = ProcessExecutor.send
+    monkeypatch.setattr(
+        ProcessExecutor, "send", lambda self, op, **kw: calls.append(op) or real(self, op, **kw)
+    )
+    tracker = tracking_callback(cfg, out)
     objective = run(cfg, out, [tracker])
     tracker.close(None)
 
@@ -73,19 +76,27 @@ def test_single_run_is_a_complete_mlflow_run(mlflow_client, tmp_path, monkeypatc
         assert key in r.data.metrics
     assert r.data.metrics["objective"] == objective == r.data.metrics["final_eval_mean"]
     # batched: one log_batch of metrics per evaluation and one at the end, never per episode
-    metric_calls = [c for c in calls if c.get("metrics")]
-    assert len(metric_calls) == 3 + 1
+    assert calls.count("metrics") == 3 + 1
     # artifacts: config, overrides (Hydra runs only), metrics files, curve, model, result
     arts = artifact_paths(mlflow_client, tracker.run_id)
-    assert {"config.yaml", "episodes.csv", "evals.csv", "result.json",
-            "learning_curve.png", "model.npy"} <= arts
+    assert {
+        "config.yaml",
+        "episodes.csv",
+        "evals.csv",
+        "result.json",
+        "learning_curve.png",
+        "model.npy",
+    } <= arts
 
 
-@pytest.mark.parametrize(("exc", "status", "outcome"), [
-    (RuntimeError("boom"), "FAILED", "failed"),
-    (optuna.TrialPruned("pruned at episode 20"), "KILLED", "pruned"),
-    (KeyboardInterrupt(), "KILLED", "killed"),
-])
+@pytest.mark.parametrize(
+    ("exc", "status", "outcome"),
+    [
+        (RuntimeError("boom"), "FAILED", "failed"),
+        (optuna.TrialPruned("pruned at episode 20"), "KILLED", "pruned"),
+        (KeyboardInterrupt(), "KILLED", "killed"),
+    ],
+)
 def test_failed_pruned_and_killed_runs(mlflow_client, tmp_path, exc, status, outcome):
     cfg = tiny_cfg("tracking.enabled=true")
     out = tmp_path / "run"
@@ -106,16 +117,16 @@ def test_failed_pruned_and_killed_runs(mlflow_client, tmp_path, exc, status, out
     # files written by run() after on_train_end on failure are there too
     arts = artifact_paths(mlflow_client, tracker.run_id)
     assert {"config.yaml", "episodes.csv", "result.json", "model.npy"} <= arts
-    assert json.loads((out / "result.json").read_text())["status"] in ("FAILED", "PRUNED",
-                                                                          "KILLED")
+    assert json.loads((out / "result.json").read_text())["status"] in ("FAILED", "PRUNED", "KILLED")
 
 
 def test_nan_objective_is_failed(mlflow_client, tmp_path):
     cfg = tiny_cfg("tracking.enabled=true")
     tracker = tracking_callback(cfg, tmp_path / "run")
     tracker.on_train_start({})
-    tracker.on_episode_end(1, 5, {"return": 1.0, "length": 5, "epsilon": 1.0,
-                                  "loss": math.nan, "max_q": math.inf})
+    tracker.on_episode_end(
+        1, 5, {"return": 1.0, "length": 5, "epsilon": 1.0, "loss": math.nan, "max_q": math.inf}
+    )
     tracker.on_train_end(math.nan, "FAILED")
     tracker.close(None)
     r = mlflow_client.get_run(tracker.run_id)
@@ -123,8 +134,7 @@ def test_nan_objective_is_failed(mlflow_client, tmp_path):
     assert set(r.data.metrics) == {"return", "length", "epsilon"}  # non-finite dropped
 
 
-def test_error_before_training_fails_the_run_and_config_errors_delete_it(mlflow_client,
-                                                                        tmp_path):
+def test_error_before_training_fails_the_run_and_config_errors_delete_it(mlflow_client, tmp_path):
     cfg = tiny_cfg("tracking.enabled=true")
     tracker = tracking_callback(cfg, tmp_path / "a")
     tracker.close(RuntimeError("env would not build"))
@@ -142,8 +152,9 @@ def test_experiment_and_tracking_uri_are_configurable(tmp_path, _template_db):
     db.parent.mkdir()
     shutil.copy(_template_db, db)  # an initialized store: schema creation takes seconds
     uri = store.sqlite_uri(db)
-    cfg = tiny_cfg("tracking.enabled=true", f"tracking.tracking_uri='{uri}'",
-                   "tracking.experiment=my-exp")
+    cfg = tiny_cfg(
+        "tracking.enabled=true", f"tracking.tracking_uri='{uri}'", "tracking.experiment=my-exp"
+    )
     tracker = tracking_callback(cfg, tmp_path / "run")
     tracker.on_train_end(1.0, "FINISHED")
     client = store.client(uri)
@@ -154,16 +165,85 @@ def test_experiment_and_tracking_uri_are_configurable(tmp_path, _template_db):
 
 def test_hydra_dqn_run(store_uri, mlflow_client, tmp_path):
     """Through the Hydra app (the basic-sweeper multirun is in test_ui_server.py)."""
-    train_cli("train.episodes=3", "eval.every=3", "eval.episodes=1", "train.progress=false",
-              "tracking.enabled=true", "agent.hidden_sizes=[8]", "buffer.batch_size=8",
-              f"hydra.run.dir={tmp_path / 'dqn'}", cwd=tmp_path)
-    dqn = mlflow_client.search_runs([mlflow_client.get_experiment_by_name(
-        "dqn_cartpole_simple").experiment_id])
+    train_cli(
+        "train.episodes=3",
+        "eval.every=3",
+        "eval.episodes=1",
+        "train.progress=false",
+        "tracking.enabled=true",
+        "agent.hidden_sizes=[8]",
+        "buffer.batch_size=8",
+        f"hydra.run.dir={tmp_path / 'dqn'}",
+        cwd=tmp_path,
+    )
+    dqn = mlflow_client.search_runs(
+        [mlflow_client.get_experiment_by_name("dqn_cartpole_simple").experiment_id]
+    )
     assert len(dqn) == 1 and dqn[0].info.status == "FINISHED"
     arts = artifact_paths(mlflow_client, dqn[0].info.run_id)
-    assert {"model.pt", "learning_curve.png", "hydra/overrides.yaml", "hydra/config.yaml",
-            "config.yaml", "episodes.csv", "evals.csv", "result.json"} <= arts
+    assert {
+        "model.pt",
+        "learning_curve.png",
+        "hydra/overrides.yaml",
+        "hydra/config.yaml",
+        "config.yaml",
+        "episodes.csv",
+        "evals.csv",
+        "result.json",
+    } <= arts
     assert "loss" in dqn[0].data.metrics and "max_q" in dqn[0].data.metrics
     tags = dqn[0].data.tags
     assert "sweep_dir" not in tags and "agent.hidden_sizes=[8]" in tags["overrides"]
     assert dqn[0].data.params["agent.hidden_sizes"] == "[8]"
+
+
+def test_a_broken_store_fails_the_run_after_training(tmp_path, capsys):
+    """MLflow work is on a background thread: its error surfaces at the end, not silently."""
+    cfg = tiny_cfg("tracking.tracking_uri='sqlite:////proc/no-such-dir/mlflow.db'")
+    out = tmp_path / "run"
+    tracker = tracking_callback(cfg, out)
+    with pytest.raises(RuntimeError, match="MLflow tracking failed"):
+        run(cfg, out, [tracker])
+    assert json.loads((out / "result.json").read_text())["status"] == "FINISHED"
+    tracker.close(None)  # what _hydra_main does next: no second error
+
+    # A run failing anyway keeps its own error; the tracking one goes to stderr.
+    tracker = tracking_callback(cfg, tmp_path / "b")
+    with pytest.raises(ZeroDivisionError) as info:
+        run(cfg, tmp_path / "b", [tracker, Raise(ZeroDivisionError(), at=0)])
+    tracker.close(info.value)
+    assert "MLflow tracking failed" in capsys.readouterr().err
+
+
+KILLED_TRIAL = """
+import os, signal, sys
+sys.path.insert(0, {helpers!r})
+from tracking_helpers import tiny_cfg
+from sweeper.tracking import tracking_callback
+tracker = tracking_callback(tiny_cfg("tracking.experiment=killed"), None)
+for ep in range(1, 11):
+    tracker.on_episode_end(ep, ep * 5, {{"return": 1.0, "length": 5}})
+tracker.on_eval(0, 10, 50, {{"eval_return_mean": 1.0, "eval_return_std": 0.0}})
+os.kill(os.getpid(), signal.SIGKILL)  # kill -9 mid-training
+"""
+
+
+def test_a_kill_9_trial_ends_killed(store_uri, mlflow_client, tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = KILLED_TRIAL.format(helpers=str(Path(__file__).parent))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, timeout=120)
+    assert proc.returncode == -9
+    deadline = time.monotonic() + 60
+    while True:  # the logging process outlives the trial and closes its run
+        exp = mlflow_client.get_experiment_by_name("killed")
+        runs = mlflow_client.search_runs([exp.experiment_id]) if exp else []
+        if runs and runs[0].info.status == "KILLED":
+            break
+        assert time.monotonic() < deadline, runs and runs[0].info.status
+        time.sleep(0.5)
+    assert runs[0].data.tags["outcome"] == "killed"
+    assert len(mlflow_client.get_metric_history(runs[0].info.run_id, "return")) == 10

@@ -3,6 +3,7 @@ it over HTTP (``tracking.tracking_uri=http://127.0.0.1:PORT``); its REST API lis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,20 +31,25 @@ def get(url: str) -> dict:
 
 
 def post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
 
-@pytest.fixture
-def ui_server(tmp_path, store_uri):
-    """``sweeper ui`` on the embedded store (store_uri: tmp_path/outputs/mlflow.db)."""
+@contextlib.contextmanager
+def serve_ui(tmp_path):
+    """``sweeper ui`` on the embedded store under tmp_path/outputs; yields its base URL."""
     port = free_port()
     env = {**os.environ, "SWEEPER_OUTPUTS": str(tmp_path / "outputs")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sweeper.cli", "ui", "--port", str(port)], cwd=tmp_path,
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "sweeper.cli", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -63,25 +69,47 @@ def ui_server(tmp_path, store_uri):
             time.sleep(0.5)
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the ui, mlflow server and its workers
+        proc.send_signal(signal.SIGTERM)  # sweeper ui stops the server's process group
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
 
 
-def test_sweeper_ui_serves_the_runs_of_a_sweep_over_rest(ui_server, tmp_path):
-    train_cli("-m", "seed=1,2", "agent=q_learning", "env=gridworld", "train.episodes=20",
-              "eval.every=10", "eval.episodes=2", "train.progress=false",
-              "tracking.enabled=true", f"tracking.tracking_uri='{ui_server}'",
-              "tracking.experiment=ui-sweep", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-              cwd=tmp_path, env={"SWEEPER_OUTPUTS": str(tmp_path / "client-side")})
+def test_sweeper_ui_serves_the_runs_of_a_sweep_over_rest(tmp_path, store_uri):
+    with serve_ui(tmp_path) as base:
+        check_runs_over_rest(base, tmp_path)
+    # Stopping `sweeper ui` (SIGTERM) stopped the server and its workers.
+    time.sleep(1)
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        urllib.request.urlopen(f"{base}/health", timeout=2)
+
+
+def check_runs_over_rest(ui_server: str, tmp_path) -> None:
+    train_cli(
+        "-m",
+        "seed=1,2",
+        "agent=q_learning",
+        "env=gridworld",
+        "train.episodes=20",
+        "eval.every=10",
+        "eval.episodes=2",
+        "train.progress=false",
+        "tracking.enabled=true",
+        f"tracking.tracking_uri='{ui_server}'",
+        "tracking.experiment=ui-sweep",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        env={"SWEEPER_OUTPUTS": str(tmp_path / "client-side")},
+    )
     api = f"{ui_server}/api/2.0/mlflow"
-    exp = get(f"{api}/experiments/get-by-name?"
-              + urllib.parse.urlencode({"experiment_name": "ui-sweep"}))["experiment"]
-    runs = post(f"{api}/runs/search", {"experiment_ids": [exp["experiment_id"]],
-                                      "max_results": 100})["runs"]
+    exp = get(
+        f"{api}/experiments/get-by-name?" + urllib.parse.urlencode({"experiment_name": "ui-sweep"})
+    )["experiment"]
+    runs = post(
+        f"{api}/runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100}
+    )["runs"]
     assert len(runs) == 2
     for run in runs:
         assert run["info"]["status"] == "FINISHED"
@@ -92,9 +120,12 @@ def test_sweeper_ui_serves_the_runs_of_a_sweep_over_rest(ui_server, tmp_path):
         assert {"return", "eval_return_mean", "objective"} <= metrics
         arts = get(f"{api}/artifacts/list?run_id={run['info']['run_id']}")
         assert {"config.yaml", "result.json", "learning_curve.png"} <= {
-            f["path"] for f in arts["files"]}
-    assert sorted(t["value"] for r in runs for t in r["data"]["tags"] if t["key"] == "seed") \
-        == ["1", "2"]
+            f["path"] for f in arts["files"]
+        }
+    assert sorted(t["value"] for r in runs for t in r["data"]["tags"] if t["key"] == "seed") == [
+        "1",
+        "2",
+    ]
     # The server writes into the embedded store it was started on; the client made none.
     assert (tmp_path / "outputs" / "mlflow.db").exists()
     assert not (tmp_path / "client-side" / "mlflow.db").exists()
