@@ -2,7 +2,8 @@
 
 Sampler and pruner nodes are ``name`` + ``kwargs`` (no ``_target_``: Hydra 1.3 would instantiate
 nested targets before the plugin sees them). Groups: ``hydra/sweeper/sampler=<tpe|random|grid|
-cmaes|qmc|gp>`` and ``hydra/sweeper/pruner=<median|successive_halving|hyperband|none>``.
+cmaes|qmc|gp>`` and ``hydra/sweeper/pruner=<median|percentile|successive_halving|hyperband|none>``
+(``warmup_steps`` works with each of them).
 """
 
 # No ``from __future__ import annotations`` here: Hydra scans plugins with exec_module without
@@ -26,6 +27,9 @@ class SamplerConf:
 @dataclass
 class PrunerConf:
     name: str = "median"  # median | percentile | successive_halving | hyperband | none
+    # no pruning before this step (training episode), whatever the pruner: n_warmup_steps of
+    # median/percentile, min_resource of successive_halving/hyperband; kwargs override it
+    warmup_steps: int | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,7 +78,16 @@ _cs.store(
     group="hydra/sweeper/pruner",
     name="median",
     provider="sweeper_optuna",
-    node=PrunerConf(name="median", kwargs={"n_startup_trials": 5, "n_warmup_steps": 0}),
+    node=PrunerConf(name="median", kwargs={"n_startup_trials": 5}),
+)
+_cs.store(
+    group="hydra/sweeper/pruner",
+    name="percentile",
+    provider="sweeper_optuna",
+    node=PrunerConf(
+        name="percentile",
+        kwargs={"percentile": 25.0, "n_startup_trials": 5},
+    ),
 )
 _cs.store(
     group="hydra/sweeper/pruner",

@@ -14,18 +14,27 @@ Flow of ``sweep(arguments)``:
 3. **Results**: summary table, ``optimization_results.yaml``, study hooks.
 
 Counting (resume, several workers): the study is done when the trials that *count* reach
-``n_trials``. Every trial counts except those marked ``sweeper:uncounted`` (RUNNING trials of a
-killed process found stale, surplus trials from a race between workers, interrupted trials).
-A RUNNING trial is stale when its owner (hostname + pid + process start time, in the user attr
-``sweeper:owner``) is this host and that process is gone, or when its heartbeat (user attr
+``n_trials``. Every trial counts except queued (WAITING) ones and those marked
+``sweeper:uncounted`` (RUNNING trials of a killed process found stale, surplus trials from a race
+between workers, interrupted trials); with the grid sampler the params of such a trial are
+queued again (``enqueue_trial``), since Optuna's grid sampler takes every finished trial's point
+as visited. A RUNNING trial is stale when its owner (hostname + pid + process start time, in the
+user attr ``sweeper:owner``) is this host and that process is gone; when the owner lives on
+another host (or the trial has no owner yet), when its heartbeat (user attr
 ``sweeper:heartbeat``, refreshed every ``heartbeat_interval`` s by a thread of the owning
 sweeper) is older than ``grace_period`` s. JournalStorage has no heartbeat of its own and
 Optuna's RDB heartbeat only runs inside ``Study.optimize``, hence this one for every storage.
+
+Seeding: the first process of a fresh study uses ``hydra.sweeper.sampler.seed`` (two fresh
+sweeps of the same command sample the same points); a process that resumes a study or shares
+it with another worker derives its own seed, so it does not repeat the points already sampled.
+The grid sampler keeps the configured seed everywhere (it fixes the grid's order).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -48,16 +57,15 @@ from optuna.trial import TrialState
 
 from sweeper.sweeps import results as results_mod
 from sweeper.sweeps.factories import FactoryError, grid_size, make_sampler, pruner_spec
-from sweeper.sweeps.hooks import StudyInfo, load_hooks
+from sweeper.sweeps.hooks import HookError, StudyHook, StudyInfo, load_hooks, resolve
 from sweeper.sweeps.progress import SweepProgress
 from sweeper.sweeps.search_space import (
     SearchSpace,
     SearchSpaceError,
     build_search_space,
-    describe_distribution,
     format_value,
     grid_choices,
-    param_override,
+    param_overrides,
     validate_space,
 )
 from sweeper.sweeps.storage import StorageError, canonical, open_storage, redact
@@ -71,6 +79,9 @@ UNCOUNTED = "sweeper:uncounted"
 ERROR = "sweeper:error"
 OVERRIDES = "sweeper:overrides"
 OUTPUT_DIR = "sweeper:output_dir"
+REQUEUED = "sweeper:requeued_from"  # a queued trial re-running a stale trial's grid point
+WORKER = "sweeper:worker:"  # study user attr prefix: one key per sweeper process
+DEFAULT_VALIDATOR = "sweeper.config:validate"
 
 
 class SweepError(Exception):
@@ -190,7 +201,7 @@ class OptunaSweeperImpl(Sweeper):
         progress: bool = True,
         study_hooks: Sequence[str] = (),
         summary: Any = None,
-        validator: str | None = "sweeper.config:validate",
+        validator: str | None = DEFAULT_VALIDATOR,
     ) -> None:
         self.direction = str(direction).lower()
         self.study_name = study_name
@@ -206,7 +217,8 @@ class OptunaSweeperImpl(Sweeper):
         self.progress_enabled = bool(progress)
         self.study_hooks = list(study_hooks or ())
         self.summary_cfg = _plain(summary) or {}
-        self.validator = _resolve(validator) if validator else None
+        self.validator_path = validator
+        self.validator: Any = None  # resolved in planning
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher = None
@@ -231,11 +243,56 @@ class OptunaSweeperImpl(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         try:
             plan = self._plan(arguments)
-        except (SearchSpaceError, StorageError, FactoryError, SweepError) as err:
+        except (SearchSpaceError, StorageError, FactoryError, HookError, SweepError) as err:
             raise SystemExit(f"sweeper: {_one_line(err)}") from None
         return self._run(plan)
 
     # -- planning ----------------------------------------------------------------------------
+    def _load_validator(self) -> Any:
+        """The config validator, resolved in planning. The default one belongs to this app
+        (``sweeper.config``): another app that uses the plugin without that module just runs
+        without a validator; a path the user set must import."""
+        path = self.validator_path
+        if not path:
+            return None
+        try:
+            return resolve(str(path), "hydra.sweeper.validator")
+        except HookError:
+            if path == DEFAULT_VALIDATOR and importlib.util.find_spec("sweeper.config") is None:
+                log.debug("no %s: composed configs are not validated", path)
+                return None
+            raise
+
+    def _worker_seed(self, study: optuna.Study, seed: int | None, sampler: str) -> int | None:
+        """The configured seed for the first process of a fresh study; a derived one on resume
+        or when another worker shares the study (else both would sample the same points).
+
+        Not for the grid sampler: its seed shuffles the grid, and the grid ids kept in the
+        study's trials only mean the same points in every process with the same shuffle; so
+        every process of a grid study uses the configured seed (0 when unset).
+
+        Every process registers itself in the study (user attr ``sweeper:worker:<id>``) and then
+        reads the registrations: of two processes starting together at least one sees the
+        other, so at most one of them keeps the configured seed.
+        """
+        if sampler == "grid":
+            return 0 if seed is None else seed
+        me = _owner()
+        key = f"{WORKER}{me['host']}:{me['pid']}:{me['start']}"
+        study.set_user_attr(key, time.time())
+        others = [k for k in study.user_attrs if k.startswith(WORKER) and k != key]
+        n_existing = len(study.get_trials(deepcopy=False))
+        if seed is None or (not others and n_existing == 0):
+            return seed
+        derived = derive_seed(seed, n_existing, me["host"], me["pid"], me["start"])
+        log.info(
+            "sampler seed %s -> %s (%s)",
+            seed,
+            derived,
+            f"resuming {n_existing} trial(s)" if n_existing else "another worker shares the study",
+        )
+        return derived
+
     def _compose(self, overrides: Sequence[str]) -> DictConfig:
         assert self.hydra_context is not None and self.config is not None
         return self.hydra_context.config_loader.load_sweep_config(
@@ -271,6 +328,16 @@ class OptunaSweeperImpl(Sweeper):
             raise SweepError(f"hydra.sweeper.n_trials: must be >= 1, got {self.n_trials}")
         if self.n_jobs < 1:
             raise SweepError(f"hydra.sweeper.n_jobs: must be >= 1, got {self.n_jobs}")
+        if self.max_failures is not None and (
+            isinstance(self.max_failures, bool)
+            or not isinstance(self.max_failures, int)
+            or self.max_failures < 1
+        ):
+            raise SweepError(
+                "hydra.sweeper.max_failures: must be >= 1 (or null: never stop), "
+                f"got {self.max_failures}"
+            )
+        self.validator = self._load_validator()
         space = build_search_space(self.params, arguments)
         validate_space(space)
         reserved = [o for o in space.fixed if o.lstrip("+~").startswith("trial.")]
@@ -284,10 +351,9 @@ class OptunaSweeperImpl(Sweeper):
         for name, dist in space.distributions.items():
             for value in _extremes(dist):
                 sample = {**first, name: value}
-                overrides = list(space.fixed) + [
-                    param_override(n, v, space.distributions[n]) for n, v in sample.items()
-                ]
+                overrides = list(space.fixed) + param_overrides(space.distributions, sample)
                 self._task_cfg(overrides, f"{name}={_shown(value, dist)}")
+        hooks = load_hooks(self.study_hooks, base_cfg)  # bad paths fail before any storage
 
         sampler_name = str(self.sampler_cfg.get("name", "tpe")).lower()
         n_trials = self.n_trials
@@ -299,10 +365,14 @@ class OptunaSweeperImpl(Sweeper):
                 log.info("grid sampler: %d grid points, n_trials %d -> %d", size, n_trials, size)
                 n_trials = size
         seed = self.sampler_cfg.get("seed")
-        sampler = make_sampler(
+        sampler = make_sampler(  # validates the sampler before any storage is written
             sampler_name, self.sampler_cfg.get("kwargs"), seed, space.distributions
         )
-        pspec = pruner_spec(self.pruner_cfg.get("name", "none"), self.pruner_cfg.get("kwargs"))
+        pspec = pruner_spec(
+            self.pruner_cfg.get("name", "none"),
+            self.pruner_cfg.get("kwargs"),
+            self.pruner_cfg.get("warmup_steps"),
+        )
 
         storage_spec = canonical(self.storage_spec)
         storage = open_storage(storage_spec)
@@ -324,6 +394,10 @@ class OptunaSweeperImpl(Sweeper):
                 f"hydra.sweeper.direction: study {study_name!r} exists with direction "
                 f"{study.direction.name.lower()}, not {self.direction}"
             )
+        seed = self._worker_seed(study, seed, sampler_name)
+        study.sampler = make_sampler(
+            sampler_name, self.sampler_cfg.get("kwargs"), seed, space.distributions
+        )
         study.set_user_attr(PRUNER_ATTR, pspec)
         study.set_user_attr("sweeper:search_space", space.describe())
         study.set_user_attr("sweeper:fixed_overrides", list(space.fixed))
@@ -339,6 +413,8 @@ class OptunaSweeperImpl(Sweeper):
             sampler_name=sampler_name,
             pruner=pspec,
             study_id=storage.get_study_id_from_name(study.study_name),
+            hooks=hooks,
+            seed=seed,
         )
 
     # -- running -------------------------------------------------------------------------------
@@ -374,7 +450,7 @@ class OptunaSweeperImpl(Sweeper):
             sweep_dir=str(plan.sweep_dir),
             task_config=plan.base_cfg,
         )
-        hooks = load_hooks(self.study_hooks, plan.base_cfg)
+        hooks = plan.hooks
         parent_run_id = None
         for hook in hooks:
             rid = hook.on_study_start(info)
@@ -386,16 +462,18 @@ class OptunaSweeperImpl(Sweeper):
         if parent_run_id:
             plan.trial_overrides.append(f"trial.parent_run_id={format_value(parent_run_id)}")
 
-        done_before = self._count(study)
+        done_before = n_counted(tally(study.get_trials(deepcopy=False)))
         slots = self._slots()
         # one launch per trial: the launchers' per-launch banners would bury the progress lines
         for name in _LAUNCHER_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
         log.info(
-            "study %s (%s, %s sampler, %s pruner): %d/%d trials done, %d slot(s); search space %s",
+            "study %s (%s, %s sampler, seed %s, %s pruner): %d/%d trials done, %d slot(s); "
+            "search space %s",
             study.study_name,
             redact(plan.storage_spec),
             plan.sampler_name,
+            plan.seed,
             plan.pruner["name"],
             done_before,
             plan.n_trials,
@@ -445,9 +523,6 @@ class OptunaSweeperImpl(Sweeper):
             raise SystemExit(f"sweeper: {summary['message']}")
         return summary
 
-    def _count(self, study: optuna.Study) -> int:
-        return sum(1 for t in study.get_trials(deepcopy=False) if counts(t))
-
     def _slot(self, plan: _Plan, progress: SweepProgress) -> None:
         study = plan.study
         while not self._stop.is_set():
@@ -455,17 +530,14 @@ class OptunaSweeperImpl(Sweeper):
                 if self._stop.is_set():
                     return
                 self._fail_stale(plan)
-                if self._count(study) >= plan.n_trials:
+                if n_counted(tally(study.get_trials(deepcopy=False))) >= plan.n_trials:
                     return
                 trial = study.ask(fixed_distributions=plan.space.distributions)
                 self._running[trial.number] = trial
             try:
-                overrides = self._claim(plan, trial)
+                overrides, shown = self._claim(plan, trial)
             except _Surplus:
                 return
-            shown = [
-                param_override(n, trial.params[n], d) for n, d in plan.space.distributions.items()
-            ]
             progress.trial_started(trial.number, " ".join(shown))
             try:
                 ret: JobReturn | BaseException = self.launcher.launch(
@@ -479,21 +551,20 @@ class OptunaSweeperImpl(Sweeper):
             self._tell(plan, trial, outcome)
             progress.trial_finished(study, trial.number, outcome)
 
-    def _claim(self, plan: _Plan, trial: optuna.trial.Trial) -> list[str]:
+    def _claim(self, plan: _Plan, trial: optuna.trial.Trial) -> tuple[list[str], list[str]]:
         """Mark the new trial as ours and check it is not one too many (another worker may
-        have asked at the same moment); returns the job's overrides."""
+        have asked at the same moment); returns the job's overrides and the sampled ones."""
         trial.set_user_attr(OWNER, _owner())
         trial.set_user_attr(HEARTBEAT, time.time())
-        params = [
-            param_override(n, trial.params[n], d) for n, d in plan.space.distributions.items()
-        ]
-        overrides = list(plan.space.fixed) + params
+        sampled = param_overrides(plan.space.distributions, trial.params)
+        overrides = list(plan.space.fixed) + sampled
         trial.set_user_attr(OVERRIDES, overrides)
         counted = [t.number for t in plan.study.get_trials(deepcopy=False) if counts(t)]
         if trial.number in counted and sorted(counted).index(trial.number) >= plan.n_trials:
-            self._finish_uncounted(plan, trial.number, "surplus")
+            self._finish_uncounted(plan, trial.number, "surplus", dict(trial.params))
             raise _Surplus
-        return overrides + list(plan.trial_overrides) + [f"trial.number={trial.number}"]
+        job = overrides + list(plan.trial_overrides) + [f"trial.number={trial.number}"]
+        return job, sampled
 
     def _tell(self, plan: _Plan, trial: optuna.trial.Trial, outcome: Outcome) -> None:
         for key, value in outcome.attrs.items():
@@ -516,16 +587,36 @@ class OptunaSweeperImpl(Sweeper):
                 if self.max_failures is not None and self._failures >= self.max_failures:
                     self._stop.set()
 
-    def _finish_uncounted(self, plan: _Plan, number: int, reason: str) -> None:
+    def _finish_uncounted(
+        self, plan: _Plan, number: int, reason: str, params: dict[str, Any] | None = None
+    ) -> None:
+        """Fail a stale, surplus or interrupted trial so that it does not count. Its point was
+        never evaluated: for the grid sampler (which takes every finished trial's point as
+        visited) the params are queued again, so the grid loses no point."""
         trial_id = plan.storage.get_trial_id_from_study_id_trial_number(plan.study_id, number)
         _safe(plan.storage.set_trial_user_attr, trial_id, UNCOUNTED, reason)
         _safe(plan.storage.set_trial_user_attr, trial_id, ERROR, reason)
+        failed = False
         try:
-            plan.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-        except Exception as err:  # finished meanwhile by its owner
+            if plan.storage.get_trial(trial_id).state == TrialState.RUNNING:
+                plan.study.tell(number, state=TrialState.FAIL)  # raises if finished meanwhile
+                failed = True
+        except Exception as err:  # finished meanwhile by its owner or another worker
             log.debug("could not fail trial %d: %s", number, err)
         with self._lock:
             self._running.pop(number, None)
+        if failed and params and plan.sampler_name == "grid":
+            self._requeue(plan, number, params)
+
+    def _requeue(self, plan: _Plan, number: int, params: dict[str, Any]) -> None:
+        """Queue ``params`` again unless a counted trial has them or they are queued already."""
+        for t in plan.study.get_trials(deepcopy=False):
+            if t.state == TrialState.WAITING and t.user_attrs.get(REQUEUED) == number:
+                return
+            if t.number != number and counts(t) and t.params == params:
+                return
+        plan.study.enqueue_trial(params, user_attrs={REQUEUED: number})
+        log.info("trial %d's params queued again: %s", number, params)
 
     def _fail_stale(self, plan: _Plan) -> None:
         now = time.time()
@@ -540,15 +631,16 @@ class OptunaSweeperImpl(Sweeper):
             reason = None
             if alive is False:
                 reason = f"stale: its sweeper process {owner.get('pid')} is gone"
-            elif beat is not None and now - float(beat) > self.grace_period:
+            elif alive is None and beat is not None and now - float(beat) > self.grace_period:
+                # the heartbeat only decides when liveness cannot be checked (another host)
                 reason = f"stale: no heartbeat for {now - float(beat):.0f}s"
             if reason:
                 log.warning("trial %d was left RUNNING (%s): marked FAIL", t.number, reason)
-                self._finish_uncounted(plan, t.number, reason)
+                self._finish_uncounted(plan, t.number, reason, dict(t.params))
 
     def _fail_owned(self, plan: _Plan, reason: str) -> None:
-        for number in list(self._running):
-            self._finish_uncounted(plan, number, reason)
+        for number, trial in list(self._running.items()):
+            self._finish_uncounted(plan, number, reason, dict(trial.params))
 
     def _heartbeat(self, plan: _Plan) -> None:
         while not self._stop.wait(self.heartbeat_interval):
@@ -580,12 +672,50 @@ class _Plan:
     sampler_name: str
     pruner: dict[str, Any]
     study_id: int = -1
+    hooks: list[StudyHook] = field(default_factory=list)
+    seed: int | None = None
     trial_overrides: list[str] = field(default_factory=list)
 
 
 def counts(t: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial counts towards n_trials (everything but stale/surplus/interrupted)."""
+    """Whether a trial counts towards n_trials: everything but stale/surplus/interrupted
+    trials and queued (WAITING) trials that have not started."""
+    if t.state == TrialState.WAITING:
+        return False
     return not (t.state == TrialState.FAIL and UNCOUNTED in t.user_attrs)
+
+
+def tally(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    """Trials by state: complete, pruned, failed, running (these count towards n_trials),
+    waiting (queued) and uncounted (stale/surplus/interrupted)."""
+    c = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0, "uncounted": 0}
+    for t in trials:
+        if t.state == TrialState.WAITING:
+            c["waiting"] += 1
+        elif not counts(t):
+            c["uncounted"] += 1
+        elif t.state == TrialState.COMPLETE:
+            c["complete"] += 1
+        elif t.state == TrialState.PRUNED:
+            c["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            c["failed"] += 1
+        else:
+            c["running"] += 1
+    return c
+
+
+def n_counted(c: dict[str, int]) -> int:
+    """How many trials of a tally count towards n_trials."""
+    return c["complete"] + c["pruned"] + c["failed"] + c["running"]
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A seed for a resumed or parallel process: deterministic in ``seed`` and ``parts``
+    (existing trial count, host, pid, process start), different from ``seed`` itself."""
+    payload = json.dumps([seed, *parts], default=str).encode()
+    derived = int.from_bytes(hashlib.sha256(payload).digest()[:4], "big")
+    return derived if derived != seed else derived ^ 1
 
 
 def default_study_name(config: DictConfig, space: SearchSpace, task_cfg: DictConfig) -> str:
@@ -633,12 +763,6 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _resolve(path: str) -> Any:
-    from sweeper.sweeps.hooks import _resolve as resolve
-
-    return resolve(path)
-
-
 def _safe(fn, *args) -> None:
     try:
         fn(*args)
@@ -653,5 +777,6 @@ __all__ = [
     "outcome_of",
     "default_study_name",
     "counts",
-    "describe_distribution",
+    "tally",
+    "derive_seed",
 ]

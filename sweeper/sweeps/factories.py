@@ -78,9 +78,37 @@ def grid_size(distributions: Mapping[str, BaseDistribution]) -> int:
     return n
 
 
-def pruner_spec(name: str | None, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A JSON-able pruner description (stored in the study so trial processes rebuild it)."""
-    spec = {"name": (name or "none").lower(), "kwargs": dict(kwargs or {})}
+# ``warmup_steps`` (no pruning before this step, here: training episode) in each pruner's terms
+WARMUP_KEYS = {
+    "median": "n_warmup_steps",
+    "percentile": "n_warmup_steps",
+    "successive_halving": "min_resource",
+    "hyperband": "min_resource",
+}
+
+
+def pruner_spec(
+    name: str | None, kwargs: Mapping[str, Any] | None, warmup_steps: int | None = None
+) -> dict[str, Any]:
+    """A JSON-able pruner description (stored in the study so trial processes rebuild it).
+
+    ``warmup_steps`` is understood by every pruner (``n_warmup_steps`` of median/percentile,
+    ``min_resource`` of successive halving/hyperband, ignored by none), so a sweep config can set
+    a warmup and the user can still switch pruner; an explicit keyword in ``kwargs`` wins.
+    """
+    name = (name or "none").lower()
+    kw = dict(kwargs or {})
+    if warmup_steps is not None:
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise FactoryError(
+                f"hydra.sweeper.pruner.warmup_steps: must be an integer >= 0, got {warmup_steps!r}"
+            )
+        key = WARMUP_KEYS.get(name)
+        if key == "min_resource":
+            kw.setdefault(key, max(1, warmup_steps))
+        elif key is not None:
+            kw.setdefault(key, warmup_steps)
+    spec = {"name": name, "kwargs": kw}
     make_pruner(spec)  # validate now
     return spec
 

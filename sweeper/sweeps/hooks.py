@@ -45,24 +45,51 @@ class StudyHook:
         """After the last trial (also after max_failures or when every trial failed)."""
 
 
-def _resolve(path: str):
+class HookError(ValueError):
+    """An import path that cannot be resolved or a hook factory that failed; one line."""
+
+
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def resolve(path: str, key: str = "") -> Any:
+    """The object at ``module:attr`` (or ``module.attr``); HookError (one line, naming ``key``
+    and the path as the user spelled it) when it cannot be imported."""
+    where = f"{key}: " if key else ""
     module, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
+    if not module or not attr:
+        raise HookError(f"{where}{path!r} is not an import path (module:attr)")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except Exception as err:  # ImportError, AttributeError, or an error while importing
+        raise HookError(f"{where}cannot import {path!r}: {_one_line(err)}") from None
+    if not callable(obj):
+        raise HookError(f"{where}{path!r} is not callable")
+    return obj
 
 
 def load_hooks(paths: Sequence[str], task_cfg: DictConfig) -> list[StudyHook]:
+    """The hooks of ``paths`` (factories ``f(task_cfg)``); raises HookError (one line)."""
     hooks: list[StudyHook] = []
     for path in paths or ():
-        hook = _resolve(path)(task_cfg)
+        factory = resolve(path, "hydra.sweeper.study_hooks")
+        try:
+            hook = factory(task_cfg)
+        except Exception as err:
+            raise HookError(f"hydra.sweeper.study_hooks: {path}: {_one_line(err)}") from None
         if hook is not None:
             hooks.append(hook)
     if task_cfg.get("tracking") is not None and task_cfg.tracking.get("enabled", False):
         try:
-            factory = _resolve("sweeper.tracking:study_hook")
-        except (ImportError, AttributeError):
+            factory = resolve("sweeper.tracking:study_hook")
+        except HookError:
             factory = None
         if factory is not None and "sweeper.tracking:study_hook" not in (paths or ()):
-            hook = factory(task_cfg)
+            try:
+                hook = factory(task_cfg)
+            except Exception as err:
+                raise HookError(f"sweeper.tracking:study_hook: {_one_line(err)}") from None
             if hook is not None:
                 hooks.append(hook)
     return hooks

@@ -27,11 +27,10 @@ class SweepProgress:
         self.best: tuple[float, int] | None = None
 
     def _done(self, study: optuna.Study) -> int:
-        from sweeper.sweeps._impl import counts
+        from sweeper.sweeps._impl import tally
 
-        return sum(
-            1 for t in study.get_trials(deepcopy=False) if counts(t) and t.state.is_finished()
-        )
+        c = tally(study.get_trials(deepcopy=False))
+        return c["complete"] + c["pruned"] + c["failed"]
 
     def start(self, study: optuna.Study) -> None:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

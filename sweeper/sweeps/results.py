@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
@@ -83,14 +84,16 @@ def reproduce_overrides(sweeper: OptunaSweeperImpl, trial_overrides: Sequence[st
     trial_cfg = loader.load_sweep_config(master, list(trial_overrides))
     choices = dict(OmegaConf.select(trial_cfg, "hydra.runtime.choices") or {})
     config_name = master.hydra.job.config_name
-    default = loader.load_configuration(config_name=config_name, overrides=[], run_mode=_run())
+    default = loader.load_configuration(config_name=config_name, overrides=[], run_mode=RunMode.RUN)
     default_choices = dict(OmegaConf.select(default, "hydra.runtime.choices") or {})
     groups = [
         f"{g}={choices[g]}"
         for g in default_choices
         if not g.startswith("hydra/") and g in choices and choices[g] != default_choices[g]
     ]
-    base = loader.load_configuration(config_name=config_name, overrides=groups, run_mode=_run())
+    base = loader.load_configuration(
+        config_name=config_name, overrides=groups, run_mode=RunMode.RUN
+    )
     want, have = flatten(_task_container(trial_cfg)), flatten(_task_container(base))
     values = []
     for key, value in want.items():
@@ -112,30 +115,6 @@ def _app_command() -> str:
     if Path(argv0).name in ("sweeper-train",):
         return "sweeper-train"
     return f"python {argv0}"
-
-
-def _run():
-    from hydra.types import RunMode
-
-    return RunMode.RUN
-
-
-def _counts(study: optuna.Study) -> dict[str, int]:
-    from sweeper.sweeps._impl import counts
-
-    c = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "uncounted": 0}
-    for t in study.get_trials(deepcopy=False):
-        if not counts(t):
-            c["uncounted"] += 1
-        elif t.state == TrialState.COMPLETE:
-            c["complete"] += 1
-        elif t.state == TrialState.PRUNED:
-            c["pruned"] += 1
-        elif t.state == TrialState.FAIL:
-            c["failed"] += 1
-        else:
-            c["running"] += 1
-    return c
 
 
 def importances(study: optuna.Study, params: Sequence[str]) -> dict[str, float] | str:
@@ -177,8 +156,10 @@ def groups_table(
 def finish(
     sweeper: OptunaSweeperImpl, plan: _Plan, hooks: Sequence[StudyHook], info: StudyInfo
 ) -> dict[str, Any]:
+    from sweeper.sweeps._impl import tally
+
     study = plan.study
-    counts = _counts(study)
+    counts = tally(study.get_trials(deepcopy=False))
     summary: dict[str, Any] = {
         "study_name": study.study_name,
         "storage": info.storage,
@@ -283,6 +264,7 @@ def print_summary(summary: Mapping[str, Any]) -> None:
         (
             f"{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
             + (f", {c['running']} running" if c["running"] else "")
+            + (f", {c['waiting']} queued" if c.get("waiting") else "")
             + (f" ({c['uncounted']} stale/surplus not counted)" if c["uncounted"] else "")
             + f" / n_trials {summary['n_trials']}"
         ),

@@ -10,6 +10,7 @@ Every problem raises :class:`SearchSpaceError` with a one-line message naming th
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ def distribution_from_override(override: Override) -> BaseDistribution | None:
     if not override.is_sweep_override():
         return None
     value = override.value()
+    spelled = _spelled(override)
     if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
         choices = list(override.sweep_iterator(transformer=Transformer.encode))
         if isinstance(value, RangeSweep):
@@ -78,15 +80,15 @@ def distribution_from_override(override: Override) -> BaseDistribution | None:
     if isinstance(value, RangeSweep):
         start, stop, step = value.start, value.stop, value.step
         if step is None or step == 0:
-            raise SearchSpaceError(f"{name}: range step must be non-zero, got {step}")
+            raise SearchSpaceError(f"{name}: {spelled} needs a non-zero step")
         values = list(override.sweep_iterator())
         if not values:
-            raise SearchSpaceError(f"{name}: range({start}, {stop}, {step}) is empty")
-        if step < 0:
-            raise SearchSpaceError(f"{name}: range needs a positive step, got {step}")
+            raise SearchSpaceError(f"{name}: {spelled} is empty")
+        # a negative step (range(5,1,-1)) spans the same values as its ascending twin
+        low, high, step = min(values), max(values), abs(step)
         if all(isinstance(x, int) for x in (start, stop, step)):
-            return IntDistribution(int(start), int(values[-1]), step=int(step))
-        return FloatDistribution(float(start), float(values[-1]), step=float(step))
+            return IntDistribution(int(low), int(high), step=int(step))
+        return FloatDistribution(float(low), float(high), step=float(step))
     if isinstance(value, IntervalSweep):
         low, high = value.start, value.end
         log = "log" in value.tags
@@ -98,15 +100,19 @@ def distribution_from_override(override: Override) -> BaseDistribution | None:
         if not (math.isfinite(low) and math.isfinite(high)):
             raise SearchSpaceError(f"{name}: interval bounds must be finite, got ({low}, {high})")
         if low > high or (low == high and isinstance(low, float)):
-            raise SearchSpaceError(f"{name}: interval({low}, {high}) needs low < high")
+            raise SearchSpaceError(f"{name}: {spelled} needs low < high")
         if log and low <= 0:
-            raise SearchSpaceError(
-                f"{name}: a log interval needs low > 0, got interval({low}, {high})"
-            )
+            raise SearchSpaceError(f"{name}: a log interval needs low > 0, got {spelled}")
         if isinstance(low, int) and isinstance(high, int):
             return IntDistribution(low, high, log=log)
         return FloatDistribution(float(low), float(high), log=log)
     raise SearchSpaceError(f"{name}: unsupported sweep {override.input_line!r}")  # pragma: no cover
+
+
+def _spelled(override: Override) -> str:
+    """The override's value as the user wrote it (for error messages)."""
+    line = override.input_line or ""
+    return line.split("=", 1)[1].strip() if "=" in line else line
 
 
 def params_to_overrides(params: Mapping[str, Any] | None, prefix: str = "") -> list[str]:
@@ -211,7 +217,9 @@ def format_value(value: Any) -> str:
     if isinstance(value, str):
         if value and set(value) <= _SAFE_CHARS and _reparses_as(value, value):
             return value
-        escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+        # Hydra's quoted strings: only quotes and the backslashes before a quote or before
+        # the end of the string are escaped (a lone backslash stays as it is)
+        escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
         return f"'{escaped}'"
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
@@ -233,6 +241,13 @@ def param_override(name: str, value: Any, dist: BaseDistribution) -> str:
     if isinstance(dist, CategoricalDistribution) and isinstance(value, str):
         return f"{name}={value}"
     return f"{name}={format_value(value)}"
+
+
+def param_overrides(
+    distributions: Mapping[str, BaseDistribution], params: Mapping[str, Any]
+) -> list[str]:
+    """The overrides of sampled ``params`` (in the order of the search space)."""
+    return [param_override(n, params[n], d) for n, d in distributions.items()]
 
 
 def validate_space(space: SearchSpace) -> None:

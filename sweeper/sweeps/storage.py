@@ -12,7 +12,8 @@ For workers on several machines use an RDB URL (PostgreSQL): the engine gets
 
 A storage is named by one string that the sweeper also hands to every trial
 (``trial.storage``): an RDB URL such as ``postgresql+psycopg://user:pw@host/db``, or
-``journal:<path>`` (a bare path ending in ``.log`` or ``.journal`` also means a journal file).
+``journal:<path>`` (a bare path ending in ``.log`` or ``.journal`` also means a journal file;
+a string with ``://`` is always an RDB URL).
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ def canonical(spec: str | None) -> str:
 
 
 def is_journal(spec: str) -> bool:
-    return spec.startswith("journal:") or spec.endswith((".log", ".journal"))
+    """``journal:<path>``, or a bare path ending in .log/.journal; anything with ``://`` is an
+    RDB URL (``sqlite:///runs/optuna.log`` is an SQLite file, not a journal)."""
+    if spec.startswith("journal:"):
+        return True
+    return "://" not in spec and spec.endswith((".log", ".journal"))
 
 
 def journal_path(spec: str) -> str:

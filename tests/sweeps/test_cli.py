@@ -59,9 +59,9 @@ def test_tpe_sweep_of_the_app_and_reproducible_best(tmp_path):
     _ok(proc)
     study = only_study(journal(tmp_path))
     assert states(study) == {"COMPLETE": 4}
-    assert isinstance(study.sampler, optuna.samplers.TPESampler) or True  # loaded with default
     assert set(study.trials[0].params) == {"agent.alpha", "agent.gamma", "agent.epsilon_decay"}
     res = _results(tmp_path)
+    assert res["sampler"] == "tpe"
     best = res["best"]
     assert best["value"] == study.best_value and best["number"] == study.best_trial.number
     assert "importance" in res and res["trials"]["complete"] == 4
@@ -184,6 +184,7 @@ def test_failing_nan_none_and_exiting_trials_fail_and_the_sweep_goes_on(tmp_path
         "pruned": 0,
         "failed": 4,
         "running": 0,
+        "waiting": 0,
         "uncounted": 0,
     }
 
@@ -255,7 +256,9 @@ def test_resume_after_kill_9(tmp_path):
             except AssertionError:
                 return False
             s = states(study)
-            return s.get("COMPLETE", 0) >= 2 and s.get("RUNNING", 0) == 1
+            running = study.get_trials(states=(TrialState.RUNNING,))
+            claimed = bool(running) and "sweeper:owner" in running[0].user_attrs
+            return s.get("COMPLETE", 0) >= 2 and s.get("RUNNING", 0) == 1 and claimed
 
         assert _wait_for(midway), "the sweep never got going"
     finally:
@@ -337,11 +340,13 @@ def test_two_workers_on_postgresql(tmp_path, pg_url):
     assert len(trials) <= 9  # at most one surplus trial from a race at the very end
     owners = {t.user_attrs["sweeper:owner"]["pid"] for t in counted}
     assert len(owners) == 2  # both workers ran trials
+    xs = [t.params["x"] for t in trials]
+    assert len(set(xs)) == len(xs)  # each worker has its own seed
     optuna.delete_study(study_name=name, storage=storage)
 
 
 BAD = [
-    (["x=interval(5,1)"], "sweeper: x: interval(5.0, 1.0) needs low < high"),
+    (["x=interval(5,1)"], "sweeper: x: interval(5,1) needs low < high"),
     (["x=tag(log,interval(0,1))"], "sweeper: x: a log interval needs low > 0"),
     (["+hydra.sweeper.params.x='choice()'"], "sweeper: hydra.sweeper.params.x: cannot parse"),
     (["+hydra.sweeper.params.x='interval(1,'"], "sweeper: hydra.sweeper.params.x: cannot parse"),
@@ -353,6 +358,19 @@ BAD = [
     (["hydra/sweeper/sampler=grid", "x=interval(0,1)"], "sweeper: x: the grid sampler needs"),
     (["hydra.sweeper.sampler.name=nope"], "sweeper: hydra.sweeper.sampler.name: unknown"),
     (["hydra.sweeper.n_trials=0"], "sweeper: hydra.sweeper.n_trials: must be >= 1"),
+    (["hydra.sweeper.max_failures=0"], "sweeper: hydra.sweeper.max_failures: must be >= 1"),
+    (
+        ["hydra.sweeper.study_hooks=[no_such_module_xyz:factory]", "x=interval(0,1)"],
+        "sweeper: hydra.sweeper.study_hooks: cannot import 'no_such_module_xyz:factory'",
+    ),
+    (
+        ["hydra.sweeper.study_hooks=[hook_probe:nope]", "x=interval(0,1)"],
+        "sweeper: hydra.sweeper.study_hooks: cannot import 'hook_probe:nope': AttributeError",
+    ),
+    (
+        ["hydra.sweeper.validator=no_such_module_xyz.validate", "x=interval(0,1)"],
+        "sweeper: hydra.sweeper.validator: cannot import 'no_such_module_xyz.validate'",
+    ),
 ]
 
 
@@ -364,6 +382,7 @@ def test_bad_inputs_fail_before_any_trial_with_one_line(tmp_path, overrides, mes
     assert lines[-1].startswith(message), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "sweep").exists() or not any((tmp_path / "sweep").iterdir())
+    assert not (tmp_path / "journal.log").exists()  # nothing was written to the storage
 
 
 def test_bad_grammar_on_the_command_line_is_refused_by_hydra(tmp_path):
@@ -484,3 +503,204 @@ def test_study_hooks_start_end_and_parent_run_id(tmp_path):
         overrides = yaml.safe_load((sweep / str(number) / ".hydra" / "overrides.yaml").read_text())
         assert "trial.parent_run_id=parent-123" in overrides
         assert f"trial.number={number}" in overrides
+
+
+# -- seeding: reproducible fresh sweeps, new points on resume and across workers -------------
+
+
+def _xs(storage: str) -> list[float]:
+    return [t.params["x"] for t in only_study(storage).trials]
+
+
+def test_two_fresh_sweeps_with_the_same_command_sample_the_same_points(tmp_path):
+    args = ["hydra.sweeper.n_trials=3", "x=interval(-2,2)", "y=choice(0,1,2)"]
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _ok(run_sweep(tmp_path / name, "toy", *args))
+        study = only_study(journal(tmp_path / name))
+        runs.append([t.params for t in study.trials])
+    assert runs[0] == runs[1]  # the sampler is seeded (hydra.sweeper.sampler.seed=0)
+    assert len({p["x"] for p in runs[0]}) == 3
+
+
+def test_resume_samples_new_points(tmp_path):
+    _ok(run_sweep(tmp_path, "toy", "hydra.sweeper.n_trials=3", "x=interval(-2,2)"))
+    _ok(run_sweep(tmp_path, "toy", "hydra.sweeper.n_trials=6", "x=interval(-2,2)"))
+    xs = _xs(journal(tmp_path))
+    assert len(xs) == 6 and len(set(xs)) == 6, xs  # not the first run's points again
+
+
+def test_two_workers_sample_distinct_points(tmp_path):
+    args = [
+        f"hydra.sweeper.storage={journal(tmp_path)}",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.sampler.name=random",
+        "x=interval(-2,2)",
+        "duration=0.3",
+    ]
+    procs = [
+        subprocess.Popen(
+            sweep_cmd("toy", f"hydra.sweep.dir={tmp_path / f'w{i}'}", *args),
+            cwd=tmp_path,
+            env=clean_env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, out[-2000:] + err[-2000:]
+    study = only_study(journal(tmp_path))
+    counted = [t for t in study.trials if counts(t)]
+    assert len(counted) == 8
+    xs = [t.params["x"] for t in study.trials]
+    assert len(set(xs)) == len(xs), xs
+    assert len({t.user_attrs["sweeper:owner"]["pid"] for t in counted}) == 2
+
+
+# -- grid after kill -9 --------------------------------------------------------------------
+
+
+def test_grid_resume_after_kill_9_evaluates_every_point_once(tmp_path):
+    args = [
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.pruner.name=none",
+        "x=choice(0,1,2)",
+        "y=range(0,2)",
+        "duration=0.8",
+        "evals=4",
+    ]
+    cmd = sweep_cmd(
+        "toy",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweeper.storage={journal(tmp_path)}",
+        *args,
+    )
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=clean_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def midway():
+            if not (tmp_path / "journal.log").exists():
+                return False
+            try:
+                study = only_study(journal(tmp_path))
+            except AssertionError:
+                return False
+            running = study.get_trials(states=(TrialState.RUNNING,))
+            # killed once the running trial is claimed (an unclaimed one waits for grace_period)
+            done = len(study.get_trials(states=(TrialState.COMPLETE,)))
+            return done >= 2 and len(running) == 1 and "sweeper:owner" in running[0].user_attrs
+
+        assert _wait_for(midway), "the sweep never got going"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert states(only_study(journal(tmp_path))).get("RUNNING") == 1
+    _ok(run_sweep(tmp_path, "toy", *args))  # the same command
+    study = only_study(journal(tmp_path))
+    complete = sorted(
+        (t.params["x"], t.params["y"]) for t in study.get_trials(states=(TrialState.COMPLETE,))
+    )
+    for t in study.trials:
+        print(t.number, t.state.name, t.params, t.system_attrs, t.user_attrs.get(UNCOUNTED))
+    assert complete == [(x, y) for x in (0, 1, 2) for y in (0, 1)]  # each point exactly once
+    stale = [t for t in study.trials if not counts(t)]
+    assert len(stale) == 1 and "is gone" in stale[0].user_attrs[UNCOUNTED]
+    assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+
+
+# -- a live local owner is not judged by its heartbeat ----------------------------------------
+
+
+def test_running_trial_of_a_live_local_process_is_kept_despite_a_late_heartbeat(tmp_path):
+    import socket
+
+    from sweeper.sweeps._impl import _process_start
+    from sweeper.sweeps.storage import open_storage
+
+    args = ["hydra.sweeper.n_trials=2", "x=interval(-2,2)", "hydra.sweeper.grace_period=30"]
+    _ok(run_sweep(tmp_path, "toy", "hydra.sweeper.n_trials=1", *args[1:]))
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        study = only_study(journal(tmp_path))
+        busy = study.ask()  # a long trial of a live sweeper process on this host
+        st = open_storage(journal(tmp_path))
+        st.set_trial_user_attr(
+            busy._trial_id,
+            "sweeper:owner",
+            {"host": socket.gethostname(), "pid": owner.pid, "start": _process_start(owner.pid)},
+        )
+        st.set_trial_user_attr(busy._trial_id, "sweeper:heartbeat", time.time() - 1000)
+        _ok(run_sweep(tmp_path, "toy", *args))
+        assert states(only_study(journal(tmp_path))) == {"COMPLETE": 1, "RUNNING": 1}
+    finally:
+        owner.kill()
+        owner.wait()
+    _ok(run_sweep(tmp_path, "toy", *args))  # now its process is gone: failed, not counted
+    study = only_study(journal(tmp_path))
+    assert states(study) == {"COMPLETE": 2, "FAIL": 1}
+    assert "is gone" in study.trials[busy.number].user_attrs[UNCOUNTED]
+
+
+# -- pruning of the real app ------------------------------------------------------------------
+
+
+def test_pruning_of_the_real_app(tmp_path):
+    """Q-learning on GridWorld: alpha 0.001 barely learns, 0.5 learns; the median pruner (after
+    one complete trial, no warmup) stops trials at the periodic evaluations."""
+    proc = run_sweep(
+        tmp_path,
+        "app",
+        "hydra/sweeper=sweeper_optuna",
+        "hydra/sweeper/sampler=grid",
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.kwargs.n_startup_trials=1",
+        "hydra.sweeper.pruner.warmup_steps=0",
+        *TINY_TABULAR,
+        "train.episodes=60",
+        "eval.episodes=3",
+        "agent.alpha=choice(0.001,0.5)",
+        "seed=choice(0,1,2)",
+    )
+    _ok(proc)
+    study = only_study(journal(tmp_path))
+    evals = {10, 20, 30, 40, 50, 60}  # eval.every=10: steps are training episodes
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert pruned and complete and len(pruned) + len(complete) == 6, states(study)
+    assert any(t.params["agent.alpha"] == 0.001 for t in pruned)
+    for t in complete:
+        assert set(t.intermediate_values) == evals
+    for t in pruned:
+        assert t.intermediate_values and set(t.intermediate_values) < evals
+    assert _results(tmp_path)["trials"]["pruned"] == len(pruned)
+
+
+# -- ready-made sweeps with another pruner ------------------------------------------------------
+
+
+def test_sensitivity_with_hyperband_plans_and_runs(tmp_path):
+    proc = run_sweep(
+        tmp_path,
+        "app-nom",
+        "+sweep=sensitivity",
+        "hydra/sweeper/pruner=hyperband",
+        "hydra/launcher=basic",
+        "tracking.enabled=false",
+        "train.episodes=2",
+        "eval.every=0",
+        "eval.episodes=1",
+        "hydra.sweeper.n_trials=1",
+    )
+    _ok(proc)
+    assert _results(tmp_path)["pruner"] == {"name": "hyperband", "kwargs": {"min_resource": 40}}

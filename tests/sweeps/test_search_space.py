@@ -33,6 +33,9 @@ from sweeper.sweeps.search_space import (
         ("a=range(1,5)", IntDistribution(1, 4, step=1)),
         ("a=range(0,10,5)", IntDistribution(0, 5, step=5)),
         ("a=range(0.0,1.0,0.25)", FloatDistribution(0.0, 0.75, step=0.25)),
+        ("a=range(5,1,-1)", IntDistribution(2, 5, step=1)),
+        ("a=range(5,1,-2)", IntDistribution(3, 5, step=2)),
+        ("a=range(1.0,0.0,-0.25)", FloatDistribution(0.25, 1.0, step=0.25)),
         ("a=shuffle(range(1,4))", CategoricalDistribution([1, 2, 3])),
         ("a=interval(0,1)", FloatDistribution(0.0, 1.0)),
         ("a=interval(1e-4,1e-2)", FloatDistribution(1e-4, 1e-2)),
@@ -51,16 +54,21 @@ def test_distribution_from_override(text, expected):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("lr=interval(5,1)", "lr: interval(5.0, 1.0) needs low < high"),
-        ("lr=interval(1,1)", "lr: interval(1.0, 1.0) needs low < high"),
-        ("lr=tag(log,interval(0,1))", "lr: a log interval needs low > 0"),
+        ("lr=interval(5,1)", "lr: interval(5,1) needs low < high"),
+        ("lr=interval(1,1)", "lr: interval(1,1) needs low < high"),
+        ("lr=interval(1.0, 1e-1)", "lr: interval(1.0, 1e-1) needs low < high"),
+        (
+            "lr=tag(log,interval(0,1))",
+            "lr: a log interval needs low > 0, got tag(log,interval(0,1))",
+        ),
         ("lr=tag(log,interval(-1,1))", "lr: a log interval needs low > 0"),
         ("lr=tag(log,int(interval(0,10)))", "lr: a log interval needs low > 0"),
         ("lr=choice()", "lr: cannot parse"),
         ("lr=interval(1,", "lr: cannot parse"),
         ("lr=choice(1,1)", "lr: duplicate values"),
         ("lr=tag(foo,interval(0,1))", "lr: unknown tag"),
-        ("lr=range(5,1)", "lr: range(5, 1, 1) is empty"),
+        ("lr=range(5,1)", "lr: range(5,1) is empty"),
+        ("lr=range(1,5,-1)", "lr: range(1,5,-1) is empty"),
     ],
 )
 def test_bad_overrides_name_the_parameter_in_one_line(text, message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
 
 import optuna
 import pytest
@@ -12,9 +13,18 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from sweeper.sweeps._impl import GuardedTask, TrialExit, outcome_of
+from sweeper.sweeps._impl import (
+    GuardedTask,
+    OptunaSweeperImpl,
+    TrialExit,
+    counts,
+    derive_seed,
+    outcome_of,
+    tally,
+)
 from sweeper.sweeps.factories import FactoryError, make_pruner, make_sampler, pruner_spec
-from sweeper.sweeps.storage import StorageError, canonical, open_storage, redact
+from sweeper.sweeps.hooks import HookError
+from sweeper.sweeps.storage import StorageError, canonical, is_journal, open_storage, redact
 from sweeper.sweeps.trial import PRUNER_ATTR, PruningCallback, pruning_callback
 
 SPACE = {"x": FloatDistribution(0, 1), "c": CategoricalDistribution(["a", "b"])}
@@ -70,6 +80,77 @@ def test_make_pruner(name, cls):
     assert isinstance(make_pruner(pruner_spec(name, {})), cls)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "expected"),
+    [
+        ("median", {}, {"n_warmup_steps": 40}),
+        ("percentile", {"percentile": 30.0}, {"percentile": 30.0, "n_warmup_steps": 40}),
+        ("successive_halving", {}, {"min_resource": 40}),
+        ("hyperband", {}, {"min_resource": 40}),
+        ("none", {}, {}),
+        ("median", {"n_warmup_steps": 5}, {"n_warmup_steps": 5}),  # an explicit keyword wins
+    ],
+)
+def test_warmup_steps_works_with_every_pruner(name, kwargs, expected):
+    spec = pruner_spec(name, kwargs, 40)
+    assert spec == {"name": name, "kwargs": expected}
+    make_pruner(spec)
+
+
+@pytest.mark.parametrize("pruner", ["median", "percentile", "successive_halving", "hyperband"])
+def test_sensitivity_composes_with_every_pruner(pruner):
+    from hydra import compose, initialize_config_dir
+
+    from sweeper.config import CONF_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["+sweep=sensitivity", f"hydra/sweeper/pruner={pruner}"],
+            return_hydra_config=True,
+        )
+    node = cfg.hydra.sweeper.pruner
+    spec = pruner_spec(node.name, dict(node.kwargs), node.warmup_steps)
+    assert spec["name"] == pruner and 40 in spec["kwargs"].values()
+
+
+def test_derived_seeds_differ_and_are_deterministic():
+    assert derive_seed(0, 3, "h", 1) == derive_seed(0, 3, "h", 1)
+    seeds = {derive_seed(0, n, "h", pid) for n in (0, 3) for pid in (1, 2)}
+    assert len(seeds) == 4 and 0 not in seeds
+
+
+def test_tally_and_counts():
+    def trial(state, **attrs):
+        return optuna.trial.FrozenTrial(
+            number=0, state=state, value=1.0 if state == TrialState.COMPLETE else None,
+            datetime_start=None, datetime_complete=None, params={}, distributions={},
+            user_attrs=attrs, system_attrs={}, intermediate_values={}, trial_id=0,
+        )  # fmt: skip
+
+    trials = [
+        trial(TrialState.COMPLETE),
+        trial(TrialState.PRUNED),
+        trial(TrialState.FAIL),
+        trial(TrialState.FAIL, **{"sweeper:uncounted": "surplus"}),
+        trial(TrialState.RUNNING),
+        trial(TrialState.WAITING),
+    ]
+    assert tally(trials) == {
+        "complete": 1, "pruned": 1, "failed": 1, "running": 1, "waiting": 1, "uncounted": 1
+    }  # fmt: skip
+    assert [counts(t) for t in trials] == [True, True, True, False, True, False]
+
+
+def test_the_default_validator_is_optional_but_a_set_one_must_import(monkeypatch):
+    assert OptunaSweeperImpl()._load_validator() is not None  # sweeper.config:validate
+    monkeypatch.setitem(sys.modules, "sweeper.config", None)  # an app without sweeper.config
+    assert OptunaSweeperImpl()._load_validator() is None
+    with pytest.raises(HookError, match=r"^hydra.sweeper.validator: cannot import 'nope_x:f'"):
+        OptunaSweeperImpl(validator="nope_x:f")._load_validator()
+
+
 def test_bad_pruner():
     with pytest.raises(FactoryError, match="unknown pruner 'nah'"):
         pruner_spec("nah", {})
@@ -84,6 +165,29 @@ def test_storage_strings(tmp_path):
     st = open_storage(f"journal:{tmp_path}/a/j.log")
     assert isinstance(st, optuna.storages.JournalStorage)
     assert open_storage(f"journal:{tmp_path}/a/j.log") is st
+
+
+@pytest.mark.parametrize(
+    ("spec", "journal", "expected"),
+    [
+        ("journal:/a/j.log", True, "journal:/a/j.log"),
+        ("journal:/a/j.db", True, "journal:/a/j.db"),
+        ("/a/j.log", True, "journal:/a/j.log"),
+        ("/a/j.journal", True, "journal:/a/j.journal"),
+        ("sqlite:////a/optuna.log", False, "sqlite:////a/optuna.log"),
+        ("sqlite:///runs.journal", False, "sqlite:///runs.journal"),
+        ("postgresql+psycopg://u:pw@h/db.log", False, "postgresql+psycopg://u:pw@h/db.log"),
+        ("sqlite:////a/optuna.db", False, "sqlite:////a/optuna.db"),
+    ],
+)
+def test_storage_kind(spec, journal, expected):
+    assert is_journal(spec) is journal
+    assert canonical(spec) == expected
+
+
+def test_sqlite_url_ending_in_log_opens_an_rdb_storage(tmp_path):
+    st = open_storage(f"sqlite:///{tmp_path}/optuna.log")
+    assert isinstance(st, optuna.storages.RDBStorage)
 
 
 @pytest.mark.parametrize(
@@ -197,3 +301,37 @@ def test_pruning_callback_uses_the_study_pruner(tmp_path):
     t = study.ask()
     cfg = OmegaConf.create({"study_name": "s", "storage": spec, "number": t.number})
     pruning_callback(cfg).on_eval(0, 10, 200, {"eval_return_mean": -100.0})  # NopPruner
+
+
+def test_an_uncounted_grid_trial_is_queued_again_once(tmp_path):
+    from sweeper.sweeps._impl import _Plan
+    from sweeper.sweeps.search_space import build_search_space
+
+    space = build_search_space({}, ["x=choice(0,1,2)"])
+    spec = f"journal:{tmp_path}/j.log"
+    st = open_storage(spec)
+    sampler = make_sampler("grid", {}, 0, space.distributions)
+    study = optuna.create_study(study_name="g", storage=st, sampler=sampler)
+    plan = _Plan(
+        space=space,
+        study=study,
+        storage=st,
+        storage_spec=spec,
+        n_trials=3,
+        sweep_dir=tmp_path,
+        base_cfg=OmegaConf.create(),
+        sampler_name="grid",
+        pruner={},
+        study_id=st.get_study_id_from_name("g"),
+    )
+    impl = OptunaSweeperImpl()
+    lost = study.ask(fixed_distributions=space.distributions)  # e.g. a surplus trial
+    for _ in range(2):  # failing it twice (two workers) queues it once
+        impl._finish_uncounted(plan, lost.number, "surplus", dict(lost.params))
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 1
+    xs = []
+    for _ in range(3):
+        t = study.ask(fixed_distributions=space.distributions)
+        xs.append(t.params["x"])
+        study.tell(t, 1.0)
+    assert sorted(xs) == [0, 1, 2]  # the grid lost no point
