@@ -194,7 +194,7 @@ class MlflowTracker(Callback):
         self._error: str | None = None
         self._info: dict[str, Any] | None = None
         if mode == "process":
-            self._proc = ProcessExecutor()
+            self._proc = ProcessExecutor.acquire()
             self._exec = None
             self._proc.send("start", spec=spec)
         elif mode == "sync":

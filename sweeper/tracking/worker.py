@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,15 @@ class Executor:
 
 
 class ProcessExecutor:
-    """The parent's handle on a logging child process (same ``apply`` interface, async)."""
+    """The parent's handle on a logging child process (same ``apply`` interface, async).
+
+    A child serves one run at a time but outlives it: :meth:`acquire` hands out an idle child
+    of this process before starting a new one, so a process that trains many runs (a joblib
+    worker running trial after trial) pays mlflow's import once, not per trial.
+    """
+
+    _idle: list[ProcessExecutor] = []
+    _lock = threading.Lock()
 
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -190,6 +199,16 @@ class ProcessExecutor:
             bufsize=1,
         )
         self.error: str | None = None
+
+    @classmethod
+    def acquire(cls) -> ProcessExecutor:
+        """An idle live child of this process, or a new one."""
+        with cls._lock:
+            while cls._idle:
+                child = cls._idle.pop()
+                if child.proc.poll() is None:
+                    return child
+        return cls()
 
     def send(self, op: str, **kw: Any) -> None:
         if self.error is not None:
@@ -208,9 +227,18 @@ class ProcessExecutor:
         return json.loads(line)
 
     def end(self) -> str | None:
-        """Finish every op; the first error, if any."""
+        """Finish every op of this run; the first error, if any. A healthy child goes back
+        to the idle pool; one that failed is closed."""
         self.send("end")
         answer = self.reply() if self.error is None else {"error": self.error}
+        if answer.get("error") is None and self.proc.poll() is None:
+            with self._lock:
+                self._idle.append(self)
+        else:
+            self.close()
+        return answer.get("error")
+
+    def close(self) -> None:
         try:
             self.proc.stdin.close()
         except OSError:
@@ -220,11 +248,13 @@ class ProcessExecutor:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        return answer.get("error")
 
 
 def main() -> None:
-    """The child: apply ops from stdin until ``end`` or end of input (parent died)."""
+    """The child: apply ops from stdin, run after run, until end of input.
+
+    ``end`` closes a run and answers; end of input in the middle of a run means the training
+    process died, and the run ends KILLED."""
     import signal
 
     # Ctrl-C reaches the whole foreground process group: the training process handles it
@@ -244,9 +274,8 @@ def main() -> None:
                 sys.stderr.flush()
             except OSError:
                 pass
-            # Every op is committed: skip the interpreter's teardown (mlflow's atexit
-            # handlers and threads take about a second that the trial would wait for).
-            os._exit(0)
+            executor, error = Executor(), None  # ready for the parent's next run
+            continue
         if error is not None:
             continue
         try:
@@ -260,13 +289,17 @@ def main() -> None:
                 out.flush()
             except OSError:  # the training process is gone: finish its run below
                 pass
-    # End of input without "end": the training process died.
+    # End of input in the middle of a run: the training process died.
     if executor.run_id is not None and not executor.terminated and error is None:
         try:
             executor.apply("tags", tags={"outcome": "killed", "error": "training process died"})
             executor.apply("terminate", status="KILLED")
         except Exception:  # noqa: BLE001
             pass
+    # Every op is committed: skip the interpreter's teardown (mlflow's atexit handlers and
+    # threads take about a second).
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -247,3 +247,21 @@ def test_a_kill_9_trial_ends_killed(store_uri, mlflow_client, tmp_path):
         time.sleep(0.5)
     assert runs[0].data.tags["outcome"] == "killed"
     assert len(mlflow_client.get_metric_history(runs[0].info.run_id, "return")) == 10
+
+
+def test_logging_child_serves_run_after_run(mlflow_client, tmp_path):
+    """One process training several runs pays mlflow's import once: the child is reused,
+    and each run still ends complete and separate."""
+    cfg = tiny_cfg("tracking.enabled=true")
+    trackers = []
+    for name in ("a", "b"):
+        tracker = tracking_callback(cfg, tmp_path / name)
+        run(cfg, tmp_path / name, [tracker])
+        tracker.close(None)
+        trackers.append(tracker)
+    a, b = trackers
+    assert a._proc is b._proc and a._proc.proc.poll() is None
+    runs = [mlflow_client.get_run(t.run_id) for t in trackers]
+    assert a.run_id != b.run_id
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert runs[0].data.metrics == runs[1].data.metrics  # same config and seed
