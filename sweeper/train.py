@@ -137,13 +137,21 @@ def integrations(cfg: DictConfig, output_dir: Path) -> list[Callback]:
     return callbacks
 
 
-def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = ()) -> float:
-    """Validate, build, train, and leave the run's files in ``output_dir``; return the objective.
-
-    Raises ConfigError (before anything is written) for bad values.
-    """
+def prepare(cfg: DictConfig):
+    """Validate and build: every ConfigError surfaces here, before anything is written."""
     validate(cfg)
-    agent, env, eval_env = build(cfg)
+    return build(cfg)
+
+
+def run(
+    cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None
+) -> float:
+    """Train and leave the run's files in ``output_dir``; return the objective.
+
+    ``built``: what :func:`prepare` returned, else it is called here (ConfigError for bad
+    values, before anything is written).
+    """
+    agent, env, eval_env = built if built is not None else prepare(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -192,12 +200,23 @@ def _finish(cfg, output_dir: Path, agent, history: History, objective: float, st
     (output_dir / "result.json").write_text(json.dumps(result, indent=2))
 
 
+def _remove_run_dir(output_dir: Path) -> None:
+    """Undo the run directory Hydra made for a run that never started, and the dated
+    folders above it that it leaves empty (only inside the working directory)."""
+    shutil.rmtree(output_dir, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for parent in output_dir.resolve().parents:
+        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     try:
-        validate(cfg)
+        built = prepare(cfg)
         if cfg.tracking.enabled and cfg.tracking.skip_existing:
             from sweeper.tracking import reuse_existing
 
@@ -206,7 +225,7 @@ def _hydra_main(cfg: DictConfig) -> float:
                 return reused
         callbacks = integrations(cfg, output_dir)
         try:
-            objective = run(cfg, output_dir, callbacks)
+            objective = run(cfg, output_dir, callbacks, built)
         except BaseException as exc:
             for cb in callbacks:  # e.g. log the files run() wrote after on_train_end
                 if hasattr(cb, "close"):
@@ -219,7 +238,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     except ConfigError as err:
         print(f"sweeper: config error: {err}", file=sys.stderr)
         if hc.mode == RunMode.RUN:
-            shutil.rmtree(output_dir, ignore_errors=True)
+            _remove_run_dir(output_dir)
         raise SystemExit(2) from None
 
 

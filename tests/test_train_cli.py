@@ -63,6 +63,13 @@ def test_bad_values_exit_non_zero_with_one_line_and_no_output_dir(tmp_path, over
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and key in lines[0], res.stderr
     assert not out.exists()
+    assert not (tmp_path / "outputs").exists()  # nor the folders Hydra made above it
+
+
+def test_a_refused_run_leaves_nothing_under_the_default_outputs(tmp_path):
+    res = cli("agent.gamma=0", cwd=tmp_path)
+    assert res.returncode == 2 and "agent.gamma" in res.stderr
+    assert not (tmp_path / "outputs" / "runs").exists()
 
 
 def test_unknown_key_and_option_fail_before_a_directory_exists(tmp_path):
