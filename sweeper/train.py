@@ -143,9 +143,7 @@ def prepare(cfg: DictConfig):
     return build(cfg)
 
 
-def run(
-    cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None
-) -> float:
+def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None) -> float:
     """Train and leave the run's files in ``output_dir``; return the objective.
 
     ``built``: what :func:`prepare` returned, else it is called here (ConfigError for bad
