@@ -26,6 +26,7 @@ import mlflow.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import math
 import os
@@ -48,6 +49,13 @@ MLFLOW_STATUS = {"FINISHED": "FINISHED", "FAILED": "FAILED", "PRUNED": "KILLED",
 
 def git_info(path: Path | None = None) -> dict[str, str]:
     """``git_commit``/``git_dirty`` of the checkout holding the sweeper code, if any."""
+    return dict(_git_info(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _git_info(path: Path | None) -> dict[str, str]:
+    """Once per process: two git subprocesses forked from a process holding torch cost tens
+    of ms, paid per trial otherwise; the code a process runs does not change under it."""
     where = str(path or Path(__file__).resolve().parent)
     try:
         commit = subprocess.run(
