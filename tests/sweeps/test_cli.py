@@ -45,6 +45,24 @@ def _results(tmp_path: Path) -> dict:
     return yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
 
 
+def spawn_toy_sweep(tmp_path, args) -> subprocess.Popen:
+    """The toy sweep on the tmp journal, in its own session (so a test can kill -9 it)."""
+    cmd = sweep_cmd(
+        "toy",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweeper.storage={journal(tmp_path)}",
+        *args,
+    )
+    return subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=clean_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def test_tpe_sweep_of_the_app_and_reproducible_best(tmp_path):
     proc = run_sweep(
         tmp_path,
@@ -232,20 +250,7 @@ def test_resume_after_kill_9(tmp_path):
         "evals=4",
         "hydra.sweeper.pruner.name=none",
     ]
-    cmd = sweep_cmd(
-        "toy",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"hydra.sweeper.storage={journal(tmp_path)}",
-        *args,
-    )
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env=clean_env(),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_toy_sweep(tmp_path, args)
     try:
 
         def midway():
@@ -573,20 +578,7 @@ def test_grid_resume_after_kill_9_evaluates_every_point_once(tmp_path):
         "duration=0.8",
         "evals=4",
     ]
-    cmd = sweep_cmd(
-        "toy",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"hydra.sweeper.storage={journal(tmp_path)}",
-        *args,
-    )
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env=clean_env(),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_toy_sweep(tmp_path, args)
     try:
 
         def midway():

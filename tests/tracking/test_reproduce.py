@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tracking_helpers import tiny_cfg, train_cli
+from tracking_helpers import TINY, tiny_cfg, train_cli
 
 from sweeper.cli import main
 from sweeper.config_hash import config_hash
@@ -83,12 +83,7 @@ def test_skip_existing_reuses_a_finished_run(store_uri, mlflow_client, tmp_path)
     assert TrackingConfig().skip_existing is False  # documented default: always train
     cfg, first_id = tracked_run(tmp_path, "tracking.experiment=skip")  # trained once
     args = [
-        "agent=q_learning",
-        "env=gridworld",
-        "train.episodes=30",
-        "eval.every=10",
-        "eval.episodes=2",
-        "train.progress=false",
+        *TINY,
         "tracking.enabled=true",
         "tracking.experiment=skip",
         "tracking.skip_existing=true",
