@@ -181,7 +181,8 @@ class MlflowTracker(Callback):
         from sweeper.tracking.worker import Executor, ProcessExecutor
 
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.config_hash = config_hash(cfg)
+        semantic = semantic_config(cfg)  # resolved once: the hash and the params share it
+        self.config_hash = config_hash(semantic)
         self.objective_name = str(cfg.eval.objective)
         self._log_artifacts = log_artifacts
         tags = run_tags(cfg, self.output_dir, self.config_hash)
@@ -192,7 +193,7 @@ class MlflowTracker(Callback):
             "experiment_id": experiment_id,
             "experiment_name": experiment_name(cfg),
             "tags": tags,
-            "params": {k[:250]: _param_value(v) for k, v in flatten(semantic_config(cfg)).items()},
+            "params": {k[:250]: _param_value(v) for k, v in flatten(semantic).items()},
         }
         self._pending: list[tuple[str, float, int, int]] = []
         self._episode = 0

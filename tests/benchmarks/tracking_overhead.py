@@ -1,97 +1,58 @@
 """Logging overhead of MLflow tracking on a default trial: tracking on vs off.
 
-Run from the repository root: ``.venv/bin/python tests/benchmarks/tracking_overhead.py``
-(options: ``--episodes 500`` — the default trial, DQN on CartPoleSimple; fewer for a quick
-proxy — ``--repeats 1``, ``--store DIR``). Not collected by pytest (no ``test_`` prefix).
+Run from the repository root: ``.venv/bin/python tests/benchmarks/tracking_overhead.py``.
+Not collected by pytest (no ``test_`` prefix). Options: ``--episodes 80`` (the default
+sweep's trial, ``+sweep=sensitivity``; 500 is the default single run), ``--pairs 8``,
+``--store DIR``.
 
-Each measurement is a fresh process (so mlflow's import, ~2 s, is paid as a real trial pays
-it) running ``sweeper.train.run`` on the composed default config:
+One process trains trial after trial, as a sweep worker does, alternating tracking on and
+off on the same config (same seed, so the same training work), on the embedded SQLite store
+of a fresh outputs dir whose experiment exists (as a sweep's does: the sweeper creates it
+with the study's parent run). The first tracked trial pays once per worker process for
+starting the logging process; it is reported on its own.
+Then, per trial:
 
-* ``off``: no tracking callback;
-* ``on``: ``tracking_callback``, the run, and ``close``. The tracker does its MLflow work
-  (import mlflow, open the store, create the run, params, each evaluation's log_batch,
-  artifacts) in a logging child process; measured directly are the time the training
-  process is blocked by tracking (constructor, every callback call, the final join, close)
-  and the logging process's CPU time.
-
-Reported: the blocked time as a share of the run's wall time; an upper bound that adds all
-of the logging process's CPU time (what tracking would cost with no spare core); and
-the end-to-end difference on / off (noisy when other jobs share the machine). The embedded
-store is created before timing: schema creation is a one-time cost per store.
+* ``blocked``: time the training process spends in the tracker (constructor, callbacks, the
+  final join, close);
+* ``logger cpu``: CPU time the logging process spent on this trial (from /proc);
+* ``bound``: (blocked + logger cpu) / trial wall: what tracking costs a trial even with no
+  spare core (the default sweep runs 2 trials on the 2 cores);
+* ``end-to-end``: median wall of tracked trials vs untracked ones (noisy on a busy machine),
+  and the same for CPU time (training process, plus the logging process when tracked).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _measure(variant: str, episodes: int, out: Path) -> dict:
-    from sweeper.cli import compose
-    from sweeper.train import run
-
-    overrides = [
-        f"train.episodes={episodes}",
-        "train.progress=false",
-        f"tracking.enabled={'true' if variant == 'on' else 'false'}",
-        "tracking.experiment=overhead-benchmark",
-    ]
-    cfg = compose(overrides)
-    t0, c0 = time.perf_counter(), time.process_time()
-    callbacks = []
-    own = {"wall": 0.0, "cpu": 0.0}
-    if variant == "on":
-        from sweeper.tracking import tracking_callback
-
-        w, c = time.perf_counter(), time.process_time()
-        tracker = tracking_callback(cfg, out)
-        own["wall"] += time.perf_counter() - w
-        own["cpu"] += time.process_time() - c
-        callbacks.append(_Timed(tracker, own))
-    objective = run(cfg, out, callbacks)
-    if variant == "on":
-        w, c = time.perf_counter(), time.process_time()
-        tracker.close(None)
-        own["wall"] += time.perf_counter() - w
-        own["cpu"] += time.process_time() - c
-    return {
-        "worker_cpu": _children_cpu(),
-        "variant": variant,
-        "wall": time.perf_counter() - t0,
-        "cpu": time.process_time() - c0,
-        "own_wall": own["wall"],
-        "own_cpu": own["cpu"],
-        "objective": objective,
-    }
+EXPERIMENT = "overhead-benchmark"
 
 
-def _children_cpu() -> float:
-    """CPU seconds of this process's finished children (the MLflow logging process)."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _Timed:
-    """Forwards callback events to the tracker, adding up the time they take."""
+    """Forwards callback events to the tracker, adding up the wall time they take."""
 
     def __init__(self, inner, own: dict) -> None:
         self.inner, self.own = inner, own
 
     def _call(self, name, *args):
-        w, c = time.perf_counter(), time.process_time()
+        w = time.perf_counter()
         try:
             return getattr(self.inner, name)(*args)
         finally:
             self.own["wall"] += time.perf_counter() - w
-            self.own["cpu"] += time.process_time() - c
 
     def on_train_start(self, info):
         return self._call("on_train_start", info)
@@ -106,82 +67,102 @@ class _Timed:
         return self._call("on_train_end", objective, status)
 
 
+def trial(cfg, out: Path, tracked: bool) -> dict:
+    """One training run as a trial runs it; its wall time and tracking's share."""
+    from sweeper.tracking import tracking_callback
+    from sweeper.train import run
+
+    own = {"wall": 0.0}
+    t0, c0 = time.perf_counter(), time.process_time()
+    callbacks, tracker, pid, cpu0 = [], None, None, 0.0
+    if tracked:
+        w = time.perf_counter()
+        tracker = tracking_callback(cfg, out)
+        own["wall"] += time.perf_counter() - w
+        pid = tracker._proc.proc.pid
+        cpu0 = _proc_cpu(pid)
+        callbacks.append(_Timed(tracker, own))
+    objective = run(cfg, out, callbacks)
+    if tracker is not None:
+        w = time.perf_counter()
+        tracker.close(None)
+        own["wall"] += time.perf_counter() - w
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    logger_cpu = _proc_cpu(pid) - cpu0 if pid is not None else 0.0
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "blocked": own["wall"],
+        "logger_cpu": logger_cpu,
+        "objective": objective,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--episodes", type=int, default=500)
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--episodes", type=int, default=80)
+    p.add_argument("--pairs", type=int, default=8, help="tracked/untracked trial pairs")
     p.add_argument("--store", default=None, help="outputs dir of the store (default: a temp dir)")
-    p.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child:
-        print(json.dumps(_measure(args.child, args.episodes, Path(args.out))))
-        return
 
     store_dir = Path(args.store or tempfile.mkdtemp(prefix="tracking-overhead-"))
-    env = {**os.environ, "SWEEPER_OUTPUTS": str(store_dir)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["SWEEPER_OUTPUTS"] = str(store_dir)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from sweeper.cli import compose
+
+    # Done once per store and sweep before any trial (the sweeper creates the study's parent
+    # run and experiment): the schema and the experiment, in a separate process.
     subprocess.run(
         [
             sys.executable,
             "-c",
-            "from sweeper.tracking import store; store.prepare_store(store.default_tracking_uri())",
+            "from sweeper.tracking import store; "
+            f"store.get_or_create_experiment(store.client(), {EXPERIMENT!r})",
         ],
-        env=env,
         check=True,
     )
-    results = []
-    for r in range(args.repeats):
-        for variant in ("off", "on") if r % 2 == 0 else ("on", "off"):
-            out = store_dir / "runs" / f"{variant}-{r}"
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    variant,
-                    "--episodes",
-                    str(args.episodes),
-                    "--out",
-                    str(out),
-                ],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
-            results.append(res)
-            print(
-                f"{variant:>3}: wall {res['wall']:7.2f} s  cpu {res['cpu']:7.2f} s"
-                + (
-                    f"  tracker: main thread blocked {res['own_wall']:.2f} s, "
-                    f"logging process cpu {res['worker_cpu']:.2f} s"
-                    if variant == "on"
-                    else ""
-                ),
-                flush=True,
-            )
-    on = [r for r in results if r["variant"] == "on"]
-    off = [r for r in results if r["variant"] == "off"]
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    own_share = mean([r["own_wall"] / r["wall"] for r in on])
-    bound = mean([(r["own_wall"] + r["worker_cpu"]) / r["wall"] for r in on])
-    e2e = (mean([r["wall"] for r in on]) - mean([r["wall"] for r in off])) / mean(
-        [r["wall"] for r in off]
+    # the trial of conf/sweep/sensitivity.yaml (at its default hyperparameters)
+    sweep = ["eval.every=20", "eval.episodes=5", "train.plot=false", "train.save_model=false"]
+    cfg = compose(
+        [
+            *(sweep if args.episodes == 80 else []),
+            f"train.episodes={args.episodes}",
+            "train.progress=false",
+            f"tracking.experiment={EXPERIMENT}",
+        ]
     )
-    cpu = (mean([r["cpu"] for r in on]) - mean([r["cpu"] for r in off])) / mean(
-        [r["cpu"] for r in off]
-    )
-    same = {r["objective"] for r in results}
-    print(f"episodes={args.episodes} repeats={args.repeats} store={store_dir}")
-    print(f"main thread blocked by tracking: {100 * own_share:.2f}% of the run's wall time")
+    first = trial(cfg, store_dir / "runs" / "first", True)
     print(
-        f"upper bound (blocked + all logging-process CPU, as if on one core): "
-        f"{100 * bound:.2f}% of the run's wall time"
+        f"first tracked trial of a worker process: wall {first['wall']:.2f} s, blocked "
+        f"{first['blocked']:.3f} s, logging process start + run {first['logger_cpu']:.2f} s CPU"
     )
-    print(f"end-to-end: wall {100 * e2e:+.2f}%, cpu {100 * cpu:+.2f}% (on vs off; noisy)")
-    print(f"objective identical on and off: {len(same) == 1}")
+    on, off = [], []
+    for i in range(args.pairs):
+        for tracked in (True, False) if i % 2 == 0 else (False, True):
+            res = trial(cfg, store_dir / "runs" / f"{'on' if tracked else 'off'}-{i}", tracked)
+            (on if tracked else off).append(res)
+    med = statistics.median
+    wall_on, wall_off = med(r["wall"] for r in on), med(r["wall"] for r in off)
+    blocked = med(r["blocked"] for r in on)
+    logger = med(r["logger_cpu"] for r in on)
+    bound = med((r["blocked"] + r["logger_cpu"]) / r["wall"] for r in on)
+    same = len({r["objective"] for r in on + off}) == 1
+    print(f"episodes={args.episodes} pairs={args.pairs} store={store_dir} (medians per trial)")
+    print(f"trial wall: tracked {wall_on:.3f} s, untracked {wall_off:.3f} s")
+    print(f"blocked in the tracker: {1000 * blocked:.1f} ms ({100 * blocked / wall_on:.2f}%)")
+    print(f"logging process CPU: {1000 * logger:.1f} ms ({100 * logger / wall_on:.2f}%)")
+    print(f"bound (blocked + logging CPU, no spare core): {100 * bound:.2f}% of the trial's wall")
+    cpu_on, cpu_off = med(r["cpu"] for r in on), med(r["cpu"] for r in off)
+    print(f"end-to-end wall: {100 * (wall_on - wall_off) / wall_off:+.2f}% (noisy)")
+    print(
+        f"end-to-end CPU (training process + logging process): tracked "
+        f"{cpu_on + logger:.3f} s, untracked {cpu_off:.3f} s, "
+        f"{100 * (cpu_on + logger - cpu_off) / cpu_off:+.2f}%"
+    )
+    print("walls on: " + " ".join(f"{r['wall']:.3f}" for r in on))
+    print("walls off: " + " ".join(f"{r['wall']:.3f}" for r in off))
+    print(f"objective identical on and off: {same}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
