@@ -65,6 +65,7 @@ from sweeper.sweeps.search_space import (
     build_search_space,
     format_value,
     grid_choices,
+    override_key,
     param_overrides,
     validate_space,
 )
@@ -720,12 +721,15 @@ def derive_seed(seed: int, *parts: Any) -> int:
 
 def default_study_name(config: DictConfig, space: SearchSpace, task_cfg: DictConfig) -> str:
     """``<sweep or agent-env>-<hash>``: the hash covers the search space, the fixed overrides and
-    the composed task config, so re-running the same command resumes the same study."""
+    the composed task config, so re-running the same command resumes the same study. Tracking
+    settings are left out: turning MLflow on or off (or pointing it elsewhere) resumes it too."""
     task = OmegaConf.to_container(task_cfg, resolve=False)
     if isinstance(task, dict):
         task.pop("trial", None)
+        task.pop("tracking", None)
+    fixed = sorted(f for f in space.fixed if override_key(f).split(".", 1)[0] != "tracking")
     payload = json.dumps(
-        {"space": space.describe(), "fixed": sorted(space.fixed), "task": task},
+        {"space": space.describe(), "fixed": fixed, "task": task},
         sort_keys=True,
         default=str,
     )

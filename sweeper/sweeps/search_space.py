@@ -146,9 +146,9 @@ def build_search_space(
     """
     entries: dict[str, tuple[str, str]] = {}  # key -> (override text, source)
     for text in params_to_overrides(params):
-        entries[_key_of(text)] = (text, "hydra.sweeper.params.")
+        entries[override_key(text)] = (text, "hydra.sweeper.params.")
     for text in arguments:
-        key = _key_of(text)
+        key = override_key(text)
         entries.pop(key, None)
         entries[key] = (text, "")
     space = SearchSpace()
@@ -162,7 +162,8 @@ def build_search_space(
     return space
 
 
-def _key_of(text: str) -> str:
+def override_key(text: str) -> str:
+    """The config key an override string sets (`+a.b=1` -> `a.b`)."""
     return text.split("=", 1)[0].strip().lstrip("+~")
 
 
@@ -252,8 +253,8 @@ def param_overrides(
 
 def validate_space(space: SearchSpace) -> None:
     """Checks that need the whole space (names given twice)."""
-    fixed_keys = {_key_of(t) for t in space.fixed}
-    both = fixed_keys & {_key_of(n) for n in space.distributions}
+    fixed_keys = {override_key(t) for t in space.fixed}
+    both = fixed_keys & {override_key(n) for n in space.distributions}
     if both:
         name = sorted(both)[0]
         raise SearchSpaceError(f"{name}: given both as a fixed value and as a search range")

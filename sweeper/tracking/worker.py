@@ -1,12 +1,15 @@
 """Where a run's MLflow calls execute: a logging process beside the training process.
 
-Importing mlflow and opening its store cost a trial process about 2.5 s of CPU (more while
-contending with the training thread for the GIL): more than 5% of a default trial. So the
-tracker (``sweeper.tracking.tracker``) hands every MLflow call to :class:`Executor`, run by
-default in a child process (``python -m sweeper.tracking.worker``) that reads one JSON op
-per line on stdin and answers on stdout. Training never waits for MLflow; the child runs on
-another core. If the training process dies (kill -9), the child sees end of input and ends
-the run KILLED with ``outcome=killed``.
+Importing mlflow and opening its store cost a process about 2.5 s of CPU (more while
+contending with the training thread for the GIL): more than a default sweep trial's
+training. So the tracker (``sweeper.tracking.tracker``) hands every tracking op to
+:class:`Executor`, run by default in a child process (``python -m sweeper.tracking.worker``)
+that reads one JSON op per line on stdin and answers on stdout, and serves run after run of
+its training process. On the embedded store the child writes rows with ``sqlite3`` and only
+imports mlflow for what needs it (creating an experiment, an unusual key); with a tracking
+server it calls MlflowClient. Training waits for the child only at the end of a run. If the
+training process dies (kill -9), the child sees end of input and ends the run KILLED with
+``outcome=killed``.
 
 Ops: ``start`` (create the run: spec with uri, experiment, tags, params; answers the run id),
 ``metrics`` ([key, value, timestamp_ms, step] rows), ``tags``, ``artifacts`` (a directory),

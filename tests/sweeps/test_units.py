@@ -18,12 +18,14 @@ from sweeper.sweeps._impl import (
     OptunaSweeperImpl,
     TrialExit,
     counts,
+    default_study_name,
     derive_seed,
     outcome_of,
     tally,
 )
 from sweeper.sweeps.factories import FactoryError, make_pruner, make_sampler, pruner_spec
 from sweeper.sweeps.hooks import HookError
+from sweeper.sweeps.search_space import build_search_space
 from sweeper.sweeps.storage import StorageError, canonical, is_journal, open_storage, redact
 from sweeper.sweeps.trial import PRUNER_ATTR, PruningCallback, pruning_callback
 
@@ -335,3 +337,27 @@ def test_an_uncounted_grid_trial_is_queued_again_once(tmp_path):
         xs.append(t.params["x"])
         study.tell(t, 1.0)
     assert sorted(xs) == [0, 1, 2]  # the grid lost no point
+
+
+def _study_name(*arguments: str) -> str:
+    from sweeper.cli import compose
+
+    fixed = [a for a in arguments if "interval" not in a and "choice" not in a]
+    task = compose(fixed)
+    config = OmegaConf.create({"hydra": {"runtime": {"choices": {"sweep": "s"}}}})
+    return default_study_name(config, build_search_space({}, list(arguments)), task)
+
+
+def test_default_study_name_ignores_tracking_but_not_semantics():
+    base = _study_name("agent.lr=interval(1e-4,1e-2)", "seed=3")
+    assert base.startswith("s-")
+    assert base == _study_name("agent.lr=interval(1e-4,1e-2)", "seed=3")
+    # tracking on/off or elsewhere resumes the same study
+    assert base == _study_name("agent.lr=interval(1e-4,1e-2)", "seed=3", "tracking.enabled=false")
+    assert base == _study_name(
+        "agent.lr=interval(1e-4,1e-2)", "seed=3", "tracking.experiment=other"
+    )
+    # what changes the trials starts a new one
+    assert base != _study_name("agent.lr=interval(1e-4,1e-2)", "seed=4")
+    assert base != _study_name("agent.lr=interval(1e-4,1e-3)", "seed=3")
+    assert base != _study_name("agent.lr=interval(1e-4,1e-2)", "seed=3", "train.episodes=7")
