@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sweeper.sweeps.search_space import format_value
+
 OVERRIDES_ATTR = "sweeper:overrides"
 FIXED_ATTR = "sweeper:fixed_overrides"
 ERROR_ATTR = "sweeper:error"
@@ -57,17 +59,10 @@ def load_study(study_name: str | None, storage: str | None):
     return optuna.load_study(study_name=study_name, storage=store)
 
 
-def format_value(value: Any) -> str:
+def shown_value(value: Any) -> str:
+    """A value as the report's table shows it (floats to 6 significant digits)."""
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
-
-
-def _override_value(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str) and (not value or any(c in value for c in " ,()[]{}'\"=")):
-        return "'" + value.replace("'", "\\'") + "'"
     return str(value)
 
 
@@ -108,22 +103,10 @@ def best_overrides(study, best) -> list[str]:
         except Exception:  # noqa: BLE001 - composition failed here: show what the sweep had
             return recorded
     fixed = list(study.user_attrs.get(FIXED_ATTR, []))
-    return fixed + [f"{k}={_override_value(v)}" for k, v in best.params.items()]
+    return fixed + [f"{k}={format_value(v)}" for k, v in best.params.items()]
 
 
 GROUPS = ("agent", "env", "buffer")
-
-
-def _hydra_value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
-    return _override_value(value)
 
 
 def expand_overrides(overrides: list[str]) -> list[str]:
@@ -145,8 +128,8 @@ def expand_overrides(overrides: list[str]) -> list[str]:
         groups = [f"{g}={choices[g]}" for g in GROUPS if g in choices]
         base_cfg = compose("config", overrides=groups)
         want, have = flatten(semantic_config(want_cfg)), flatten(semantic_config(base_cfg))
-        values = [f"{k}={_hydra_value(v)}" for k, v in want.items() if k in have and have[k] != v]
-        values += [f"+{k}={_hydra_value(v)}" for k, v in want.items() if k not in have]
+        values = [f"{k}={format_value(v)}" for k, v in want.items() if k in have and have[k] != v]
+        values += [f"+{k}={format_value(v)}" for k, v in want.items() if k not in have]
         values += [f"~{k}" for k in have if k not in want]
         default = compose("config", overrides=[], return_hydra_config=True)
         default_choices = dict(default.hydra.runtime.choices)
@@ -206,7 +189,7 @@ def print_report(report: dict[str, Any], console=None) -> None:
                 t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
             )
         )
-        shown = "-" if value is None else format_value(value)
+        shown = "-" if value is None else shown_value(value)
         if t.value is None and value is not None:
             shown += " (last report)"
         table.add_row(
@@ -214,14 +197,14 @@ def print_report(report: dict[str, Any], console=None) -> None:
             str(t.number),
             t.state.name,
             shown,
-            *[format_value(t.params[p]) if p in t.params else "-" for p in params],
+            *[shown_value(t.params[p]) if p in t.params else "-" for p in params],
         )
     console.print(table)
     best = report["best"]
     if best is None:
         console.print("no complete trial yet: no best config")
     else:
-        console.print(f"best: trial {best.number}, value {format_value(best.value)}")
+        console.print(f"best: trial {best.number}, value {shown_value(best.value)}")
         console.print("best config as overrides:")
         console.print(
             "  python -m sweeper.train " + " ".join(report["best_overrides"]),

@@ -3,7 +3,7 @@
 MLflow's SQLAlchemy store costs ~70 ms of CPU per run of a sweep trial (create the run, its
 params, tags, metrics, termination: each call a new ORM session that re-reads the run), about
 6% of a default trial's training, spent on the same 2 cores the trials train on. These are
-the same rows written with plain ``sqlite3``, a transaction per op, in ~2 ms:
+the same rows written with plain ``sqlite3``, a transaction per op, in a few ms:
 
 * ``create_run``: a ``runs`` row as ``SqlAlchemyStore.create_run`` makes it (RUNNING, active,
   ``name`` from the ``mlflow.runName`` tag, ``user_id`` from ``mlflow.user``, artifact URI
@@ -17,9 +17,9 @@ Keys and values follow MLflow's rules: the usual ones (ASCII names, values withi
 limits) are accepted here; anything else goes through MLflow's own validators (which raise or
 truncate). So a sweep's logging process never imports mlflow (~2.5 s of CPU per worker
 process, as much as two trials' training). Every write checks that the run (or experiment)
-is active, as MLflow does. Used only when the tables have
-exactly the columns of the MLflow schema this was written against (checked once per
-database); otherwise :attr:`SqliteWriter.usable` is False and the tracker uses MlflowClient.
+is active, as MLflow does. Used only when the tables have exactly the columns of the MLflow
+schema this was written against (checked once per database); otherwise
+:attr:`SqliteWriter.usable` is False and the tracker uses MlflowClient.
 ``tests/tracking/test_sqlite_writer.py`` checks that a run written here reads back through
 MlflowClient exactly as one written through MlflowClient.
 """
@@ -130,7 +130,8 @@ class SqliteWriter:
         tag_rows = _tags(tags)
         param_rows = [_param(k, str(v)) for k, v in params.items()]
         run_id = uuid.uuid4().hex
-        name = dict(tag_rows).get(RUN_NAME_TAG)
+        given = dict(tag_rows)
+        name, user = given.get(RUN_NAME_TAG), given.get(USER_TAG, "unknown")
         if name is None:
             raise ValueError(f"create_run needs the {RUN_NAME_TAG} tag")
         with self._write() as con:
@@ -149,14 +150,7 @@ class SqliteWriter:
                 "user_id, status, start_time, end_time, deleted_time, source_version, "
                 "lifecycle_stage, artifact_uri, experiment_id) "
                 "VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, NULL, '', 'active', ?, ?)",
-                (
-                    run_id,
-                    name,
-                    dict(tag_rows).get(USER_TAG, "unknown"),
-                    int(start_time),
-                    artifact_uri,
-                    int(experiment_id),
-                ),
+                (run_id, name, user, int(start_time), artifact_uri, int(experiment_id)),
             )
             con.executemany(
                 "INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",

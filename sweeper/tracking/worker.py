@@ -170,13 +170,16 @@ class Executor:
 
 _PARENT_EXPERIMENT: dict[tuple[str, str], str] = {}
 _WRITERS: dict[tuple[str, int], SqliteWriter | None] = {}
+_WRITERS_LOCK = threading.Lock()
 
 
 def _writer(uri: str) -> SqliteWriter | None:
     """The store's SqliteWriter when it is a SQLite file of the known schema, else None.
     One per database and thread (a sqlite3 connection belongs to its thread); a few kept."""
     key = (uri, threading.get_ident())
-    if key not in _WRITERS:
+    with _WRITERS_LOCK:
+        if key in _WRITERS:
+            return _WRITERS[key]
         path = store.sqlite_path(uri)
         writer = SqliteWriter(path) if path is not None else None
         if writer is not None and not writer.usable:
@@ -187,7 +190,7 @@ def _writer(uri: str) -> SqliteWriter | None:
             if oldest is not None:
                 oldest.close()
         _WRITERS[key] = writer
-    return _WRITERS[key]
+        return writer
 
 
 class ProcessExecutor:

@@ -242,6 +242,29 @@ def _wait_for(predicate, timeout=60.0):
     return False
 
 
+def kill_9_midway(tmp_path, args) -> None:
+    """Start a toy sweep and kill -9 its process group once two trials are complete and a
+    third is running and claimed (an unclaimed one would wait for the grace period)."""
+    proc = spawn_toy_sweep(tmp_path, args)
+
+    def midway() -> bool:
+        if not (tmp_path / "journal.log").exists():
+            return False
+        try:
+            study = only_study(journal(tmp_path))
+        except AssertionError:
+            return False
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        done = len(study.get_trials(states=(TrialState.COMPLETE,)))
+        return done >= 2 and len(running) == 1 and "sweeper:owner" in running[0].user_attrs
+
+    try:
+        assert _wait_for(midway), "the sweep never got going"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_resume_after_kill_9(tmp_path):
     args = [
         "hydra.sweeper.n_trials=6",
@@ -250,25 +273,7 @@ def test_resume_after_kill_9(tmp_path):
         "evals=4",
         "hydra.sweeper.pruner.name=none",
     ]
-    proc = spawn_toy_sweep(tmp_path, args)
-    try:
-
-        def midway():
-            if not (tmp_path / "journal.log").exists():
-                return False
-            try:
-                study = only_study(journal(tmp_path))
-            except AssertionError:
-                return False
-            s = states(study)
-            running = study.get_trials(states=(TrialState.RUNNING,))
-            claimed = bool(running) and "sweeper:owner" in running[0].user_attrs
-            return s.get("COMPLETE", 0) >= 2 and s.get("RUNNING", 0) == 1 and claimed
-
-        assert _wait_for(midway), "the sweep never got going"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_9_midway(tmp_path, args)
     study = only_study(journal(tmp_path))
     before = states(study)
     assert before.get("RUNNING") == 1
@@ -578,33 +583,13 @@ def test_grid_resume_after_kill_9_evaluates_every_point_once(tmp_path):
         "duration=0.8",
         "evals=4",
     ]
-    proc = spawn_toy_sweep(tmp_path, args)
-    try:
-
-        def midway():
-            if not (tmp_path / "journal.log").exists():
-                return False
-            try:
-                study = only_study(journal(tmp_path))
-            except AssertionError:
-                return False
-            running = study.get_trials(states=(TrialState.RUNNING,))
-            # killed once the running trial is claimed (an unclaimed one waits for grace_period)
-            done = len(study.get_trials(states=(TrialState.COMPLETE,)))
-            return done >= 2 and len(running) == 1 and "sweeper:owner" in running[0].user_attrs
-
-        assert _wait_for(midway), "the sweep never got going"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_9_midway(tmp_path, args)
     assert states(only_study(journal(tmp_path))).get("RUNNING") == 1
     _ok(run_sweep(tmp_path, "toy", *args))  # the same command
     study = only_study(journal(tmp_path))
     complete = sorted(
         (t.params["x"], t.params["y"]) for t in study.get_trials(states=(TrialState.COMPLETE,))
     )
-    for t in study.trials:
-        print(t.number, t.state.name, t.params, t.system_attrs, t.user_attrs.get(UNCOUNTED))
     assert complete == [(x, y) for x in (0, 1, 2) for y in (0, 1)]  # each point exactly once
     stale = [t for t in study.trials if not counts(t)]
     assert len(stale) == 1 and "is gone" in stale[0].user_attrs[UNCOUNTED]
