@@ -79,7 +79,7 @@ def _ensure_parent_run(
         "mlflow.source.name": "sweeper sweep",
         "mlflow.source.type": "LOCAL",
     }
-    all_tags.update(tags or {})
+    all_tags.update({k: str(v) for k, v in (tags or {}).items()})
     run = store.retry(client.create_run, exp_id, tags=all_tags)
     parents = _find_parents(client, exp_id, study_name)
     winner = parents[0].info.run_id if parents else run.info.run_id
@@ -304,7 +304,7 @@ class MlflowStudyHook:
             "sweep_dir": str(Path(info.sweep_dir).resolve()),
             "storage": info.storage,
             "direction": info.direction,
-            "n_trials_requested": info.n_trials,
+            "n_trials_requested": str(info.n_trials),
             "search_space": json.dumps(dict(info.search_space), sort_keys=True),
             "fixed_overrides": " ".join(info.fixed_overrides),
         }
