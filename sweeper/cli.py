@@ -82,6 +82,40 @@ def find_original(client, prefix: str):
     return sorted(runs, key=rank)[0], hashes[0]
 
 
+def read_client(tracking_uri: str | None):
+    """An MlflowClient for a command that only reads: an embedded store that does not exist
+    is an error (LookupError, one line), never created."""
+    from sweeper.tracking import store
+
+    uri = store.resolve_tracking_uri(tracking_uri)
+    path = store.sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise LookupError(f"no MLflow store at {path} (nothing tracked here yet; --tracking-uri)")
+    return store.client(uri)
+
+
+def history_prefix_diffs(client, original, reproduced_id: str) -> list[str]:
+    """Differences between the metric histories of an unfinished (pruned, failed) original
+    run and its re-run, over the steps the original reached: a pruned trial stopped early, so
+    its final metrics have nothing to compare with; its history up to the stop must match."""
+    from sweeper.tracking import store
+
+    diffs = []
+    for key in sorted(original.data.metrics):
+        before = store.retry(client.get_metric_history, original.info.run_id, key)
+        after = {
+            m.step: m.value for m in store.retry(client.get_metric_history, reproduced_id, key)
+        }
+        for m in before:
+            b = after.get(m.step)
+            if b is None or not (m.value == b or (m.value != m.value and b != b)):
+                diffs.append(
+                    f"{key} at step {m.step}: {m.value!r} (original) vs {b!r} (reproduced)"
+                )
+                break
+    return diffs
+
+
 def compare_metrics(original: dict, reproduced: dict) -> list[str]:
     """Differences between two runs' final metrics (exact float comparison)."""
     diffs = []
@@ -113,11 +147,12 @@ def cmd_reproduce(args) -> int:
     from sweeper.tracking import store
     from sweeper.tracking.tracker import MlflowTracker
 
-    client = store.client(args.tracking_uri)
     try:
+        client = read_client(args.tracking_uri)
         original, digest = find_original(client, prefix)
     except LookupError as err:
         return fail(f"reproduce: {err}")
+    outcome = original.data.tags.get("outcome", "finished")
     run_id = original.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -163,9 +198,23 @@ def cmd_reproduce(args) -> int:
         tracker.close(exc)
         if not isinstance(exc, Exception):
             raise
-        problems.append(f"the reproduced run raised {type(exc).__name__}: {exc}")
+        if outcome != "failed":  # a failed original should fail again, the same way
+            problems.append(f"the reproduced run raised {type(exc).__name__}: {exc}")
     else:
         tracker.close(None)
+    if outcome in ("pruned", "failed", "killed"):
+        # stopped early: compare the metric histories up to where the original stopped
+        diffs = history_prefix_diffs(client, original, tracker.run_id)
+        for p in problems + diffs:
+            print(f"  {p}")
+        if problems or diffs:
+            console.print(f"[red]not reproduced[/red]: {len(problems) + len(diffs)} difference(s)")
+            return 1
+        console.print(
+            f"reproduced: the original run was {outcome}; every metric it logged is "
+            "bit-identical in the re-run at the same steps"
+        )
+        return 0
     before = store.retry(client.get_run, run_id).data.metrics
     after = store.retry(client.get_run, tracker.run_id).data.metrics
     table = Table(

@@ -234,6 +234,12 @@ def validate(cfg: DictConfig) -> None:
         e.objective,
     )
     _check(cfg.seed >= 0, "seed", "must be >= 0", cfg.seed)
+    from sweeper.envs.factory import check_env_id  # registers our env ids first
+
+    try:
+        check_env_id(cfg.env.id)
+    except ValueError as err:
+        raise ConfigError(f"env.id: {err}") from None
 
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"

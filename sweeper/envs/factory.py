@@ -18,6 +18,15 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
+def check_env_id(env_id: str) -> None:
+    """ValueError naming ``env_id`` when Gymnasium has no such id; builds nothing, so a sweep
+    can check every trial's env before the first one starts."""
+    try:
+        gymnasium.spec(env_id)
+    except gymnasium.error.Error as err:
+        raise ValueError(f"unknown environment id {env_id!r}: {_one_line(err)}") from err
+
+
 def make_env(env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any) -> gymnasium.Env:
     """``gymnasium.make`` without the passive checker (it slows the hot loop), plus validation.
 

@@ -52,10 +52,11 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 
 from sweeper.sweeps import results as results_mod
+from sweeper.sweeps import sweep_dir as sweep_dir_mod
 from sweeper.sweeps.factories import FactoryError, grid_size, make_sampler, pruner_spec
 from sweeper.sweeps.hooks import HookError, StudyHook, StudyInfo, load_hooks, resolve
 from sweeper.sweeps.progress import SweepProgress
@@ -71,6 +72,7 @@ from sweeper.sweeps.search_space import (
 )
 from sweeper.sweeps.storage import StorageError, canonical, open_storage, redact
 from sweeper.sweeps.trial import PRUNER_ATTR
+from sweeper.sweeps.workers import process_alive, process_start, watch_parent
 
 log = logging.getLogger("sweeper.sweeps")
 
@@ -96,12 +98,19 @@ class TrialExit(RuntimeError):
 class GuardedTask:
     """Wraps the task function so that ``SystemExit`` inside a job becomes an ordinary
     exception: Hydra's ``run_job`` only catches ``Exception``, so a ``SystemExit`` would end the
-    whole sweep under the basic launcher (and abort joblib's executor)."""
+    whole sweep under the basic launcher (and abort joblib's executor).
+
+    In a worker process (joblib's, the isolated launcher's) it also ties the worker's life to
+    the sweeper's (:func:`~sweeper.sweeps.workers.watch_parent`): no orphan trains on after a
+    kill -9 of the sweeper."""
 
     def __init__(self, task_function: TaskFunction) -> None:
         self.task_function = task_function
+        self.sweeper_pid = os.getpid()
+        self.sweeper_start = process_start(self.sweeper_pid)
 
     def __call__(self, cfg: DictConfig) -> Any:
+        watch_parent(self.sweeper_pid, self.sweeper_start)
         try:
             return self.task_function(cfg)
         except SystemExit as exc:
@@ -110,31 +119,16 @@ class GuardedTask:
             raise TrialExit(f"the job exited with code {exc.code}{detail}") from None
 
 
-def _process_start(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def _owner() -> dict[str, Any]:
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+    return {"host": socket.gethostname(), "pid": pid, "start": process_start(pid)}
 
 
 def _owner_alive(owner: dict[str, Any]) -> bool | None:
     """True/False for an owner on this host; None when it lives elsewhere (unknown)."""
     if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
         return None
-    pid = int(owner.get("pid", -1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    start = owner.get("start")
-    return start is None or _process_start(pid) in (None, start)
+    return process_alive(int(owner.get("pid", -1)), owner.get("start"))
 
 
 def _one_line(text: Any, limit: int = 2000) -> str:
@@ -346,14 +340,19 @@ class OptunaSweeperImpl(Sweeper):
         if reserved:
             raise SweepError(f"{reserved[0].split('=')[0]}: trial.* is set by the sweeper")
 
-        # Compose before anything runs: fixed overrides, then each parameter at its extremes.
+        # Compose before anything runs: fixed overrides, then each parameter at its extremes
+        # (the others at their first extreme; an error names the whole point, since the bad
+        # key may be another parameter's).
         base_cfg = self._task_cfg(space.fixed, "fixed overrides " + " ".join(space.fixed))
         first = {n: _extremes(d)[0] for n, d in space.distributions.items()}
         for name, dist in space.distributions.items():
             for value in _extremes(dist):
                 sample = {**first, name: value}
                 overrides = list(space.fixed) + param_overrides(space.distributions, sample)
-                self._task_cfg(overrides, f"{name}={_shown(value, dist)}")
+                point = " ".join(
+                    f"{n}={_shown(v, space.distributions[n])}" for n, v in sample.items()
+                )
+                self._task_cfg(overrides, f"at {point}")
         hooks = load_hooks(self.study_hooks, base_cfg)  # bad paths fail before any storage
 
         sampler_name = str(self.sampler_cfg.get("name", "tpe")).lower()
@@ -376,25 +375,17 @@ class OptunaSweeperImpl(Sweeper):
         )
 
         storage_spec = canonical(self.storage_spec)
-        storage = open_storage(storage_spec)
         study_name = self.study_name or default_study_name(self.config, space, base_cfg)
         try:
-            study = optuna.create_study(
-                study_name=study_name,
-                storage=storage,
-                sampler=sampler,
-                direction=self.direction,
-                load_if_exists=True,
-            )
-        except Exception as err:
-            raise SweepError(
-                f"hydra.sweeper.storage: {type(err).__name__}: {_one_line(err)}"
-            ) from None
-        if study.direction.name.lower() != self.direction:
-            raise SweepError(
-                f"hydra.sweeper.direction: study {study_name!r} exists with direction "
-                f"{study.direction.name.lower()}, not {self.direction}"
-            )
+            sweep_claim = sweep_dir_mod.claim(Path(str(self.config.hydra.sweep.dir)), study_name)
+        except sweep_dir_mod.SweepDirError as err:
+            raise SweepError(str(err)) from None
+        try:
+            storage = open_storage(storage_spec)
+            study = self._open_study(study_name, storage, sampler)
+        except BaseException:
+            sweep_claim.release()  # a sweep that never started leaves no directory
+            raise
         seed = self._worker_seed(study, seed, sampler_name)
         study.sampler = make_sampler(
             sampler_name, self.sampler_cfg.get("kwargs"), seed, space.distributions
@@ -402,7 +393,15 @@ class OptunaSweeperImpl(Sweeper):
         study.set_user_attr(PRUNER_ATTR, pspec)
         study.set_user_attr("sweeper:search_space", space.describe())
         study.set_user_attr("sweeper:fixed_overrides", list(space.fixed))
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir = sweep_claim.path
+        if str(sweep_dir) != str(self.config.hydra.sweep.dir):
+            log.info(
+                "hydra.sweep.dir %s is another study's: using %s",
+                self.config.hydra.sweep.dir,
+                sweep_dir,
+            )
+        with read_write(self.config.hydra), open_dict(self.config.hydra):
+            self.config.hydra.sweep.dir = str(sweep_dir)  # the launcher's multirun.yaml
         return _Plan(
             space=space,
             study=study,
@@ -417,6 +416,24 @@ class OptunaSweeperImpl(Sweeper):
             hooks=hooks,
             seed=seed,
         )
+
+    def _open_study(self, study_name: str, storage: Any, sampler: Any) -> optuna.Study:
+        try:
+            study = optuna.create_study(
+                study_name=study_name,
+                storage=storage,
+                sampler=sampler,
+                direction=self.direction,
+                load_if_exists=True,
+            )
+        except Exception as err:
+            raise SweepError(f"hydra.sweeper.storage: {root_cause(err)}") from None
+        if study.direction.name.lower() != self.direction:
+            raise SweepError(
+                f"hydra.sweeper.direction: study {study_name!r} exists with direction "
+                f"{study.direction.name.lower()}, not {self.direction}"
+            )
+        return study
 
     # -- running -------------------------------------------------------------------------------
     def _slots(self) -> int:
@@ -452,13 +469,20 @@ class OptunaSweeperImpl(Sweeper):
             task_config=plan.base_cfg,
         )
         hooks = plan.hooks
+        plan.info = info
         parent_run_id = None
         for hook in hooks:
-            rid = hook.on_study_start(info)
+            try:
+                rid = hook.on_study_start(info)
+            except Exception as err:
+                raise SystemExit(
+                    f"sweeper: study hook {type(hook).__name__}: {root_cause(err)}"
+                ) from None
             parent_run_id = parent_run_id or rid
         plan.trial_overrides = [
             f"trial.study_name={format_value(study.study_name)}",
             f"trial.storage={format_value(plan.storage_spec)}",
+            f"hydra.sweep.dir={format_value(str(plan.sweep_dir))}",
         ]
         if parent_run_id:
             plan.trial_overrides.append(f"trial.parent_run_id={format_value(parent_run_id)}")
@@ -490,13 +514,15 @@ class OptunaSweeperImpl(Sweeper):
         def slot() -> None:
             try:
                 self._slot(plan, progress)
+            except KeyboardInterrupt:
+                raise
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 errors.append(exc)
                 self._stop.set()
 
         try:
             if slots == 1:
-                self._slot(plan, progress)
+                slot()
             else:
                 threads = [
                     threading.Thread(target=slot, name=f"sweeper-slot-{i}", daemon=True)
@@ -512,17 +538,62 @@ class OptunaSweeperImpl(Sweeper):
             progress.stop()
             self._fail_owned(plan, "interrupted (KeyboardInterrupt)")
             raise
+        finally:
+            close = getattr(self.launcher, "close", None)
+            if callable(close):
+                close()  # the isolated launcher's worker processes
         self._stop.set()
         progress.stop()
         if errors:
-            raise errors[0]
-        summary = results_mod.finish(self, plan, hooks, info)
+            self._abort(plan, errors[0])
+        try:
+            summary = results_mod.finish(self, plan, hooks, info)
+        except Exception as err:
+            self._abort(plan, err)
         stop_reason = summary.get("stopped")
         if stop_reason:
             raise SystemExit(f"sweeper: {stop_reason}")
         if summary.get("best") is None:
             raise SystemExit(f"sweeper: {summary['message']}")
         return summary
+
+    def _abort(self, plan: _Plan, err: BaseException) -> None:
+        """End a sweep whose storage (or a hook) failed mid-way: one line naming the cause.
+
+        What finished is kept: every finished trial was told before the failure, and the
+        trials still RUNNING in the storage are failed as stale by the next run. The hooks are
+        told (``results["error"]``) so that e.g. the MLflow parent run does not stay RUNNING.
+        """
+        if not isinstance(err, Exception):
+            raise err
+        cause = root_cause(err)
+        for hook in plan.hooks:
+            try:
+                hook.on_study_end(plan.info, {"study": None, "error": cause})
+            except Exception as hook_err:  # noqa: BLE001 - the storage's error matters more
+                log.debug("study hook %s failed: %s", type(hook).__name__, hook_err)
+        raise SystemExit(
+            f"sweeper: the sweep stopped: storage {redact(plan.storage_spec)} failed: {cause}; "
+            "finished trials are kept (re-run the same command to resume)"
+        ) from None
+
+    def _trial_ended(self, plan: _Plan, number: int) -> None:
+        """Tell the hooks how a trial ended (e.g. MLflow closes a run its process left open)."""
+        hooks = [h for h in plan.hooks if callable(getattr(h, "on_trial_end", None))]
+        if not hooks or plan.info is None:
+            return
+        try:
+            trial = plan.storage.get_trial(
+                plan.storage.get_trial_id_from_study_id_trial_number(plan.study_id, number)
+            )
+        except Exception as err:  # noqa: BLE001 - the storage error surfaces in the slot
+            log.debug("trial %d not readable for hooks: %s", number, err)
+            return
+        for hook in hooks:
+            try:
+                hook.on_trial_end(plan.info, trial)
+            except Exception as err:  # noqa: BLE001 - a hook never fails a trial
+                log.warning("study hook %s on trial %d: %s", type(hook).__name__, number, err)
 
     def _slot(self, plan: _Plan, progress: SweepProgress) -> None:
         study = plan.study
@@ -580,6 +651,7 @@ class OptunaSweeperImpl(Sweeper):
         finally:
             with self._lock:
                 self._running.pop(trial.number, None)
+        self._trial_ended(plan, trial.number)
         if outcome.state == TrialState.FAIL:
             log.warning("trial %d failed: %s", trial.number, outcome.error)
             with self._lock:
@@ -606,6 +678,8 @@ class OptunaSweeperImpl(Sweeper):
             log.debug("could not fail trial %d: %s", number, err)
         with self._lock:
             self._running.pop(number, None)
+        if failed:
+            self._trial_ended(plan, number)
         if failed and params and plan.sampler_name == "grid":
             self._requeue(plan, number, params)
 
@@ -654,6 +728,7 @@ class OptunaSweeperImpl(Sweeper):
 _LAUNCHER_LOGGERS = (
     "hydra._internal.core_plugins.basic_launcher",
     "hydra_plugins.hydra_joblib_launcher._core",
+    "sweeper.sweeps.launcher",
 )
 
 
@@ -676,6 +751,22 @@ class _Plan:
     hooks: list[StudyHook] = field(default_factory=list)
     seed: int | None = None
     trial_overrides: list[str] = field(default_factory=list)
+    info: StudyInfo | None = None
+
+
+def root_cause(err: BaseException, limit: int = 400) -> str:
+    """``Type: message`` of the innermost exception of ``err``'s chain, on one line: Optuna's
+    RDB storage wraps a lost connection ("the database system is shutting down") in a
+    StorageInternalError whose own text blames "invalid data in the commit"."""
+    seen = {id(err)}
+    inner = err
+    while True:
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        inner = nxt
+    return f"{type(inner).__name__}: {_one_line(str(inner), limit)}"
 
 
 def counts(t: optuna.trial.FrozenTrial) -> bool:

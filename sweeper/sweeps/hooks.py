@@ -41,8 +41,14 @@ class StudyHook:
         """Before the first trial; may return a parent run id for the trials."""
         return None
 
+    def on_trial_end(self, info: StudyInfo, trial: Any) -> None:
+        """After the sweeper told Optuna how a trial ended (a FrozenTrial, the truth about
+        it): also for trials whose process died and for stale trials failed on resume."""
+
     def on_study_end(self, info: StudyInfo, results: Mapping[str, Any]) -> None:
-        """After the last trial (also after max_failures or when every trial failed)."""
+        """After the last trial (also after max_failures or when every trial failed). When the
+        sweep stopped because its storage failed, ``results`` is ``{"study": None, "error":
+        <cause>}``."""
 
 
 class HookError(ValueError):
@@ -88,6 +94,8 @@ def load_hooks(paths: Sequence[str], task_cfg: DictConfig) -> list[StudyHook]:
         if factory is not None and "sweeper.tracking:study_hook" not in (paths or ()):
             try:
                 hook = factory(task_cfg)
+            except ValueError as err:  # a bad tracking setting: its message names the key
+                raise HookError(" ".join(str(err).split())) from None
             except Exception as err:
                 raise HookError(f"sweeper.tracking:study_hook: {_one_line(err)}") from None
             if hook is not None:

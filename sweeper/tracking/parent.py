@@ -290,14 +290,109 @@ def finalize_parent_run(
     return summary
 
 
+# What a finished Optuna trial's MLflow run must say (Optuna is the truth about a trial).
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+RUN_OUTCOME = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed"}
+
+
+def close_trial_runs(client, parent_run_id: str, study_name: str, trials) -> int:
+    """Make the MLflow runs of finished trials agree with Optuna; returns how many changed.
+
+    A trial's run is normally ended by the trial's own tracker, before the job returns. Not
+    when its process dies: loky kills a dead worker's whole process tree, logging child
+    included (the run stayed RUNNING), a kill after the run was logged FINISHED but before the
+    job returned left MLflow FINISHED and Optuna FAIL, and a process killed before its logging
+    child created the run left a FAIL trial with no run at all. So after each trial the
+    sweeper's hook closes a run still RUNNING (or FINISHED for a trial that did not complete)
+    with the trial's status and error, and creates a run for a failed trial that has none.
+    """
+    from mlflow.entities import Param
+
+    exp_id = store.retry(client.get_run, parent_run_id).info.experiment_id
+    changed = 0
+    for trial in trials:
+        state = trial.state.name
+        if state not in RUN_STATUS:
+            continue  # RUNNING or WAITING: not finished
+        status = RUN_STATUS[state]
+        tags = {"outcome": RUN_OUTCOME[state]}
+        error = trial.user_attrs.get("sweeper:error")
+        if error and state == "FAIL":
+            tags["error"] = str(error)[:5000]
+        runs = store.retry(
+            client.search_runs,
+            [exp_id],
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+            f"and tags.trial_number = '{trial.number}'",
+            max_results=10,
+        )
+        if not runs and state == "FAIL":
+            run = store.retry(
+                client.create_run,
+                exp_id,
+                tags={
+                    "mlflow.parentRunId": parent_run_id,
+                    "mlflow.runName": f"trial-{trial.number}",
+                    "study_name": study_name,
+                    "trial_number": str(trial.number),
+                    **tags,
+                },
+            )
+            params = [Param(k[:250], str(v)[:6000]) for k, v in trial.params.items()]
+            if params:
+                store.retry(client.log_batch, run.info.run_id, params=params[:100])
+            store.retry(client.set_terminated, run.info.run_id, status)
+            changed += 1
+            continue
+        for run in runs:
+            current = run.info.status
+            if current == status or (state == "FAIL" and current in ("FAILED", "KILLED")):
+                continue
+            if current == "RUNNING" or (current == "FINISHED" and state != "COMPLETE"):
+                _set_tags(client, run.info.run_id, tags)
+                store.retry(client.set_terminated, run.info.run_id, status)
+                changed += 1
+    return changed
+
+
+def close_open_runs(client, parent_run_id: str, study) -> int:
+    """``close_trial_runs`` for every RUNNING run under the parent whose trial has finished
+    (at the end of a sweep: runs of trials failed earlier, e.g. by an older version)."""
+    runs = store.retry(
+        client.search_runs,
+        [store.retry(client.get_run, parent_run_id).info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    )
+    numbers = {int(r.data.tags["trial_number"]) for r in runs if "trial_number" in r.data.tags}
+    if not numbers:
+        return 0
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number in numbers]
+    return close_trial_runs(client, parent_run_id, study.study_name, trials)
+
+
 class MlflowStudyHook:
-    """The ``sweeper.sweeps.hooks`` study hook: parent run at start, results at the end."""
+    """The ``sweeper.sweeps.hooks`` study hook: parent run at start, each finished trial's run
+    checked against Optuna, results at the end."""
 
     def __init__(self, task_cfg) -> None:
         tracking = task_cfg.tracking
         self.tracking_uri = tracking.get("tracking_uri")
         self.experiment = tracking.get("experiment")
         self.run_id: str | None = None
+        self._client = None
+
+    def client(self):
+        if self._client is None:
+            self._client = store.client(self.tracking_uri)
+        return self._client
+
+    def on_trial_end(self, info, trial) -> None:
+        """Complete trials are left alone: their tracker ended the run FINISHED before the
+        job returned (one search per trial saved)."""
+        if self.run_id is None or trial.state.name == "COMPLETE":
+            return
+        close_trial_runs(self.client(), self.run_id, info.study_name, [trial])
 
     def on_study_start(self, info) -> str | None:
         tags = {
@@ -316,6 +411,10 @@ class MlflowStudyHook:
     def on_study_end(self, info, results: Mapping[str, Any]) -> None:
         if self.run_id is None:
             return
+        if isinstance(results, Mapping) and results.get("error"):  # the sweep was stopped
+            _set_tags(self.client(), self.run_id, {"error": results["error"]})
+            store.retry(self.client().set_terminated, self.run_id, "FAILED")
+            return
         study = results.get("study") if isinstance(results, Mapping) else None
         if study is None:
             import optuna
@@ -325,6 +424,7 @@ class MlflowStudyHook:
             study = optuna.load_study(
                 study_name=info.study_name, storage=open_storage(info.storage)
             )
+        close_open_runs(self.client(), self.run_id, study)
         finalize_parent_run(study, self.run_id, info.sweep_dir, self.tracking_uri)
 
 
@@ -332,4 +432,8 @@ def study_hook(task_cfg) -> MlflowStudyHook | None:
     """Factory found by ``sweeper.sweeps.hooks.load_hooks`` when ``tracking.enabled``."""
     if not task_cfg.get("tracking") or not task_cfg.tracking.get("enabled", False):
         return None
+    from sweeper.tracking.preflight import check_tracking_uri
+
+    # before any trial: a reachable server or a writable store, else one line naming the URI
+    check_tracking_uri(store.resolve_tracking_uri(task_cfg.tracking.get("tracking_uri")))
     return MlflowStudyHook(task_cfg)

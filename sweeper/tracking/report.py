@@ -23,9 +23,13 @@ class ReportError(RuntimeError):
 
 def _open(storage: str | None):
     try:
-        from sweeper.sweeps.storage import canonical, open_storage
+        from sweeper.sweeps.storage import canonical, is_journal, journal_path, open_storage
 
-        return open_storage(storage), canonical(storage)
+        spec = canonical(storage)
+        if is_journal(spec) and not Path(journal_path(spec)).is_file():
+            # a report reads: it never creates a journal (nor its directory)
+            raise ReportError(f"no study storage at {journal_path(spec)} (nothing swept here yet)")
+        return open_storage(spec), spec
     except ImportError:  # the sweeper package is not there: a plain Optuna storage URL
         import optuna
 

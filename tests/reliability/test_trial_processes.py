@@ -1,0 +1,234 @@
+"""Trial processes killed for real (kill -9): a dead trial fails alone, no MLflow run stays
+RUNNING, and a killed sweeper leaves no process behind (issue 8, point 2)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[2]
+# A real app trial of a few seconds (tabular: no torch in the trial's hot loop).
+LONG_TRIAL = [
+    "agent=q_learning",
+    "env=gridworld",
+    "train.episodes=20000",
+    "eval.every=2000",
+    "eval.episodes=1",
+    "train.progress=false",
+    "train.plot=false",
+    "train.save_model=false",
+    "hydra/sweeper/pruner=none",
+    "agent.alpha=interval(0.1,0.5)",
+]
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        for child in children(todo.pop()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def start_sweep(tmp_path: Path, launcher: str, n_trials: int, *extra: str) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "sweeper.train",
+        "-m",
+        "hydra/sweeper=sweeper_optuna",
+        f"hydra/launcher={launcher}",
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweeper.storage=journal:{tmp_path / 'journal.log'}",
+        *LONG_TRIAL,
+        *extra,
+    ]
+    if launcher == "joblib":
+        cmd.append("hydra.launcher.n_jobs=2")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    return subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_jobs(tmp_path: Path, proc: subprocess.Popen, n: int, timeout: float = 120) -> None:
+    """Until ``n`` job folders have their training going (episodes.csv exists)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"sweep ended early ({proc.returncode}): {proc.stdout.read()[-3000:]}")
+        started = list((tmp_path / "sweep").glob("*/episodes.csv"))
+        if len(started) >= n:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{n} jobs did not start within {timeout} s")
+
+
+def trial_workers(sweeper_pid: int) -> list[int]:
+    """The sweeper's children that run trials (spawned workers or loky workers)."""
+    return [
+        p
+        for p in children(sweeper_pid)
+        if "resource_tracker" not in cmdline(p)
+        and ("spawn_main" in cmdline(p) or "loky" in cmdline(p))
+    ]
+
+
+def mlflow_runs(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    from sweeper.tracking import store
+
+    client = MlflowClient(store.sqlite_uri(tmp_path / "outputs" / "mlflow.db"))
+    return store.search_all_runs(client, "", max_results=1000)
+
+
+def study(tmp_path: Path) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))
+    )
+    (name,) = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_a_killed_trial_process_fails_alone_and_leaves_no_run_running(tmp_path):
+    proc = start_sweep(tmp_path, "isolated", 4)
+    try:
+        wait_for_jobs(tmp_path, proc, 2)
+        workers = trial_workers(proc.pid)
+        assert len(workers) == 2, [cmdline(p) for p in children(proc.pid)]
+        os.kill(workers[0], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    trials = study(tmp_path).get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    # the killed one alone: the other in-flight trial and the rest of the sweep completed
+    assert len(failed) == 1, [
+        (t.number, t.state, t.user_attrs.get("sweeper:error")) for t in trials
+    ]
+    assert "killed by SIGKILL" in failed[0].user_attrs["sweeper:error"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    runs = mlflow_runs(tmp_path)
+    by_trial = {r.data.tags.get("trial_number"): r for r in runs if "trial_number" in r.data.tags}
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert by_trial[str(failed[0].number)].info.status in ("FAILED", "KILLED")
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            assert by_trial[str(t.number)].info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("launcher", ["isolated", "joblib"])
+def test_killing_the_sweeper_leaves_no_process_behind(tmp_path, launcher):
+    proc = start_sweep(tmp_path, launcher, 4)
+    try:
+        wait_for_jobs(tmp_path, proc, 2)
+        time.sleep(1.0)  # the logging children have created their runs
+        family = descendants(proc.pid)
+        assert len(family) >= 4, [cmdline(p) for p in family]  # 2 trial workers + 2 loggers
+        os.kill(proc.pid, signal.SIGKILL)  # the sweeper alone, as the OOM killer would
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(alive(p) for p in family):
+            time.sleep(0.2)
+        left = [(p, cmdline(p)) for p in family if alive(p)]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if alive(proc.pid) else None
+        for p in descendants(proc.pid):
+            os.kill(p, signal.SIGKILL)
+    assert not left, left
+    # the trials' logging children ended their runs KILLED when their trial died
+    runs = [r for r in mlflow_runs(tmp_path) if "trial_number" in r.data.tags]
+    assert runs and all(r.info.status == "KILLED" for r in runs), [
+        (r.data.tags["trial_number"], r.info.status) for r in runs
+    ]
+
+
+def test_mlflow_runs_follow_optuna_for_trials_that_died(tmp_path):
+    """The sweeper's MLflow hook against a real store and a real study: a run left RUNNING, a
+    run logged FINISHED by a trial killed before it returned, and a failed trial without any
+    run all end up agreeing with Optuna."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeper.tracking import store
+    from sweeper.tracking.parent import close_open_runs, close_trial_runs
+
+    uri = store.sqlite_uri(tmp_path / "mlflow.db")
+    store.prepare_store(uri)
+    client = MlflowClient(uri)
+    exp = store.get_or_create_experiment(client, "s")
+    parent = client.create_run(exp, tags={"sweeper.role": "parent"}).info.run_id
+    st = optuna.create_study(study_name="s")
+    for _ in range(4):
+        st.ask()
+    st.tell(0, state=TrialState.FAIL)  # its run stayed RUNNING (logging child killed)
+    st.tell(1, state=TrialState.FAIL)  # killed after its run was logged FINISHED
+    st.tell(2, state=TrialState.FAIL)  # killed before its logging child created a run
+    runs = {}
+    for number, status in ((0, None), (1, "FINISHED"), (3, None)):
+        run = client.create_run(
+            exp, tags={"mlflow.parentRunId": parent, "trial_number": str(number)}
+        )
+        if status:
+            client.set_terminated(run.info.run_id, status)
+        runs[number] = run.info.run_id
+    trials = st.get_trials()
+    assert close_trial_runs(client, parent, "s", trials[:3]) == 3
+    assert client.get_run(runs[0]).info.status == "FAILED"
+    assert client.get_run(runs[1]).info.status == "FAILED"
+    assert client.get_run(runs[1]).data.tags["outcome"] == "failed"
+    created = client.search_runs([exp], "tags.trial_number = '2'")
+    assert len(created) == 1 and created[0].info.status == "FAILED"
+    # trial 3 is still RUNNING in Optuna: its run is left alone, even at the end of a sweep
+    assert close_open_runs(client, parent, st) == 0
+    assert client.get_run(runs[3]).info.status == "RUNNING"
+    st.tell(3, 1.0)
+    assert close_open_runs(client, parent, st) == 1
+    assert client.get_run(runs[3]).info.status == "FINISHED"
