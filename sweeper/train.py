@@ -26,7 +26,7 @@ from sweeper.config import ConfigError, is_tabular, register_configs, validate
 from sweeper.envs import make_env
 from sweeper.envs.factory import is_discrete_obs, obs_shape
 from sweeper.seeding import component_rngs, seed_everything
-from sweeper.training import Budget, train
+from sweeper.training import Budget, DivergenceError, train
 
 register_configs()
 
@@ -161,17 +161,29 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), b
             agent, env, eval_env, budget_of(cfg), cfg.seed, stream, cfg.train.probe_max_q
         )
     except BaseException as exc:
-        stream.on_train_end(math.nan, status_of(exc))
-        _finish(cfg, output_dir, agent, history, math.nan, status_of(exc))
+        status = status_of(exc)
+        error = None if status == "PRUNED" else f"{type(exc).__name__}: {exc}"
+        stream.on_train_end(math.nan, status)
+        _finish(cfg, output_dir, agent, history, math.nan, status, error)
         raise
     status = "FINISHED" if math.isfinite(objective) else "FAILED"
-    _finish(cfg, output_dir, agent, history, objective, status)
+    error = None if status == "FINISHED" else f"the objective is {objective}"
+    _finish(cfg, output_dir, agent, history, objective, status, error)
     stream.on_train_end(objective, status)
     return objective
 
 
-def _finish(cfg, output_dir: Path, agent, history: History, objective: float, status: str) -> None:
-    """Write the model, the learning curve and result.json (also for failed or pruned runs)."""
+def _finish(
+    cfg,
+    output_dir: Path,
+    agent,
+    history: History,
+    objective: float,
+    status: str,
+    error: str | None = None,
+) -> None:
+    """Write the model, the learning curve and result.json (also for failed or pruned runs);
+    ``error`` is why a run failed, kept next to its status."""
     files = {}
     if cfg.train.save_model:
         files["model"] = agent.save(output_dir / "model").name
@@ -191,6 +203,7 @@ def _finish(cfg, output_dir: Path, agent, history: History, objective: float, st
         "objective": objective if math.isfinite(objective) else None,
         "objective_name": cfg.eval.objective,
         "status": status,
+        "error": error,
         "episodes": len(history.returns),
         "eval_means": history.eval_means,
         "files": files,
@@ -238,6 +251,13 @@ def _hydra_main(cfg: DictConfig) -> float:
         if hc.mode == RunMode.RUN:
             _remove_run_dir(output_dir)
         raise SystemExit(2) from None
+    except DivergenceError as err:
+        # A single run: one line and exit 1, the files and the MLflow run say FAILED. In a
+        # multirun the error goes on to the sweeper, which fails this trial with it and goes on.
+        if hc.mode != RunMode.RUN:
+            raise
+        print(f"sweeper: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Reads top to bottom like cleanrl's ``dqn.py``. Everything it learns about the run goes out
 through the callbacks (``sweeper.callbacks``); it returns the single objective a sweep
-optimizes.
+optimizes, or raises :class:`DivergenceError` once the learning has blown up.
 """
 
 from __future__ import annotations
@@ -17,6 +17,22 @@ from sweeper.agents.base import Agent
 from sweeper.callbacks import Callback
 
 OBJECTIVES = ("final_eval_mean", "best_eval_mean", "mean_eval")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a NaN or inf (loss, max-Q probe or the agent's parameters).
+
+    Why an error: a diverged agent still acts (argmax of NaNs is action 0), so its greedy
+    evaluations return numbers and a sweep would rank it like any other trial. The message is
+    one line: where the divergence was first seen and what was non-finite.
+    """
+
+    def __init__(self, episode: int, step: int, what: str) -> None:
+        super().__init__(f"training diverged at episode {episode} (env step {step}): {what}")
+        self.episode, self.step, self.what = episode, step, what
+
+    def __reduce__(self):  # joblib workers send it back pickled: rebuild from the fields
+        return type(self), (self.episode, self.step, self.what)
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,9 @@ def objective_of(eval_means: list[float], kind: str) -> float:
     raise ValueError(f"eval.objective must be one of {OBJECTIVES}, got {kind!r}")
 
 
+# Overflow and NaN arithmetic is what divergence looks like; it is reported once, as a
+# DivergenceError, instead of as a burst of numpy RuntimeWarnings.
+@np.errstate(over="ignore", invalid="ignore")
 def train(
     agent: Agent,
     env: gym.Env,
@@ -81,12 +100,20 @@ def train(
     callback: Callback,
     probe_max_q: bool = True,
 ) -> float:
-    """Train ``agent`` on ``env`` within ``budget``; return the objective named by the budget."""
+    """Train ``agent`` on ``env`` within ``budget``; return the objective named by the budget.
+
+    Raises :class:`DivergenceError` at the end of the first episode whose loss or max-Q probe
+    is non-finite, or at an evaluation (or the end) where the agent's parameters are: a
+    divergence is reported within one evaluation period.
+    """
     callback.on_train_start({"episodes": budget.episodes, "total_steps": budget.total_steps})
     eval_means: list[float] = []
 
     def run_eval(episode: int, step: int) -> bool:
         """Evaluate greedily; True when the run is solved (``budget.stop_return`` reached)."""
+        bad_params = agent.nonfinite()  # NaN weights still act: check before evaluating
+        if bad_params is not None:
+            raise DivergenceError(episode, step, bad_params)
         returns = evaluate(agent, eval_env, budget.eval_episodes, seed=seed + 1_000_003)
         eval_means.append(float(returns.mean()))
         metrics = {"eval_return_mean": eval_means[-1], "eval_return_std": float(returns.std())}
@@ -122,6 +149,8 @@ def train(
         episode += 1
         agent.end_episode()
         agent.set_progress(budget.fraction(episode, step))
+        mean_loss = float(np.mean(losses)) if losses else math.nan
+        mean_max_q = float(np.mean(max_qs)) if max_qs else math.nan
         callback.on_episode_end(
             episode,
             step,
@@ -129,10 +158,16 @@ def train(
                 "return": ep_return,
                 "length": ep_len,
                 "epsilon": agent.epsilon,
-                "loss": float(np.mean(losses)) if losses else math.nan,
-                "max_q": float(np.mean(max_qs)) if max_qs else math.nan,
+                "loss": mean_loss,
+                "max_q": mean_max_q,
             },
         )
+        # A mean is non-finite when one of its items is (or their sum overflows): the means
+        # above are the whole check, nothing is added per step. The episode's row is already
+        # out (CSV, MLflow), so the record shows the first non-finite value.
+        for name, values, mean in (("loss", losses, mean_loss), ("max-Q", max_qs, mean_max_q)):
+            if values and not math.isfinite(mean):
+                raise DivergenceError(episode, step, f"non-finite {name} ({mean})")
         if budget.eval_every and episode % budget.eval_every == 0:
             if run_eval(episode, step):
                 return objective_of(eval_means, budget.objective)

@@ -59,6 +59,13 @@ class Agent(Protocol):
         """max_a Q(obs, a): the overestimation probe."""
         ...
 
+    def nonfinite(self) -> str | None:
+        """What holds a NaN or inf (e.g. "non-finite Q-table"), None when all is finite.
+
+        Called at each evaluation, so it must stay cheap (one ``isfinite`` pass).
+        """
+        ...
+
     def save(self, path: Path) -> Path:
         """Write the model or Q-table under ``path`` (a file stem); return the file written."""
         ...

@@ -119,6 +119,10 @@ class TabularAgent:
     def max_q(self, obs: np.ndarray | int) -> float:
         return float(np.max(self.q_table[int(obs)]))
 
+    def nonfinite(self) -> str | None:
+        """Reports a NaN or inf Q-value (rewards near the float maximum overflow the table)."""
+        return None if np.isfinite(self.q_table).all() else "non-finite Q-table"
+
     def save(self, path: Path | str) -> Path:
         """Write the Q-table as ``path.npy``."""
         out = Path(path).with_suffix(".npy")
