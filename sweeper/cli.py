@@ -37,7 +37,11 @@ def compose(overrides: list[str]):
     with initialize_config_dir(
         version_base="1.3", config_dir=str(CONF_DIR), job_name="sweeper_hash"
     ):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    from sweeper.secrets import mask_config
+
+    mask_config(cfg)  # as the app's MaskSecrets callback does: nothing downstream sees a password
+    return cfg
 
 
 def cmd_hash(args) -> int:
@@ -46,7 +50,9 @@ def cmd_hash(args) -> int:
     try:
         cfg = compose(args.overrides)
     except Exception as err:  # hydra's override / composition errors: one line
-        return fail(f"hash: {' '.join(str(err).split())}", 2)
+        from sweeper.secrets import mask_text
+
+        return fail(f"hash: {' '.join(mask_text(err).split())}", 2)
     if args.json:
         print(canonical_json(cfg))
     print(config_hash(cfg))
@@ -66,7 +72,9 @@ def find_original(client, prefix: str):
     )
     hashes = sorted({r.data.tags["config_hash"] for r in runs})
     if not hashes:
-        raise LookupError(f"no run with config hash {prefix} in {client.tracking_uri}")
+        from sweeper.secrets import mask
+
+        raise LookupError(f"no run with config hash {prefix} in {mask(client.tracking_uri)}")
     if len(hashes) > 1:
         shown = ", ".join(h[:12] for h in hashes[:5]) + (", ..." if len(hashes) > 5 else "")
         raise LookupError(
@@ -150,8 +158,8 @@ def cmd_reproduce(args) -> int:
     try:
         client = read_client(args.tracking_uri)
         original, digest = find_original(client, prefix)
-    except LookupError as err:
-        return fail(f"reproduce: {err}")
+    except (LookupError, ValueError) as err:  # ValueError: a masked URL with no known password
+        return fail(f"reproduce: {' '.join(str(err).split())}")
     outcome = original.data.tags.get("outcome", "finished")
     run_id = original.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,7 +170,9 @@ def cmd_reproduce(args) -> int:
         cfg = OmegaConf.load(path)
     # The exact semantic config, seed included; no sweeper bookkeeping, same store.
     cfg.trial = {"study_name": None, "storage": None, "number": None, "parent_run_id": None}
-    cfg.tracking.tracking_uri = client.tracking_uri
+    from sweeper import secrets
+
+    cfg.tracking.tracking_uri = secrets.keep(client.tracking_uri)  # config.yaml: masked
     cfg.tracking.enabled = True
     cfg.train.progress = False
     problems = []
@@ -267,8 +277,6 @@ def ui_command(tracking_uri: str, host: str, port: int, workers: int = 1) -> lis
         "-m",
         "mlflow",
         "server",
-        "--backend-store-uri",
-        tracking_uri,
         "--host",
         host,
         "--port",
@@ -287,18 +295,28 @@ def cmd_ui(args) -> int:
     import signal
     import subprocess
 
+    from sweeper.secrets import mask
     from sweeper.tracking import store
 
-    uri = store.resolve_tracking_uri(args.tracking_uri)
+    try:
+        uri = store.resolve_tracking_uri(args.tracking_uri)
+    except ValueError as err:  # a masked URL with no known password
+        return fail(f"ui: {' '.join(str(err).split())}")
     if uri.startswith(("http://", "https://")):
-        return fail(f"ui: the tracking URI {uri} is a server already: open it in a browser")
+        return fail(f"ui: the tracking URI {mask(uri)} is a server already: open it in a browser")
     store.prepare_store(uri)
     cmd = ui_command(uri, args.host, args.port, args.workers)
     print(
-        f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)", file=sys.stderr
+        f"MLflow UI on http://{args.host}:{args.port} over {mask(uri)} (Ctrl-C stops it)",
+        file=sys.stderr,
     )
-    # No GenAI job runners (7 huey processes): the runs UI does not need them.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # No GenAI job runners (7 huey processes): the runs UI does not need them. The store URI
+    # goes by environment, not argv, where `ps` would show a password.
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_BACKEND_STORE_URI": uri,
+    }
     # Its own process group, so that stopping the UI stops the server's workers too.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 

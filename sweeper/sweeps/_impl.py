@@ -229,6 +229,12 @@ class OptunaSweeperImpl(Sweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        from sweeper.secrets import mask_config
+
+        # Before the launcher writes multirun.yaml or a job's .hydra/ files: a password in the
+        # storage or tracking URL is masked (the real URL stays in this process's environment;
+        # idempotent where the app's MaskSecrets callback already did it).
+        mask_config(config, as_overrides=True)
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(

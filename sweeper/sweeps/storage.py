@@ -25,8 +25,11 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.storages.journal import JournalFileOpenLock
 from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+from sweeper import secrets
+from sweeper.sweeps.journal import JournalFile
 
 DEFAULT_STORAGE = "journal:outputs/optuna/journal.log"
 
@@ -39,11 +42,13 @@ class StorageError(ValueError):
 
 
 def canonical(spec: str | None) -> str:
-    """The storage string with a journal path made absolute (so trials in other cwds agree)."""
+    """The storage string with a journal path made absolute (so trials in other cwds agree)
+    and a password masked (``user:***@``): the form the sweeper hands to trials and shows;
+    the real URL is kept for :func:`open_storage` (``sweeper.secrets``)."""
     spec = spec or DEFAULT_STORAGE
     if is_journal(spec):
         return "journal:" + str(Path(journal_path(spec)).expanduser().resolve())
-    return spec
+    return secrets.keep(spec)
 
 
 def is_journal(spec: str) -> bool:
@@ -59,30 +64,29 @@ def journal_path(spec: str) -> str:
 
 
 def redact(spec: str) -> str:
-    """The storage string without a password (for logs and result files)."""
-    if "://" in spec and "@" in spec:
-        scheme, rest = spec.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else spec
-    return spec
+    """The storage string without secrets (for logs and result files): ``secrets.mask``."""
+    return secrets.mask(spec)
 
 
 def open_storage(spec: str | None) -> BaseStorage:
-    """An Optuna storage for ``spec`` (cached per process). Raises StorageError (one line)."""
-    spec = canonical(spec)
+    """An Optuna storage for ``spec`` (cached per process), a masked URL revealed.
+    Raises StorageError (one line, secrets masked)."""
+    shown = canonical(spec)
+    try:
+        spec = secrets.reveal(shown)
+    except ValueError as err:
+        raise StorageError(f"hydra.sweeper.storage: {err}") from None
     with _lock:
         if spec in _cache:
             return _cache[spec]
         try:
             storage = _open(spec)
-        except StorageError:
-            raise
+        except StorageError as err:
+            raise StorageError(secrets.mask_text(err)) from None
         except Exception as err:  # sqlalchemy OperationalError, ArgumentError, OSError, ...
-            first = " ".join(str(err).split("\n")[0].split())
+            first = " ".join(secrets.mask_text(str(err).split("\n")[0]).split())
             raise StorageError(
-                f"hydra.sweeper.storage: cannot open {redact(spec)!r}: "
-                f"{type(err).__name__}: {first}"
+                f"hydra.sweeper.storage: cannot open {shown!r}: {type(err).__name__}: {first}"
             ) from None
         _cache[spec] = storage
         return storage
@@ -92,7 +96,9 @@ def _open(spec: str) -> BaseStorage:
     if is_journal(spec):
         path = Path(journal_path(spec))
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        # Optuna's JournalFileBackend, plus: a torn last record (a failed append, ENOSPC)
+        # is truncated before the next append instead of being glued onto (sweeps/journal.py)
+        backend = JournalFile(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return JournalStorage(backend)
     if "://" not in spec:
         raise StorageError(

@@ -178,7 +178,8 @@ def test_storage_strings(tmp_path):
         ("/a/j.journal", True, "journal:/a/j.journal"),
         ("sqlite:////a/optuna.log", False, "sqlite:////a/optuna.log"),
         ("sqlite:///runs.journal", False, "sqlite:///runs.journal"),
-        ("postgresql+psycopg://u:pw@h/db.log", False, "postgresql+psycopg://u:pw@h/db.log"),
+        # the password is masked: the sweeper hands this string to every trial
+        ("postgresql+psycopg://u:pw@h/db.log", False, "postgresql+psycopg://u:***@h/db.log"),
         ("sqlite:////a/optuna.db", False, "sqlite:////a/optuna.db"),
     ],
 )
