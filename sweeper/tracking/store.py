@@ -4,8 +4,11 @@ The embedded default is ``sqlite:///<abs>/outputs/mlflow.db`` with artifacts und
 ``outputs/mlartifacts``. Several trial processes share it safely:
 
 * the first process to touch a new database creates its tables under an exclusive file lock
-  (MLflow would otherwise run its migrations concurrently in each process) and switches it to
-  WAL journaling, so readers (the UI) never block the writer;
+  (MLflow would otherwise run its migrations concurrently in each process), atomically: in a
+  temp file beside it, switched to WAL journaling (so readers, the UI, never block the
+  writer), then renamed into place. MLflow's migrations are not transactional on SQLite, so
+  a kill during them used to leave a half-built database that broke every later command;
+  :func:`prepare_store` moves such a database aside and rebuilds it if it holds no runs;
 * MLflow sets ``busy_timeout`` to 20 s on each SQLite session; on top of that every write
   goes through :func:`retry`, which retries "database is locked" / temporarily unavailable
   errors with jittered exponential backoff (SQLite may refuse a lock at once, without
@@ -17,6 +20,8 @@ mlflow is imported lazily (it costs ~2 s), only by the functions that need it.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import random
 import time
@@ -65,8 +70,14 @@ def sqlite_uri(path: Path | str) -> str:
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """The configured URI, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    """The configured URI, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store.
+
+    A masked URI (``user:***@``, as configs hold it) comes back with its real password
+    (``sweeper.secrets.reveal``; ValueError if this process was never given it)."""
+    from sweeper import secrets
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    return secrets.reveal(uri)
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -99,45 +110,240 @@ def file_lock(path: Path, shared: bool = False):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _has_tables(path: Path) -> bool:
+class StoreError(RuntimeError):
+    """The embedded store cannot be used as it is; the message is one line."""
+
+
+# Tables every MLflow schema since 1.x has: a database without one of them is half-built.
+# (Not the installed MLflow's full list: an older revision lacks the newer tables, and
+# :func:`_state` compares the revision itself.)
+CORE_TABLES = (
+    "experiments", "runs", "tags", "params", "metrics", "latest_metrics", "experiment_tags",
+)  # fmt: skip
+_SIDECARS = ("-wal", "-shm", "-journal")  # SQLite's files beside a database, named after it
+
+
+def _state(path: Path) -> tuple[str, str]:
+    """``("missing"|"ready"|"broken"|"unreadable", why)`` of the database file ``path``.
+
+    ready: an ``alembic_version`` row at the installed MLflow's head revision (or one it
+    does not know: a newer MLflow's, left to MlflowClient), the core tables, and no
+    ``_alembic_tmp_*`` table (what a migration killed half-way leaves; the next one then
+    fails with "table _alembic_tmp_tags already exists"). MLflow's migrations are not
+    transactional on SQLite, so a kill between two of them leaves an older revision: broken
+    too (MlflowClient refuses it). Opening it rolls back a hot journal, as any SQLite reader
+    does."""
     import sqlite3
 
     if not path.exists() or path.stat().st_size == 0:
-        return False
+        if any(_sidecar(path, s).exists() for s in _SIDECARS):
+            return "broken", "half-built: an empty database with leftover journal files"
+        return "missing", ""
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
+            names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            leftovers = sorted(n for n in names if n.startswith("_alembic_tmp_"))
+            if leftovers:
+                return "broken", f"half-built: an interrupted migration left table {leftovers[0]}"
+            missing = [t for t in ("alembic_version", *CORE_TABLES) if t not in names]
+            if missing:
+                return "broken", f"half-built: table {missing[0]} is missing ({len(names)} tables)"
             row = con.execute("SELECT version_num FROM alembic_version").fetchone()
-            return row is not None
-    except sqlite3.Error:
-        return False
+            if row is None:
+                return "broken", "half-built: alembic_version is empty"
+            head, known = _migrations()
+            if head is not None and row[0] != head and row[0] in known:
+                return "broken", f"schema revision {row[0]}, not the installed MLflow's {head}"
+    except sqlite3.Error as err:
+        if is_transient(err):
+            raise
+        return "unreadable", f"{type(err).__name__}: {err}"
+    return "ready", ""
+
+
+@functools.cache
+def _migrations() -> tuple[str | None, frozenset[str]]:
+    """The installed MLflow's head schema revision (None if not exactly one) and all its
+    revisions, read from its alembic scripts without importing mlflow or alembic (~2 s)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return None, frozenset()
+    versions = Path(spec.submodule_search_locations[0]) / "store" / "db_migrations" / "versions"
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in versions.glob("*.py"):
+        text = script.read_text(errors="replace")
+        rev = re.search(r"^revision\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+        down = re.search(r"^down_revision\s*=\s*(\([^)]*\)|[^\n]*)", text, re.M)
+        if rev is None:
+            continue
+        revisions.add(rev.group(1))
+        if down is not None:
+            parents.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
+    heads = revisions - parents
+    return (next(iter(heads)) if len(heads) == 1 else None), frozenset(revisions)
+
+
+def _has_tables(path: Path) -> bool:
+    """Whether ``path`` is a complete MLflow database (see :func:`_state`)."""
+    return _state(path)[0] == "ready"
+
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+# What a database holds that is worth keeping: (label, tables), a migration's copy included.
+_DATA = (
+    ("run", ("runs", "_alembic_tmp_runs")),
+    ("registered model", ("registered_models", "_alembic_tmp_registered_models")),
+    ("trace", ("trace_info", "_alembic_tmp_trace_info")),
+)
+
+
+def _data_in(path: Path) -> str:
+    """What a (half-built) database holds, e.g. ``"3 runs, 1 trace"``; "" when nothing."""
+    import sqlite3
+
+    if not path.exists() or path.stat().st_size == 0:
+        return ""
+    parts = []
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for label, tables in _DATA:
+            n = sum(
+                con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
+                for t in tables
+                if t in names
+            )
+            if n:
+                parts.append(f"{n} {label}{'s' if n > 1 else ''}")
+    return ", ".join(parts)
+
+
+def _set_aside(path: Path, uri: str, why: str) -> None:
+    """An unusable database: moved aside (logged) when it holds nothing, else StoreError."""
+    import sqlite3
+
+    try:
+        held = _data_in(path)
+    except sqlite3.Error as err:
+        raise StoreError(
+            f"MLflow store {path} is unusable ({why}) and cannot be read "
+            f"({type(err).__name__}: {err}): move it away or repair it"
+        ) from None
+    if held:
+        fix = (
+            f"back it up, then run 'mlflow db upgrade {uri}'"
+            if why.startswith("schema revision")
+            else "move it away to start a new store, or repair it (back it up first)"
+        )
+        raise StoreError(f"MLflow store {path} is unusable ({why}) and holds {held}: {fix}")
+    aside = _move_aside(path)
+    logging.getLogger(__name__).warning(
+        "MLflow store %s was unusable (%s) and held no runs: moved aside to %s, creating a new one",
+        path,
+        why,
+        aside.name,
+    )
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename ``path`` and its journal files to ``<name>.broken-<timestamp>[...]``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.broken-{stamp}")
+    n = 1
+    while any(_sidecar(aside, s).exists() for s in ("", *_SIDECARS)):
+        n += 1
+        aside = path.with_name(f"{path.name}.broken-{stamp}-{n}")
+    for suffix in ("", *_SIDECARS):  # the database first: its journal stays with it or is gone
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(_sidecar(path, suffix), _sidecar(aside, suffix))
+    return aside
+
+
+def _remove_temps(path: Path) -> None:
+    """Delete ``<name>.tmp-<pid>`` builds (and their journals). Called under the exclusive lock,
+    which every builder holds while building: any such file is a dead (killed) build's."""
+    for tmp in path.parent.glob(f"{path.name}.tmp-*"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _build(path: Path, uri: str) -> None:
+    """Create the schema in ``<name>.tmp-<pid>`` beside ``path``, switch it to WAL, close
+    everything (no -wal/-shm left), fsync it and rename it into place: a kill at any moment
+    leaves either no database or a complete one (plus a temp file the next build removes)."""
+    import sqlite3
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp_uri = sqlite_uri(tmp)
+    try:
+        SqlAlchemyStore(tmp_uri, artifact_root(uri))  # runs MLflow's migrations
+        engine = SqlAlchemyStore._engine_map.pop(tmp_uri, None)  # its cached engine: closed
+        if engine is not None:
+            engine.dispose()
+        with contextlib.closing(sqlite3.connect(tmp, timeout=30)) as con:
+            con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file header
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # the last connection's close checkpointed and deleted -wal and -shm
+        left = [s for s in _SIDECARS if _sidecar(tmp, s).exists()]
+        if left:
+            raise StoreError(f"MLflow store: {tmp} still has {left[0]} open after creation")
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent, directory=True)
+    finally:
+        for suffix in ("", *_SIDECARS):
+            with contextlib.suppress(FileNotFoundError):
+                _sidecar(tmp, suffix).unlink()
 
 
 def prepare_store(uri: str) -> None:
-    """Create the SQLite database's tables once, under a file lock, in WAL mode.
+    """Make sure a ``sqlite:///`` store's database is complete, creating it if needed.
 
-    An existing database is left to MlflowClient (which verifies its schema anyway)."""
+    Readers check it under a shared file lock; creation and repair happen under the exclusive
+    lock, atomically (:func:`_build`). A database MlflowClient cannot use (half-built by a
+    creation killed in an older version, or at an older schema revision; see :func:`_state`)
+    is moved aside to ``mlflow.db.broken-<timestamp>`` and rebuilt when it holds no runs (nor
+    registered models or traces); otherwise :class:`StoreError` names it and says what to do
+    (user data is never deleted)."""
     path = sqlite_path(uri)
     if path is None or uri in _initialized:
         return
     lock = path.with_name(path.name + ".lock")
-    with file_lock(lock, shared=True):  # never look at a database half-way through creation
+    with file_lock(lock, shared=True):  # never look at a database half-way through a repair
         ready = _has_tables(path)
     if ready:
         _initialized.add(uri)
         return
-    import logging
-
     for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial tables..." chatter
         logging.getLogger(name).setLevel(logging.WARNING)
     with file_lock(lock):
-        import sqlite3
-
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        if not _has_tables(path):  # else another process made it while we waited
-            SqlAlchemyStore(uri, artifact_root(uri))  # creates the schema
-            with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
-                con.execute("PRAGMA journal_mode=WAL")
+        state, why = _state(path)  # another process may have made it while we waited
+        if state != "ready":
+            _remove_temps(path)
+            if state == "unreadable":
+                raise StoreError(
+                    f"MLflow store {path} is not a readable SQLite database ({why}): "
+                    "move it away or set tracking.tracking_uri"
+                )
+            if state == "broken":
+                _set_aside(path, uri, why)
+            _build(path, uri)
     _initialized.add(uri)
 
 
