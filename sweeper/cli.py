@@ -304,7 +304,10 @@ def cmd_ui(args) -> int:
         return fail(f"ui: {' '.join(str(err).split())}")
     if uri.startswith(("http://", "https://")):
         return fail(f"ui: the tracking URI {mask(uri)} is a server already: open it in a browser")
-    store.prepare_store(uri)
+    try:
+        store.prepare_store(uri)
+    except store.StoreError as err:
+        return fail(f"ui: {err}")
     cmd = ui_command(uri, args.host, args.port, args.workers)
     print(
         f"MLflow UI on http://{args.host}:{args.port} over {mask(uri)} (Ctrl-C stops it)",

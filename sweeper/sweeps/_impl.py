@@ -33,6 +33,7 @@ The grid sampler keeps the configured seed everywhere (it fixes the grid's order
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -616,6 +617,10 @@ class OptunaSweeperImpl(Sweeper):
                 overrides, shown = self._claim(plan, trial)
             except _Surplus:
                 return
+            except Exception:  # the storage failed right after ask: no trial stays RUNNING
+                with contextlib.suppress(Exception):
+                    self._finish_uncounted(plan, trial.number, "interrupted: storage error")
+                raise
             progress.trial_started(trial.number, " ".join(shown))
             try:
                 ret: JobReturn | BaseException = self.launcher.launch(
