@@ -359,7 +359,7 @@ class OptunaSweeperImpl(Sweeper):
                 point = " ".join(
                     f"{n}={_shown(v, space.distributions[n])}" for n, v in sample.items()
                 )
-                self._task_cfg(overrides, f"at {point}")
+                self._task_cfg(overrides, point)
         hooks = load_hooks(self.study_hooks, base_cfg)  # bad paths fail before any storage
 
         sampler_name = str(self.sampler_cfg.get("name", "tpe")).lower()
