@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -381,6 +382,7 @@ class MlflowStudyHook:
         self.experiment = tracking.get("experiment")
         self.run_id: str | None = None
         self._client = None
+        self._guard = None
 
     def client(self):
         if self._client is None:
@@ -406,11 +408,21 @@ class MlflowStudyHook:
         self.run_id = ensure_parent_run(
             info.study_name, self.experiment, self.tracking_uri, tags=tags
         )
+        from sweeper.tracking.run_guard import RunGuard
+
+        # if this process dies, the guard ends the parent run KILLED (never RUNNING forever)
+        self._guard = RunGuard(self.run_id, store.resolve_tracking_uri(self.tracking_uri))
         return self.run_id
 
     def on_study_end(self, info, results: Mapping[str, Any]) -> None:
         if self.run_id is None:
             return
+        self._end(info, results)
+        if self._guard is not None:  # on an error the guard stays: KILLED when we exit
+            self._guard.release()
+            self._guard = None
+
+    def _end(self, info, results: Mapping[str, Any]) -> None:
         if isinstance(results, Mapping) and results.get("error"):  # the sweep was stopped
             _set_tags(self.client(), self.run_id, {"error": results["error"]})
             store.retry(self.client().set_terminated, self.run_id, "FAILED")
@@ -435,5 +447,9 @@ def study_hook(task_cfg) -> MlflowStudyHook | None:
     from sweeper.tracking.preflight import check_tracking_uri
 
     # before any trial: a reachable server or a writable store, else one line naming the URI
-    check_tracking_uri(store.resolve_tracking_uri(task_cfg.tracking.get("tracking_uri")))
+    configured = task_cfg.tracking.get("tracking_uri")
+    key = (
+        "MLFLOW_TRACKING_URI" if not configured and os.environ.get("MLFLOW_TRACKING_URI") else None
+    )
+    check_tracking_uri(store.resolve_tracking_uri(configured), key=key or "tracking.tracking_uri")
     return MlflowStudyHook(task_cfg)

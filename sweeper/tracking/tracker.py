@@ -25,6 +25,16 @@ embedded store the child writes the rows directly (``sweeper.tracking.sqlite_wri
 sweep trial's child never imports mlflow either; elsewhere it calls MlflowClient
 (``log_batch``, at most 1000 metrics per call). ``tests/benchmarks/tracking_overhead.py``
 measures the cost per trial.
+
+Tracking never fails or holds up training. A single run checks its tracking URI before
+anything is written (``sweeper.tracking.preflight``: a bad scheme, an unreachable server or
+an unwritable store is a config error, exit 2; a sweep checks once when planning). A store
+that fails later (a server that dies mid-run) stops that run's logging within seconds, with
+one line on stderr, and the run's own result stands: a FINISHED run stays FINISHED (exit 0,
+result.json; a trial stays COMPLETE). Why: the run's files are the record of what trained,
+MLflow a copy of it; failing a finished run would throw away its result (and, in a sweep, tell
+Optuna the configuration failed) because of an outage of the copy. The MLflow run is then
+incomplete (metrics or artifacts missing; RUNNING when the server never came back).
 """
 
 from __future__ import annotations
@@ -168,7 +178,8 @@ class MlflowTracker(Callback):
     default, ``mode="process"``): importing mlflow and opening the store (~2.5 s of CPU) and
     each evaluation's ``log_batch`` never hold up the training loop. ``mode="sync"`` makes
     the calls in this process. The child is joined at ``on_train_end`` (or ``close``); an
-    MLflow error is raised there, after training and the run's own files are done.
+    MLflow error is printed once on stderr (by the child when it hit it, else here) and kept
+    in :attr:`tracking_error`, never raised: see the module docstring.
     """
 
     def __init__(
@@ -205,6 +216,8 @@ class MlflowTracker(Callback):
         self._ended = False
         self._error: str | None = None
         self._info: dict[str, Any] | None = None
+        self._uri = spec["uri"]
+        self.tracking_error: str | None = None  # why this run's MLflow record is incomplete
         if mode == "process":
             self._proc = ProcessExecutor.acquire()
             self._exec = None
@@ -237,16 +250,28 @@ class MlflowTracker(Callback):
         return self._info
 
     def _join(self) -> None:
-        """Wait until every op is done; raise the first MLflow error, if any."""
-        if not self._ended:
-            self._ended = True
-            if self._proc is not None:
-                self._started()
-                error = self._proc.end()
-                self._error = self._error or error
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"MLflow tracking failed: {error}")
+        """Wait until every op is done (bounded: the logging child is killed when it makes
+        no progress, see ``worker.stall_limit``). A failure is said once, never raised."""
+        if self._ended:
+            return
+        self._ended = True
+        if self._proc is None:
+            return
+        self._started()
+        answer = self._proc.end()
+        error = answer.get("error") or self._error
+        if error is None:
+            return
+        self.tracking_error = error
+        if not answer.get("reported"):  # the child did not get to say it (gone, stalled)
+            from sweeper.tracking.preflight import mask
+
+            print(
+                f"sweeper: tracking: {mask(self._uri)}: {error}: MLflow logging stopped for "
+                "this run; training continues",
+                file=sys.stderr,
+                flush=True,
+            )
 
     @property
     def run_id(self) -> str:
@@ -305,7 +330,9 @@ class MlflowTracker(Callback):
         self.log_output_files()
         self.terminate(status)
         if status == "FINISHED":
-            self._join()  # a tracking failure fails the run: it would be missing from MLflow
+            # The run is complete in MLflow when this returns (a sweep's parent run reads it);
+            # a tracking failure is reported, not raised: the finished run's result stands.
+            self._join()
         # else: run() writes result.json, the model and the plot next; close() logs them
 
     def close(self, error: BaseException | None = None) -> None:
@@ -314,8 +341,7 @@ class MlflowTracker(Callback):
         On failure ``run`` writes the model, plot and result.json after on_train_end, so
         they are logged here. A run that raised before training started (the env or agent
         could not be built) ends FAILED; one that raised a config error is deleted (it never
-        ran, and the message is on stderr). Tracking errors are printed, never raised: the
-        run's own error matters more.
+        ran, and the message is on stderr). Tracking errors are printed, never raised.
         """
         if self.closed:
             return
@@ -347,8 +373,29 @@ def _error_tag(error: BaseException | None) -> dict[str, str]:
 
 
 def tracking_callback(cfg, output_dir: Path | str) -> MlflowTracker:
-    """The callback ``sweeper.train.integrations`` adds when ``tracking.enabled``."""
+    """The callback ``sweeper.train.integrations`` adds when ``tracking.enabled``.
+
+    Outside a sweep the tracking URI is checked first (:func:`check_uri`, ConfigError), before
+    the logging child starts and anything is written. A sweep's trials skip it: the sweeper
+    checked the URI when planning, and a server lost since then must not fail the trials.
+    """
+    if cfg.trial.get("number") is None:
+        check_uri(cfg)
     return MlflowTracker(cfg, output_dir)
+
+
+def check_uri(cfg, timeout: float = 5.0) -> None:
+    """ConfigError (one line naming the URI) unless the run's tracking URI is usable."""
+    from sweeper.config import ConfigError
+    from sweeper.tracking.preflight import TrackingUriError, check_tracking_uri
+
+    configured = cfg.tracking.get("tracking_uri")
+    from_env = not configured and bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    key = "MLFLOW_TRACKING_URI" if from_env else "tracking.tracking_uri"
+    try:
+        check_tracking_uri(store.resolve_tracking_uri(configured), timeout, key=key)
+    except TrackingUriError as err:
+        raise ConfigError(str(err)) from None
 
 
 def reuse_existing(cfg, output_dir: Path | str) -> float | None:
@@ -357,6 +404,8 @@ def reuse_existing(cfg, output_dir: Path | str) -> float | None:
     write result.json, and return that objective; else None (train as usual)."""
     import json
 
+    if cfg.trial.get("number") is None:
+        check_uri(cfg)  # before MlflowClient retries a dead server for minutes
     digest = config_hash(cfg)
     client = store.client(cfg.tracking.get("tracking_uri"))
     runs = store.search_all_runs(

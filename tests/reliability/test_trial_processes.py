@@ -184,11 +184,29 @@ def test_killing_the_sweeper_leaves_no_process_behind(tmp_path, launcher):
         for p in descendants(proc.pid):
             os.kill(p, signal.SIGKILL)
     assert not left, left
-    # the trials' logging children ended their runs KILLED when their trial died
-    runs = [r for r in mlflow_runs(tmp_path) if "trial_number" in r.data.tags]
-    assert runs and all(r.info.status == "KILLED" for r in runs), [
-        (r.data.tags["trial_number"], r.info.status) for r in runs
+    # the trials' logging children ended their runs KILLED when their trial died, and the
+    # parent run's guard ended the study's run KILLED
+    runs = mlflow_runs(tmp_path)
+    assert {r.info.status for r in runs} == {"KILLED"}, [
+        (r.data.tags.get("trial_number", "parent"), r.info.status) for r in runs
     ]
+    if launcher == "joblib":
+        return
+    # the same command resumes: the killed trials are failed (uncounted), 4 more complete,
+    # and every run of the study agrees with Optuna
+    proc = start_sweep(tmp_path, launcher, 4)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    trials = study(tmp_path).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    runs = mlflow_runs(tmp_path)
+    assert "RUNNING" not in {r.info.status for r in runs}
+    parent = [r for r in runs if r.data.tags.get("sweeper.role") == "parent"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    by_trial = {int(r.data.tags["trial_number"]): r for r in runs if "trial_number" in r.data.tags}
+    for t in trials:
+        want = {"COMPLETE": ("FINISHED",), "FAIL": ("FAILED", "KILLED")}[t.state.name]
+        assert by_trial[t.number].info.status in want, (t.number, t.state)
 
 
 def test_mlflow_runs_follow_optuna_for_trials_that_died(tmp_path):

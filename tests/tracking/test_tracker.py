@@ -197,22 +197,41 @@ def test_hydra_dqn_run(store_uri, mlflow_client, tmp_path):
     assert dqn[0].data.params["agent.hidden_sizes"] == "[8]"
 
 
-def test_a_broken_store_fails_the_run_after_training(tmp_path, capsys):
-    """MLflow work is on a background thread: its error surfaces at the end, not silently."""
-    cfg = tiny_cfg("tracking.tracking_uri='sqlite:////proc/no-such-dir/mlflow.db'")
-    out = tmp_path / "run"
-    tracker = tracking_callback(cfg, out)
-    with pytest.raises(RuntimeError, match="MLflow tracking failed"):
-        run(cfg, out, [tracker])
-    assert json.loads((out / "result.json").read_text())["status"] == "FINISHED"
-    tracker.close(None)  # what _hydra_main does next: no second error
+def test_a_broken_store_is_refused_up_front_and_never_fails_training(tmp_path, capfd):
+    """An unwritable store is a config error before anything is written; a store that fails
+    while the run trains stops the logging (one line on stderr), not the run: its result
+    stands (FINISHED, result.json) and the reason is kept on the tracker."""
+    from sweeper.tracking.tracker import MlflowTracker
+    from sweeper.tracking.worker import ProcessExecutor
 
-    # A run failing anyway keeps its own error; the tracking one goes to stderr.
-    tracker = tracking_callback(cfg, tmp_path / "b")
+    # logging children of earlier tests write to the stderr captured back then: start anew
+    while ProcessExecutor._idle:
+        ProcessExecutor._idle.pop().close()
+    cfg = tiny_cfg("tracking.tracking_uri='sqlite:////proc/no-such-dir/mlflow.db'")
+    with pytest.raises(ConfigError, match="tracking.tracking_uri sqlite:////proc/no-such-dir"):
+        tracking_callback(cfg, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "run"
+    tracker = MlflowTracker(cfg, out)  # past the check: the store fails in the logging child
+    assert math.isfinite(run(cfg, out, [tracker]))
+    tracker.close(None)
+    assert json.loads((out / "result.json").read_text())["status"] == "FINISHED"
+    assert tracker.tracking_error
+    lines = [
+        ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("sweeper: tracking:")
+    ]
+    assert len(lines) == 1, lines
+
+    # A run failing anyway keeps its own error; the tracking one is said once on stderr.
+    tracker = MlflowTracker(cfg, tmp_path / "b")
     with pytest.raises(ZeroDivisionError) as info:
         run(cfg, tmp_path / "b", [tracker, Raise(ZeroDivisionError(), at=0)])
     tracker.close(info.value)
-    assert "MLflow tracking failed" in capsys.readouterr().err
+    lines = [
+        ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("sweeper: tracking:")
+    ]
+    assert len(lines) == 1, lines
 
 
 KILLED_TRIAL = """

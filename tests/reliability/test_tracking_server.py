@@ -1,0 +1,231 @@
+"""A real ``mlflow server`` (issue 8): a sweep logs parent and nested runs to it, a server that
+dies mid-run never blocks training, and a bad tracking URI fails before anything runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+from sweeper.tracking.preflight import TrackingUriError, check_tracking_uri
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "agent=q_learning",
+    "env=gridworld",
+    "eval.episodes=1",
+    "train.progress=false",
+]
+
+
+def train(*args: str, cwd: Path, env: dict | None = None, timeout: float = 240):
+    """``python -m sweeper.train`` in a subprocess: (CompletedProcess, wall seconds)."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper.train", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return proc, time.monotonic() - start
+
+
+def api(base: str, path: str, body: dict | None = None) -> dict:
+    url = f"{base}/api/2.0/mlflow/{path}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def all_runs(base: str) -> list[dict]:
+    """Every run on the server, with tags and metrics as dicts."""
+    exps = api(base, "experiments/search", {"max_results": 1000}).get("experiments", [])
+    ids = [e["experiment_id"] for e in exps]
+    found = api(base, "runs/search", {"experiment_ids": ids, "max_results": 1000})
+    runs = found.get("runs", [])
+    for run in runs:
+        data = run.setdefault("data", {})
+        data["tags"] = {t["key"]: t["value"] for t in data.get("tags", [])}
+        data["metrics"] = {m["key"]: m["value"] for m in data.get("metrics", [])}
+        data["params"] = {p["key"]: p["value"] for p in data.get("params", [])}
+    return runs
+
+
+def sweep_args(tmp_path: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "-m",
+        "hydra/sweeper=sweeper_optuna",
+        "hydra/sweeper/pruner=none",
+        *TINY,
+        "eval.every=5",
+        "agent.alpha=interval(0.1,0.5)",
+        f"hydra.sweep.dir={tmp_path / name / 'sweep'}",
+        f"hydra.sweeper.storage=journal:{tmp_path / name / 'journal.log'}",
+        *extra,
+    ]
+
+
+def study_runs(base: str, study: str) -> tuple[dict, list[dict]]:
+    runs = [r for r in all_runs(base) if r["data"]["tags"].get("study_name") == study]
+    parents = [r for r in runs if r["data"]["tags"].get("sweeper.role") == "parent"]
+    assert len(parents) == 1, [r["data"]["tags"] for r in runs]
+    parent = parents[0]
+    pid = parent["info"]["run_id"]
+    trials = [r for r in runs if r["data"]["tags"].get("mlflow.parentRunId") == pid]
+    assert len(trials) == len(runs) - 1, "every run of the study nests under its parent"
+    return parent, trials
+
+
+def study_name(sweep_dir: Path) -> str:
+    import yaml
+
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    return results["study_name"]
+
+
+def test_an_optuna_sweep_logs_parent_and_nested_runs_to_a_server(tmp_path, mlflow_server):
+    """End to end against a real server: the override, then $MLFLOW_TRACKING_URI. The
+    choice of step_reward=1e308 diverges (a cheap failing trial: FAILED, outcome=failed)."""
+    url = mlflow_server.url
+    check_tracking_uri(url)  # what the sweeper checks when planning
+    check_tracking_uri(url + "/")
+    proc, _ = train(
+        *sweep_args(tmp_path, "a", "hydra.sweeper.n_trials=3", "train.episodes=10"),
+        "env.kwargs.step_reward=choice(-0.04,1e308)",
+        f"tracking.tracking_uri={url}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, trials = study_runs(url, study_name(tmp_path / "a" / "sweep"))
+    assert parent["info"]["status"] == "FINISHED"
+    assert "best_value" in parent["data"]["metrics"]
+    assert len(trials) == 3
+    outcomes = set()
+    for run in trials:
+        diverged = float(run["data"]["params"]["env.kwargs.step_reward"]) > 1
+        status, outcome = ("FAILED", "failed") if diverged else ("FINISHED", "finished")
+        assert run["info"]["status"] == status, run["data"]["tags"]
+        assert run["data"]["tags"]["outcome"] == outcome
+        outcomes.add(outcome)
+    assert outcomes == {"finished", "failed"}  # the seeded sampler picks both values
+
+    proc, _ = train(
+        *sweep_args(tmp_path, "b", "hydra.sweeper.n_trials=2", "train.episodes=6"),
+        cwd=tmp_path,
+        env={"MLFLOW_TRACKING_URI": url},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, trials = study_runs(url, study_name(tmp_path / "b" / "sweep"))
+    assert parent["info"]["status"] == "FINISHED" and "best_value" in parent["data"]["metrics"]
+    assert len(trials) == 2
+    assert {r["info"]["status"] for r in trials} == {"FINISHED"}
+    assert {r["data"]["tags"]["outcome"] for r in trials} == {"finished"}
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to the embedded store
+
+
+LONG_RUN = [*TINY, "train.episodes=60000", "eval.every=500"]
+
+
+def test_a_server_killed_mid_run_never_blocks_training(tmp_path, mlflow_server):
+    """kill -9 of the server while a single run trains: the run finishes in about its
+    untracked time, exit 0, result.json FINISHED, one line about tracking on stderr."""
+    _, normal = train(*LONG_RUN, "tracking.enabled=false", f"hydra.run.dir={tmp_path / 'base'}",
+                      cwd=tmp_path)  # fmt: skip
+    out = tmp_path / "run"
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeper.train", *LONG_RUN, f"hydra.run.dir={out}",
+         f"tracking.tracking_uri={mlflow_server.url}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        while not all_runs(mlflow_server.url):  # the run exists: logging is under way
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() - start < 120, "no run on the server"
+            time.sleep(0.2)
+        mlflow_server.kill()
+        killed_at = time.monotonic() - start
+        _, stderr = proc.communicate(timeout=normal + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, stderr[-3000:]
+    assert elapsed < normal * 1.25 + 10, (elapsed, normal, killed_at, stderr[-2000:])
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "FINISHED" and result["objective"] is not None
+    said = [line for line in stderr.splitlines() if "tracking" in line.lower()]
+    assert len(said) == 1, stderr[-3000:]
+    assert mlflow_server.url in said[0] and "training continues" in said[0], said
+    assert "Traceback" not in stderr and "Retrying" not in stderr, stderr[-3000:]
+
+
+@pytest.mark.parametrize("how", ["closed-port", "garbage", "env"])
+def test_a_bad_tracking_uri_fails_a_single_run_at_once(tmp_path, how):
+    port = free_port()  # nothing listens there: connection refused
+    uri = "garbage://x" if how == "garbage" else f"http://127.0.0.1:{port}"
+    args, env = [*TINY, "train.episodes=5", f"hydra.run.dir={tmp_path / 'runs' / 'x'}"], {}
+    if how == "env":
+        env["MLFLOW_TRACKING_URI"] = uri
+    else:
+        args.append(f"tracking.tracking_uri={uri}")
+    proc, elapsed = train(*args, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert elapsed < 10 + 5, elapsed  # interpreter and Hydra startup included
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and uri in lines[0], proc.stderr
+    key = "MLFLOW_TRACKING_URI" if how == "env" else "tracking.tracking_uri"
+    assert lines[0].startswith(f"sweeper: config error: {key} {uri}: "), lines
+    assert not (tmp_path / "runs").exists()  # no run dir left behind
+    assert not (tmp_path / "outputs").exists()
+
+
+# -- check_tracking_uri ------------------------------------------------------------------------
+def test_check_accepts_a_writable_sqlite_path_and_a_directory(tmp_path):
+    check_tracking_uri(f"sqlite:///{tmp_path / 'new' / 'dir' / 'mlflow.db'}")
+    assert (tmp_path / "new" / "dir").is_dir()  # the store could be created there
+    check_tracking_uri(str(tmp_path / "mlruns"))
+    check_tracking_uri((tmp_path / "mlruns2").as_uri())
+    check_tracking_uri("databricks")  # not probed: needs the Databricks SDK and credentials
+    with pytest.raises(TrackingUriError, match="is not a file"):
+        check_tracking_uri(f"sqlite:///{tmp_path / 'new'}")  # a directory
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("sqlite:////proc/x/mlflow.db", "cannot create directory /proc/x"),
+        ("file:///proc/x/mlruns", "cannot create directory /proc/x"),
+        ("garbage://x", "no tracking store for scheme 'garbage'"),
+        ("sqlite+a+b:///x.db", "invalid database URI scheme"),
+        ("http://", "no host"),
+    ],
+)
+def test_check_rejects_unusable_uris_in_one_line(uri, expected):
+    start = time.monotonic()
+    with pytest.raises(TrackingUriError) as info:
+        check_tracking_uri(uri)
+    message = str(info.value)
+    assert message.startswith(f"tracking.tracking_uri {uri}: ") and expected in message
+    assert "\n" not in message
+    assert time.monotonic() - start < 2
+
+
+def test_check_masks_the_password_of_an_unreachable_server():
+    port = free_port()
+    with pytest.raises(TrackingUriError) as info:
+        check_tracking_uri(f"http://user:s3cret@127.0.0.1:{port}", timeout=2)
+    message = str(info.value)
+    assert "s3cret" not in message and "user:***@" in message
+    assert "unreachable (connection refused)" in message
