@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 @dataclass
 class IsolatedLauncherConf:
     _target_: str = "hydra_plugins.sweeper_optuna.isolated_launcher.IsolatedLauncher"
-    # at most this many jobs in flight (null: as many as the sweeper's slots ask for)
+    # at most this many jobs in flight (null: the sweeper's slots; a batch: the CPU count)
     n_jobs: int | None = None
 
 

@@ -1,8 +1,9 @@
 """``hydra/launcher=isolated``: Hydra jobs on independent worker processes.
 
 Same contract as joblib's launcher (``launch`` returns one JobReturn per job, job dirs under
-``hydra.sweep.dir``), and safe to call from several threads at once (the Optuna sweeper's
-slots each launch one job at a time). A job whose process dies comes back as a FAILED
+``hydra.sweep.dir``; a batch runs ``n_jobs`` jobs at a time, default: the CPU count), and safe
+to call from several threads at once (the Optuna sweeper's slots each launch one job at a
+time). A job whose process dies comes back as a FAILED
 JobReturn holding :class:`~sweeper.sweeps.workers.WorkerDied`, so the sweeper fails that trial
 alone and goes on.
 """
@@ -10,7 +11,9 @@ alone and goes on.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +54,8 @@ class IsolatedLauncherImpl:
         if self._pool is None:
             self._pool = WorkerPool(self.n_jobs)
         state = Singleton.get_state()
-        results: list[Any] = []
-        for i, overrides in enumerate(job_overrides):
+
+        def one(i: int, overrides: Sequence[str]) -> Any:
             idx = initial_job_idx + i
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
             payload = cloudpickle.dumps(
@@ -66,8 +69,14 @@ class IsolatedLauncherImpl:
             if isinstance(ret, BaseException):  # escaped run_job itself
                 err, ret = ret, JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
                 ret._return_value = err
-            results.append(ret)
-        return results
+            return ret
+
+        if len(job_overrides) == 1:  # the Optuna sweeper's slots: one job per call
+            return [one(0, job_overrides[0])]
+        # a batch (Hydra's basic sweeper): n_jobs at a time, like joblib's launcher
+        workers = self.n_jobs or os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=min(workers, len(job_overrides))) as threads:
+            return list(threads.map(one, range(len(job_overrides)), job_overrides))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -119,6 +120,22 @@ def test_an_unknown_env_id_is_refused_before_any_trial(tmp_path):
     proc = run(app(tmp_path, "env.id=NoSuchEnv-v7", "agent.alpha=choice(0.1,0.2)"), tmp_path)
     line = one_line_error(proc)
     assert "env.id" in line and "NoSuchEnv-v7" in line, line
+    assert studies(tmp_path) == [] and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}", "garbage://x"])
+def test_a_bad_tracking_uri_is_refused_before_any_trial(tmp_path, uri):
+    from conftest import free_port
+
+    uri = uri.format(port=free_port())  # nothing listens there
+    started = time.monotonic()
+    proc = run(
+        app(tmp_path, "tracking.enabled=true", f"tracking.tracking_uri={uri}", "seed=1,2"),
+        tmp_path,
+    )
+    line = one_line_error(proc)
+    assert line.startswith(f"sweeper: tracking.tracking_uri {uri}"), line
+    assert time.monotonic() - started < 60  # was 253 s of retries, then a traceback
     assert studies(tmp_path) == [] and not (tmp_path / "sweep").exists()
 
 

@@ -250,3 +250,31 @@ def test_mlflow_runs_follow_optuna_for_trials_that_died(tmp_path):
     st.tell(3, 1.0)
     assert close_open_runs(client, parent, st) == 1
     assert client.get_run(runs[3]).info.status == "FINISHED"
+
+
+def test_the_isolated_launcher_runs_a_basic_sweep_batch(tmp_path):
+    """Hydra's own sweeper hands the launcher a batch: n_jobs of them run at a time."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweeper.train",
+            "-m",
+            "hydra/launcher=isolated",
+            "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "seed=1,2,3",
+            *[o for o in LONG_TRIAL if "sweeper" not in o and "alpha" not in o],
+            "train.episodes=200",
+            "tracking.enabled=false",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted((tmp_path / "sweep").glob("*/result.json"))
+    assert [p.parent.name for p in results] == ["0", "1", "2"]
