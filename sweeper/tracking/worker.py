@@ -52,6 +52,7 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
 MAX_WRITERS = 4
+CLOSE_DEADLINE = 30.0  # seconds an orphaned logging child keeps trying to end its run KILLED
 
 
 class Executor:
@@ -583,7 +584,10 @@ def main() -> None:
     executor = Executor(progress)
     error: str | None = None
     for line in sys.stdin:
-        msg = json.loads(line)
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:  # an op torn by the training process's death: the end
+            break
         op = msg.pop("op")
         if op == "end":
             sys.stderr.flush()
@@ -608,12 +612,23 @@ def main() -> None:
         else:
             progress.beat()
     # End of input in the middle of a run: the training process died.
-    if executor.run_id is not None and not executor.terminated and error is None:
-        try:
-            executor.apply("tags", tags={"outcome": "killed", "error": "training process died"})
-            executor.apply("terminate", status="KILLED")
-        except Exception:  # noqa: BLE001
-            pass
+    # Closing it matters more than speed (a RUNNING run would stay RUNNING for good): keep
+    # trying for a while, e.g. while other dying processes of the sweep hold the SQLite lock.
+    # Also after an earlier failed op: the store may be back.
+    if executor.run_id is not None and not executor.terminated:
+        deadline = time.monotonic() + CLOSE_DEADLINE
+        while True:
+            try:
+                executor.apply("tags", tags={"outcome": "killed", "error": "training process died"})
+                executor.apply("terminate", status="KILLED")
+                break
+            except Exception as err:  # noqa: BLE001
+                if time.monotonic() > deadline:
+                    print(
+                        failure_line(executor.uri, f"{type(err).__name__}: {err}"), file=sys.stderr
+                    )
+                    break
+                time.sleep(0.5)
     # Every op is committed: skip the interpreter's teardown (mlflow's atexit handlers and
     # threads take about a second).
     sys.stderr.flush()

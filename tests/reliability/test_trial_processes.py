@@ -184,12 +184,14 @@ def test_killing_the_sweeper_leaves_no_process_behind(tmp_path, launcher):
         for p in descendants(proc.pid):
             os.kill(p, signal.SIGKILL)
     assert not left, left
+    log = proc.stdout.read()  # every writer is gone: the whole output
     # the trials' logging children ended their runs KILLED when their trial died, and the
     # parent run's guard ended the study's run KILLED
     runs = mlflow_runs(tmp_path)
-    assert {r.info.status for r in runs} == {"KILLED"}, [
-        (r.data.tags.get("trial_number", "parent"), r.info.status) for r in runs
-    ]
+    assert {r.info.status for r in runs} == {"KILLED"}, (
+        [(r.data.tags.get("trial_number", "parent"), r.info.status) for r in runs],
+        log[-3000:],
+    )
     if launcher == "joblib":
         return
     # the same command resumes: the killed trials are failed (uncounted), 4 more complete,
@@ -278,3 +280,39 @@ def test_the_isolated_launcher_runs_a_basic_sweep_batch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted((tmp_path / "sweep").glob("*/result.json"))
     assert [p.parent.name for p in results] == ["0", "1", "2"]
+
+
+def test_a_logging_child_closes_its_run_even_after_a_torn_op(tmp_path):
+    """A training process killed in the middle of writing an op leaves half a line on the
+    logging child's stdin: the child takes it as the end and still ends the run KILLED."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from sweeper.tracking import store
+
+    uri = store.sqlite_uri(tmp_path / "mlflow.db")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "sweeper.tracking.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    spec = {
+        "uri": uri,
+        "experiment_name": "torn",
+        "tags": {"mlflow.runName": "torn"},
+        "params": {"a": "1"},
+    }
+    child.stdin.write(json.dumps({"op": "start", "spec": spec}) + "\n")
+    child.stdin.flush()
+    while True:  # progress beats come first; the start answer carries the run id
+        answer = json.loads(child.stdout.readline())
+        if "run_id" in answer or "error" in answer:
+            break
+    assert answer.get("run_id"), answer
+    child.stdin.write('{"op": "metrics", "items": [["return", 1.0, 0, 1], ["ret')  # torn
+    child.stdin.close()
+    assert child.wait(timeout=60) == 0
+    run = MlflowClient(uri).get_run(answer["run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["outcome"] == "killed"
