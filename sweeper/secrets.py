@@ -158,15 +158,17 @@ def mask_text(text: Any) -> str:
     return text
 
 
-def _mask_leaves(value: Any) -> Any:
-    """A parsed override value with its secret-bearing strings masked (and kept)."""
+def mask_values(value: Any) -> Any:
+    """A plain value (an override's, or a resolved config container) with its secret-bearing
+    strings masked (and kept): e.g. a password that came through ``${oc.env:...}``, which the
+    callback could not see, before a resolved config is written."""
     if isinstance(value, str):
         masked = keep(value)
         return masked if masked != value else mask_urls(value)
     if isinstance(value, list):
-        return [_mask_leaves(v) for v in value]
+        return [mask_values(v) for v in value]
     if isinstance(value, dict):
-        return {k: _mask_leaves(v) for k, v in value.items()}
+        return {k: mask_values(v) for k, v in value.items()}
     return value
 
 
@@ -209,7 +211,7 @@ def mask_override(text: str) -> str:
         return mask_urls(text)
     out = text
     for leaf in _leaves(value):
-        masked = _mask_leaves(leaf)
+        masked = mask_values(leaf)
         if masked != leaf:
             out = out.replace(leaf, masked)
     if _clean(out):
@@ -217,7 +219,7 @@ def mask_override(text: str) -> str:
     if not override.is_sweep_override():  # e.g. escapes inside a quoted value
         from sweeper.sweeps.search_space import format_value
 
-        rebuilt = f"{override.get_key_element()}={format_value(_mask_leaves(value))}"
+        rebuilt = f"{override.get_key_element()}={format_value(mask_values(value))}"
         if _clean(rebuilt):
             return rebuilt
     return mask_urls(text)

@@ -25,6 +25,7 @@ from sweeper.callbacks import Callback, CallbackList, CsvWriter, ProgressBar
 from sweeper.config import ConfigError, is_tabular, register_configs, validate
 from sweeper.envs import make_env
 from sweeper.envs.factory import is_discrete_obs, obs_shape
+from sweeper.secrets import mask_values
 from sweeper.seeding import component_rngs, seed_everything
 from sweeper.training import Budget, DivergenceError, train
 
@@ -152,7 +153,8 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), b
     agent, env, eval_env = built if built is not None else prepare(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    resolved = mask_values(OmegaConf.to_container(cfg, resolve=True))  # no password in a file
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
     history = History()
     writer = CsvWriter(output_dir)
     stream = CallbackList([writer, history, ProgressBar(cfg.train.progress), *callbacks])

@@ -13,7 +13,6 @@ parent run (``ensure_parent_run``), so the KILLED status is temporary for a stud
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,7 +22,9 @@ class RunGuard:
     """The sweeper's handle: ``release()`` when the run was closed normally."""
 
     def __init__(self, run_id: str, tracking_uri: str) -> None:
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        from sweeper.tracking.worker import child_env
+
+        env = child_env()  # MLflow's HTTP limits: a dead server does not keep us for minutes
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sweeper.tracking.run_guard"],
             stdin=subprocess.PIPE,

@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sweeper.secrets import mask_text
 from sweeper.tracking import store
 from sweeper.tracking.sqlite_writer import SqliteWriter, copy_artifacts, local_artifact_dir
 
@@ -601,7 +602,7 @@ def main() -> None:
         try:
             answer = executor.apply(op, **msg)
         except Exception as err:  # noqa: BLE001 - reported to the parent
-            error = f"{type(err).__name__}: {err}"
+            error = mask_text(f"{type(err).__name__}: {err}")  # an HTTP error may show u:pw@
             uri = executor.uri or (msg.get("spec") or {}).get("uri")
             print(failure_line(uri, error), file=sys.stderr, flush=True)
             answer = {"error": error} if op == "start" else None

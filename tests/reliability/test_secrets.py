@@ -206,6 +206,31 @@ def test_storage_error_does_not_print_a_query_password(tmp_path):
     assert _files_with(tmp_path, "Hunter2x") == []
 
 
+def test_a_password_from_an_interpolation_is_masked_in_the_written_config(tmp_path):
+    """``${oc.env:...}``: Hydra keeps the interpolation in .hydra/, and the resolved
+    config.yaml the run writes masks what it resolves to."""
+    env = {**_env(), "SWEEPER_TEST_URI": "postgresql://u:Env5ecretX@127.0.0.1:1/db"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweeper.train",
+            *TINY,
+            "tracking.enabled=false",
+            "tracking.tracking_uri=${oc.env:SWEEPER_TEST_URI}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "u:***@127.0.0.1:1/db" in (tmp_path / "run" / "config.yaml").read_text()
+    assert _files_with(tmp_path, "Env5ecretX") == []
+
+
 # -- units -----------------------------------------------------------------------------------
 @pytest.fixture
 def fresh(monkeypatch):
