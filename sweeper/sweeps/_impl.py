@@ -450,10 +450,15 @@ class OptunaSweeperImpl(Sweeper):
             log.warning(
                 "hydra.sweeper.n_jobs=%d with the basic launcher: it runs jobs in this process "
                 "and changes process-global state, so trials run one at a time; use "
-                "hydra/launcher=joblib for parallel slots",
+                "hydra/launcher=isolated for parallel slots",
                 self.n_jobs,
             )
             return 1
+        if self.n_jobs > 1 and type(self.launcher).__name__ == "JoblibLauncher":
+            log.warning(
+                "hydra/launcher=joblib: if one of loky's worker processes dies, loky fails every "
+                "trial in flight; hydra/launcher=isolated fails only the trial that died"
+            )
         launcher_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs")
         if isinstance(launcher_jobs, int) and 0 < launcher_jobs < self.n_jobs:
             log.warning(
