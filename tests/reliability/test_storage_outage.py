@@ -14,8 +14,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import free_port
 from optuna.trial import TrialState
+from reliability_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = ROOT / "tests" / "sweeps" / "apps" / "toy.py"

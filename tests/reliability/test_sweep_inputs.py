@@ -125,7 +125,7 @@ def test_an_unknown_env_id_is_refused_before_any_trial(tmp_path):
 
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}", "garbage://x"])
 def test_a_bad_tracking_uri_is_refused_before_any_trial(tmp_path, uri):
-    from conftest import free_port
+    from reliability_helpers import free_port
 
     uri = uri.format(port=free_port())  # nothing listens there
     started = time.monotonic()

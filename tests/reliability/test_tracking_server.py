@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from reliability_helpers import free_port
 
 from sweeper.tracking.preflight import TrackingUriError, check_tracking_uri
 
