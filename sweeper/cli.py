@@ -202,16 +202,26 @@ def cmd_reproduce(args) -> int:
         )
     except ConfigError as err:
         return fail(f"reproduce: config error: {err}", 2)
+    from sweeper.secrets import mask_text
+
+    original_error = original.data.tags.get("error")
     try:
         run(cfg, output_dir, [tracker])
     except BaseException as exc:
         tracker.close(exc)
         if not isinstance(exc, Exception):
             raise
-        if outcome != "failed":  # a failed original should fail again, the same way
-            problems.append(f"the reproduced run raised {type(exc).__name__}: {exc}")
+        error = mask_text(f"{type(exc).__name__}: {exc}")
+        if outcome != "failed":
+            problems.append(f"the reproduced run raised {error}")
+        elif original_error is not None and error != original_error:  # fail the same way
+            problems.append(
+                f"the original failed with {original_error!r}, the re-run with {error!r}"
+            )
     else:
         tracker.close(None)
+        if outcome == "failed":
+            problems.append(f"the original failed ({original_error}), the re-run finished")
     if outcome in ("pruned", "failed", "killed"):
         # stopped early: compare the metric histories up to where the original stopped
         diffs = history_prefix_diffs(client, original, tracker.run_id)

@@ -63,7 +63,12 @@ def _mask_params(tail: str, found: list[str]) -> str:
     out = []
     for piece in re.split(r"([?#&;])", tail):
         key, eq, value = piece.partition("=")
-        if eq and value and unquote_plus(key).strip().lower() in SECRET_PARAMS:
+        if (
+            eq
+            and value
+            and "${" not in value
+            and unquote_plus(key).strip().lower() in SECRET_PARAMS
+        ):
             found.append(value)
             piece = f"{key}={MASK}"
         out.append(piece)
@@ -79,7 +84,9 @@ def _split_secrets(url: str) -> tuple[str, list[str]]:
     found: list[str] = []
     if userinfo:
         user, colon, password = userinfo[:-1].partition(":")
-        if colon and password:
+        # an interpolation (``${oc.env:PGPASS}``) is no secret: it is resolved later, and the
+        # resolved value is masked where it is written (``mask_values``)
+        if colon and password and "${" not in password:
             found.append(password)
             userinfo = f"{user}:{MASK}@"
     tail = _mask_params(tail, found)

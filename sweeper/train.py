@@ -25,7 +25,7 @@ from sweeper.callbacks import Callback, CallbackList, CsvWriter, ProgressBar
 from sweeper.config import ConfigError, is_tabular, register_configs, validate
 from sweeper.envs import make_env
 from sweeper.envs.factory import is_discrete_obs, obs_shape
-from sweeper.secrets import mask_values
+from sweeper.secrets import mask_text, mask_values
 from sweeper.seeding import component_rngs, seed_everything
 from sweeper.training import Budget, DivergenceError, train
 
@@ -164,7 +164,7 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), b
         )
     except BaseException as exc:
         status = status_of(exc)
-        error = None if status == "PRUNED" else f"{type(exc).__name__}: {exc}"
+        error = None if status == "PRUNED" else mask_text(f"{type(exc).__name__}: {exc}")
         stream.on_train_end(math.nan, status)
         _finish(cfg, output_dir, agent, history, math.nan, status, error)
         raise

@@ -56,6 +56,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 
+from sweeper.secrets import mask_text
 from sweeper.sweeps import results as results_mod
 from sweeper.sweeps import sweep_dir as sweep_dir_mod
 from sweeper.sweeps.factories import FactoryError, grid_size, make_sampler, pruner_spec
@@ -137,6 +138,12 @@ def _one_line(text: Any, limit: int = 2000) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def _error_text(exc: BaseException) -> str:
+    """``Type: message`` on one line, URL passwords masked (it is stored in the study and
+    copied to MLflow; an MLflow error quotes the whole tracking URL)."""
+    return mask_text(f"{type(exc).__name__}: {_one_line(exc)}")
+
+
 @dataclass
 class Outcome:
     state: TrialState
@@ -152,7 +159,7 @@ def outcome_of(ret: JobReturn | BaseException) -> Outcome:
     came back pickled).
     """
     if isinstance(ret, BaseException):
-        return Outcome(TrialState.FAIL, error=f"{type(ret).__name__}: {_one_line(ret)}")
+        return Outcome(TrialState.FAIL, error=_error_text(ret))
     attrs: dict[str, Any] = {}
     if ret.hydra_cfg is not None:
         out_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
@@ -174,9 +181,7 @@ def outcome_of(ret: JobReturn | BaseException) -> Outcome:
     if isinstance(exc, optuna.TrialPruned):
         return Outcome(TrialState.PRUNED, attrs=attrs)
     if isinstance(exc, BaseException):
-        return Outcome(
-            TrialState.FAIL, error=f"{type(exc).__name__}: {_one_line(exc)}", attrs=attrs
-        )
+        return Outcome(TrialState.FAIL, error=_error_text(exc), attrs=attrs)
     return Outcome(TrialState.FAIL, error=f"job status {ret.status}: {exc!r}", attrs=attrs)
 
 
@@ -223,6 +228,7 @@ class OptunaSweeperImpl(Sweeper):
         self._running: dict[int, optuna.trial.Trial] = {}  # number -> trial this process runs
         self._stop = threading.Event()
         self._failures = 0
+        self._hooks_due: list[int] = []  # trials failed under the lock, hooks not yet told
         self._last_error: str | None = None
         self._started_here: list[int] = []
 
@@ -549,6 +555,7 @@ class OptunaSweeperImpl(Sweeper):
             self._stop.set()
             progress.stop()
             self._fail_owned(plan, "interrupted (KeyboardInterrupt)")
+            self._run_due_hooks(plan)
             raise
         finally:
             close = getattr(self.launcher, "close", None)
@@ -558,6 +565,7 @@ class OptunaSweeperImpl(Sweeper):
         progress.stop()
         if errors:
             self._abort(plan, errors[0])
+        self._run_due_hooks(plan)
         try:
             summary = results_mod.finish(self, plan, hooks, info)
         except Exception as err:
@@ -589,6 +597,13 @@ class OptunaSweeperImpl(Sweeper):
             "finished trials are kept (re-run the same command to resume)"
         ) from None
 
+    def _run_due_hooks(self, plan: _Plan) -> None:
+        """``on_trial_end`` for the trials failed as stale/surplus/interrupted meanwhile."""
+        with self._lock:
+            due, self._hooks_due = self._hooks_due, []
+        for number in due:
+            self._trial_ended(plan, number)
+
     def _trial_ended(self, plan: _Plan, number: int) -> None:
         """Tell the hooks how a trial ended (e.g. MLflow closes a run its process left open)."""
         hooks = [h for h in plan.hooks if callable(getattr(h, "on_trial_end", None))]
@@ -618,13 +633,17 @@ class OptunaSweeperImpl(Sweeper):
                     return
                 trial = study.ask(fixed_distributions=plan.space.distributions)
                 self._running[trial.number] = trial
+            self._run_due_hooks(plan)
             try:
                 overrides, shown = self._claim(plan, trial)
             except _Surplus:
+                self._run_due_hooks(plan)
                 return
             except Exception:  # the storage failed right after ask: no trial stays RUNNING
                 with contextlib.suppress(Exception):
-                    self._finish_uncounted(plan, trial.number, "interrupted: storage error")
+                    self._finish_uncounted(
+                        plan, trial.number, "interrupted: storage error", dict(trial.params)
+                    )
                 raise
             progress.trial_started(trial.number, " ".join(shown))
             try:
@@ -694,8 +713,8 @@ class OptunaSweeperImpl(Sweeper):
             log.debug("could not fail trial %d: %s", number, err)
         with self._lock:
             self._running.pop(number, None)
-        if failed:
-            self._trial_ended(plan, number)
+            if failed:  # the hooks run outside the lock (they may call a slow server)
+                self._hooks_due.append(number)
         if failed and params and plan.sampler_name == "grid":
             self._requeue(plan, number, params)
 
@@ -782,7 +801,7 @@ def root_cause(err: BaseException, limit: int = 400) -> str:
             break
         seen.add(id(nxt))
         inner = nxt
-    return f"{type(inner).__name__}: {_one_line(str(inner), limit)}"
+    return mask_text(f"{type(inner).__name__}: {_one_line(str(inner), limit)}")
 
 
 def counts(t: optuna.trial.FrozenTrial) -> bool:

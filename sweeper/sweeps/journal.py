@@ -16,8 +16,10 @@ is there. When an append failed half-way (``ENOSPC`` on a full disk: the caller 
 partial line: that line is no longer the last one, ``read_logs`` raises ``JSONDecodeError``
 on it, and every later sweep and ``sweeper report`` on the journal fail for good.
 
-What this adds, under the same lock as Optuna's writers (so it interoperates with plain
-``JournalFileBackend`` writers of the same file):
+What this adds, under the journal's lock (a ``JournalFileOpenLock`` on ``<journal>.lock``, as
+the sweeper has always opened it; another program appending to the same file must use that
+lock too: Optuna's default ``JournalFileSymlinkLock`` would not exclude this one, nor Optuna's
+own writers from each other):
 
 * before appending, bytes after the last ``\\n`` are truncated away. They are never part of
   an acknowledged record (their append raised or its process died before returning) and no

@@ -79,6 +79,6 @@ class IsolatedLauncherImpl:
             return list(threads.map(one, range(len(job_overrides)), job_overrides))
 
     def close(self) -> None:
+        """End the workers; a launch after this fails its jobs (the pool refuses them)."""
         if self._pool is not None:
             self._pool.close()
-            self._pool = None

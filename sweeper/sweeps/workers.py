@@ -204,11 +204,13 @@ class WorkerPool:
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
+        self._closed = False
         self._slots = threading.BoundedSemaphore(max_workers) if max_workers else None
         atexit.register(self.close)
 
     def run(self, payload: bytes) -> Any:
-        """Run one cloudpickled job on a worker; raises WorkerDied when the worker dies."""
+        """Run one cloudpickled job on a worker; raises WorkerDied when the worker dies (or
+        the pool was closed: the sweep is ending)."""
         if self._slots is not None:
             self._slots.acquire()
         try:
@@ -216,12 +218,14 @@ class WorkerPool:
             try:
                 result = worker.run(payload)
             except WorkerDied:
-                with self._lock:
-                    self._all.remove(worker)
+                self._forget(worker)
                 worker.close(timeout=1)
                 raise
             with self._lock:
-                self._idle.append(worker)
+                if self._closed:
+                    worker.close(timeout=1)
+                else:
+                    self._idle.append(worker)
             return result
         finally:
             if self._slots is not None:
@@ -229,19 +233,28 @@ class WorkerPool:
 
     def _acquire(self) -> _Worker:
         with self._lock:
+            if self._closed:
+                raise WorkerDied("the sweep is shutting down: no new trial process")
             while self._idle:
                 worker = self._idle.pop()
                 if worker.alive():
                     return worker
                 self._all.remove(worker)
-        worker = _Worker(self._ctx)
-        with self._lock:
+                worker.close(timeout=1)  # reap it, close its pipe
+            worker = _Worker(self._ctx)
             self._all.append(worker)
-        return worker
+            return worker
+
+    def _forget(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker in self._all:
+                self._all.remove(worker)
 
     def close(self) -> None:
-        """Stop every worker (idle ones end at once; busy ones are killed)."""
+        """Stop every worker: idle ones end at once (their pipe closes), busy ones are killed
+        (their trials are failed by the sweeper anyway). New jobs are refused."""
         with self._lock:
+            self._closed = True
             workers, self._all, self._idle = list(self._all), [], []
         for worker in workers:
-            worker.close()
+            worker.close(timeout=1)

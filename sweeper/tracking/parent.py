@@ -307,7 +307,7 @@ def close_trial_runs(client, parent_run_id: str, study_name: str, trials) -> int
     sweeper's hook closes a run still RUNNING (or FINISHED for a trial that did not complete)
     with the trial's status and error, and creates a run for a failed trial that has none.
     """
-    from mlflow.entities import Param
+    from mlflow.entities import Param, ViewType
 
     exp_id = store.retry(client.get_run, parent_run_id).info.experiment_id
     changed = 0
@@ -325,9 +325,12 @@ def close_trial_runs(client, parent_run_id: str, study_name: str, trials) -> int
             [exp_id],
             f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
             f"and tags.trial_number = '{trial.number}'",
+            run_view_type=ViewType.ALL,  # a deleted run (a config error) is not to be replaced
             max_results=10,
         )
-        if not runs and state == "FAIL":
+        # A run is made up only for a trial that ran and failed: not for one that never
+        # started (stale before its claim, surplus, interrupted: ``sweeper:uncounted``).
+        if not runs and state == "FAIL" and "sweeper:uncounted" not in trial.user_attrs:
             run = store.retry(
                 client.create_run,
                 exp_id,
@@ -346,6 +349,8 @@ def close_trial_runs(client, parent_run_id: str, study_name: str, trials) -> int
             changed += 1
             continue
         for run in runs:
+            if run.info.lifecycle_stage == "deleted":
+                continue
             current = run.info.status
             if current == status or (state == "FAIL" and current in ("FAILED", "KILLED")):
                 continue
@@ -445,6 +450,12 @@ def study_hook(task_cfg) -> MlflowStudyHook | None:
     if not task_cfg.get("tracking") or not task_cfg.tracking.get("enabled", False):
         return None
     from sweeper.tracking.preflight import check_tracking_uri
+    from sweeper.tracking.worker import HTTP_LIMITS
+
+    # The sweeper's own MLflow calls (parent run, closing runs of failed trials) get the same
+    # bounded HTTP retries as the logging children: a dead server costs seconds, not minutes.
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
 
     # before any trial: a reachable server or a writable store, else one line naming the URI
     configured = task_cfg.tracking.get("tracking_uri")

@@ -58,15 +58,22 @@ def main() -> None:
     released = any(line.strip() == "release" for line in sys.stdin)
     if released or not spec.get("run_id"):
         return
+    import logging
+
+    from sweeper.secrets import mask_text
     from sweeper.tracking import store
 
-    client = store.client(spec.get("uri"))
-    run = store.retry(client.get_run, spec["run_id"])
-    if run.info.status == "RUNNING":
-        store.retry(
-            client.set_tag, spec["run_id"], "error", "the sweeper ended without closing this run"
-        )
-        store.retry(client.set_terminated, spec["run_id"], "KILLED")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # one line below, not a retry log
+    try:
+        client = store.client(spec.get("uri"))
+        run = store.retry(client.get_run, spec["run_id"])
+        if run.info.status == "RUNNING":
+            why = "the sweeper ended without closing this run"
+            store.retry(client.set_tag, spec["run_id"], "error", why)
+            store.retry(client.set_terminated, spec["run_id"], "KILLED")
+    except Exception as err:  # noqa: BLE001 - the store is gone too: say so, once
+        text = " ".join(mask_text(f"{type(err).__name__}: {err}").split())[:300]
+        print(f"sweeper: could not end the study's parent run: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -369,7 +369,9 @@ class MlflowTracker(Callback):
 def _error_tag(error: BaseException | None) -> dict[str, str]:
     if error is None:
         return {}
-    return {"error": f"{type(error).__name__}: {error}"}
+    from sweeper.secrets import mask_text
+
+    return {"error": mask_text(f"{type(error).__name__}: {error}")}
 
 
 def tracking_callback(cfg, output_dir: Path | str) -> MlflowTracker:

@@ -273,6 +273,17 @@ def test_mask(url, masked):
     assert not secrets.has_secret(masked)
 
 
+def test_an_interpolated_password_is_left_to_resolve(fresh):
+    """``${oc.env:PGPASS}`` in the password slot is no secret: masking it would keep the
+    unresolved text as "the real URL" and the storage could never log in."""
+    for url in (
+        "postgresql://u:${oc.env:PGPASS}@h/db",
+        "postgresql://u@h/db?password=${oc.env:PGPASS}",
+    ):
+        assert secrets.mask(url) == url and secrets.keep(url) == url
+        assert secrets.reveal(url) == url
+
+
 def test_mask_leaves_non_strings_alone():
     assert secrets.mask(None) is None and secrets.mask(3) == 3
 

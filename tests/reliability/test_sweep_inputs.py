@@ -217,3 +217,46 @@ def test_a_pruned_trial_reproduces(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "pruned" in proc.stdout and "bit-identical" in proc.stdout
+
+
+def test_a_failed_run_reproduces_only_if_it_fails_the_same_way(tmp_path):
+    """A diverged run's re-run must diverge again, with the same error, and log the same
+    metrics up to that point."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeper.tracking import store
+
+    outputs = tmp_path / "outputs"
+    full_env = {**env(), "SWEEPER_OUTPUTS": str(outputs)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweeper.train",
+            "agent.lr=1e5",
+            "train.episodes=30",
+            "eval.every=10",
+            "eval.episodes=1",
+            "train.progress=false",
+            "train.plot=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 1 and "diverged" in proc.stderr, proc.stderr[-2000:]
+    client = MlflowClient(store.sqlite_uri(outputs / "mlflow.db"))
+    (failed,) = store.search_all_runs(client, "tags.outcome = 'failed'")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper.cli", "reproduce", failed.data.tags["config_hash"][:12]],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "was failed" in proc.stdout and "bit-identical" in proc.stdout

@@ -231,6 +231,9 @@ def test_mlflow_runs_follow_optuna_for_trials_that_died(tmp_path):
     st.tell(0, state=TrialState.FAIL)  # its run stayed RUNNING (logging child killed)
     st.tell(1, state=TrialState.FAIL)  # killed after its run was logged FINISHED
     st.tell(2, state=TrialState.FAIL)  # killed before its logging child created a run
+    surplus = st.ask()  # failed before it ever ran (a surplus or stale claim): no run made up
+    surplus.set_user_attr("sweeper:uncounted", "surplus")
+    st.tell(surplus, state=TrialState.FAIL)
     runs = {}
     for number, status in ((0, None), (1, "FINISHED"), (3, None)):
         run = client.create_run(
@@ -240,7 +243,8 @@ def test_mlflow_runs_follow_optuna_for_trials_that_died(tmp_path):
             client.set_terminated(run.info.run_id, status)
         runs[number] = run.info.run_id
     trials = st.get_trials()
-    assert close_trial_runs(client, parent, "s", trials[:3]) == 3
+    assert close_trial_runs(client, parent, "s", [*trials[:3], trials[4]]) == 3
+    assert client.search_runs([exp], f"tags.trial_number = '{surplus.number}'") == []
     assert client.get_run(runs[0]).info.status == "FAILED"
     assert client.get_run(runs[1]).info.status == "FAILED"
     assert client.get_run(runs[1]).data.tags["outcome"] == "failed"
