@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
+from sweeper.statistics import estimate
 from sweeper.sweeps.search_space import format_value
 
 if TYPE_CHECKING:
@@ -133,24 +134,33 @@ def importances(study: optuna.Study, params: Sequence[str]) -> dict[str, float] 
 def groups_table(
     study: optuna.Study, group_by: Sequence[str], metrics: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """Complete trials grouped by the values of ``group_by`` params: n, mean/std of the
-    objective and of each user-attr metric (e.g. the ablation and double-vs-vanilla tables)."""
+    """Complete trials grouped by the values of ``group_by`` params (e.g. the arms of the
+    ablation, DQN vs Double DQN): per group n, the objective's IQM with its 95% bootstrap CI
+    over the group's trials (``sweeper.statistics``), and the same for each user-attr metric
+    (e.g. ``mean_max_q``)."""
     rows: dict[tuple, list[optuna.trial.FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         key = tuple(t.params.get(g) for g in group_by)
         rows.setdefault(key, []).append(t)
     out = []
     for key, trials in sorted(rows.items(), key=lambda kv: str(kv[0])):
-        vals = [float(t.value) for t in trials]
         row: dict[str, Any] = {g: k for g, k in zip(group_by, key, strict=True)}
-        row["n"] = len(trials)
-        row["objective_mean"] = round(statistics.fmean(vals), 4)
-        row["objective_std"] = round(statistics.pstdev(vals), 4) if len(vals) > 1 else 0.0
+        est = estimate([float(t.value) for t in trials])
+        row["n"] = est.n
+        row.update(_rounded(est.as_dict("objective_")))
         for m in metrics:
-            ms = [float(t.user_attrs[m]) for t in trials if m in t.user_attrs]
-            row[f"{m}_mean"] = round(statistics.fmean(ms), 4) if ms else None
-        out.append(row)
+            values = [float(t.user_attrs[m]) for t in trials if m in t.user_attrs]
+            if values:
+                row.update(_rounded(estimate(values).as_dict(f"{m}_")))
+            else:
+                row[f"{m}_iqm"] = None
+        row.pop("objective_n", None)
+        out.append({k: v for k, v in row.items() if not (k.endswith("_n") and k != "n")})
     return out
+
+
+def _rounded(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
 
 
 def finish(
@@ -291,13 +301,29 @@ def print_summary(summary: Mapping[str, Any]) -> None:
     console.print(table)
     groups = summary.get("groups")
     if groups:
-        gt = Table(title="by " + ", ".join(k for k in groups[0] if k not in _STAT_KEYS(groups[0])))
-        for key in groups[0]:
+        params = [k for k in groups[0] if k not in _STAT_KEYS(groups[0])]
+        measures = [k[: -len("_iqm")] for k in groups[0] if k.endswith("_iqm")]
+        gt = Table(title="by " + ", ".join(params) + " (complete trials)")
+        for key in params:
             gt.add_column(key)
+        gt.add_column("n", justify="right")
+        for m in measures:
+            gt.add_column(f"{m} IQM [95% CI]", justify="right")
         for row in groups:
-            gt.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+            cells = [str(row[k]) for k in params] + [str(row["n"])]
+            cells += [_with_ci(row, m) for m in measures]
+            gt.add_row(*cells)
         console.print(gt)
 
 
+def _with_ci(row: Mapping[str, Any], measure: str) -> str:
+    value, low, high = (row.get(f"{measure}_{k}") for k in ("iqm", "ci_low", "ci_high"))
+    if value is None:
+        return "-"
+    if low is None or high is None:
+        return f"{value:.4g} [no CI: n=1]"
+    return f"{value:.4g} [{low:.4g}, {high:.4g}]"
+
+
 def _STAT_KEYS(row: Mapping[str, Any]) -> set[str]:  # noqa: N802
-    return {k for k in row if k == "n" or k.endswith(("_mean", "_std"))}
+    return {k for k in row if k == "n" or k.endswith(("_iqm", "_ci_low", "_ci_high"))}

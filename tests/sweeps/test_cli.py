@@ -433,7 +433,11 @@ def test_ready_made_sweep_double_vs_vanilla(tmp_path):
     assert res["study_name"].startswith("double_vs_vanilla-")
     groups = {g["agent.double"]: g for g in res["groups"]}
     assert set(groups) == {True, False}
-    assert all(isinstance(g["mean_max_q_mean"], float) for g in groups.values())
+    for g in groups.values():  # per arm: IQM with its bootstrap CI, for the objective too
+        assert isinstance(g["mean_max_q_iqm"], float)
+        for m in ("objective", "mean_max_q"):
+            if g["n"] >= 2:
+                assert g[f"{m}_ci_low"] <= g[f"{m}_iqm"] <= g[f"{m}_ci_high"]
     assert "mean_max_q" in proc.stdout
 
 
