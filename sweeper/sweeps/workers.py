@@ -39,17 +39,24 @@ class WorkerDied(RuntimeError):
     """The process running a job ended before answering (killed, crashed, out of memory)."""
 
 
-def process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``
-    field 22): with the pid it names one process, even after the pid is reused."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
 
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``
+    field 22): with the pid it names one process, even after the pid is reused."""
+    fields = _stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
 def process_alive(pid: int, start: str | None = None) -> bool:
-    """Whether process ``pid`` (started at ``start``, when given) is alive on this host."""
+    """Whether process ``pid`` (started at ``start``, when given) is alive on this host; a
+    zombie is dead for our purposes."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -58,15 +65,10 @@ def process_alive(pid: int, start: str | None = None) -> bool:
         return True
     if start is None:
         return True
-    now = process_start(pid)
-    if now is None:
+    fields = _stat(pid)
+    if not fields or len(fields) <= 19:
         return True  # no /proc: the pid alone decides
-    # a zombie (state Z) is dead for our purposes
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        state = ""
-    return now == start and state != "Z"
+    return fields[19] == start and fields[0] != "Z"
 
 
 _watched: set[int] = set()

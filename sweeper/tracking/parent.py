@@ -413,18 +413,25 @@ class MlflowStudyHook:
         self.run_id = ensure_parent_run(
             info.study_name, self.experiment, self.tracking_uri, tags=tags
         )
-        from sweeper.tracking.run_guard import RunGuard
+        from sweeper.tracking.worker import ProcessExecutor
 
-        # if this process dies, the guard ends the parent run KILLED (never RUNNING forever)
-        self._guard = RunGuard(self.run_id, store.resolve_tracking_uri(self.tracking_uri))
+        # A logging child watches the parent run, as one watches each trial's: if this
+        # process dies (kill -9), its end of input ends the run KILLED, never RUNNING forever.
+        self._guard = ProcessExecutor.acquire()
+        self._guard.send(
+            "adopt",
+            uri=store.resolve_tracking_uri(self.tracking_uri),
+            run_id=self.run_id,
+            on_death={"outcome": "killed", "error": "the sweeper process died"},
+        )
         return self.run_id
 
     def on_study_end(self, info, results: Mapping[str, Any]) -> None:
         if self.run_id is None:
             return
         self._end(info, results)
-        if self._guard is not None:  # on an error the guard stays: KILLED when we exit
-            self._guard.release()
+        if self._guard is not None:  # on an error the watch stays: KILLED when we exit
+            self._guard.end()  # the run is ended: the child lets it be
             self._guard = None
 
     def _end(self, info, results: Mapping[str, Any]) -> None:

@@ -25,6 +25,7 @@ A dead or hung tracking server never blocks training:
   for longer than one MLflow call can take (:func:`stall_limit`), and the child is killed.
 
 Ops: ``start`` (create the run: spec with uri, experiment, tags, params; answers the run id),
+``adopt`` (watch a run another process ends, e.g. the sweeper's parent run: KILLED if it dies),
 ``metrics`` ([key, value, timestamp_ms, step] rows), ``tags``, ``artifacts`` (a directory),
 ``terminate`` (status), ``delete``, ``end`` (answers ``{"ok": true}`` or the first error, and
 whether the child already printed it). The child also writes ``{"beat": 1}`` after each op
@@ -74,6 +75,8 @@ class Executor:
         self.run_id: str | None = None
         self.artifact_uri: str | None = None
         self.terminated = False
+        # what an unfinished run says when its process dies (end of input)
+        self.on_death = {"outcome": "killed", "error": "training process died"}
 
     def apply(self, op: str, **kw: Any) -> dict[str, Any] | None:
         return getattr(self, f"_op_{op}")(**kw)
@@ -124,6 +127,15 @@ class Executor:
             "artifact_uri": self.artifact_uri,
             "tracking_uri": uri,
         }
+
+    def _op_adopt(self, uri: str, run_id: str, on_death: Mapping[str, str]) -> None:
+        """Watch a run that another process created and normally ends itself (a study's
+        parent run, ended by the sweeper): if that process dies first, its end of input ends
+        the run KILLED with the ``on_death`` tags, as for a trial's run."""
+        self.uri = store.resolve_tracking_uri(uri)
+        self.writer = _writer(self.uri)
+        self.run_id = run_id
+        self.on_death = dict(on_death)
 
     def _client(self):
         if self.client is None:
@@ -620,7 +632,7 @@ def main() -> None:
         deadline = time.monotonic() + CLOSE_DEADLINE
         while True:
             try:
-                executor.apply("tags", tags={"outcome": "killed", "error": "training process died"})
+                executor.apply("tags", tags=executor.on_death)
                 executor.apply("terminate", status="KILLED")
                 break
             except Exception as err:  # noqa: BLE001

@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+# The sweeper tests' helpers: one ``clean_env`` for every subprocess the tests start.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sweeps"))
+from sweep_helpers import clean_env  # noqa: E402, F401
+
 
 def free_port() -> int:
     with socket.socket() as s:

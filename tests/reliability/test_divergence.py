@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import pickle
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from reliability_helpers import clean_env
 
 TINY = [
     "train.episodes=30",
@@ -31,9 +31,7 @@ TINY = [
 
 def _env() -> dict[str, str]:
     """The test's environment (SWEEPER_OUTPUTS from conftest) without an outer Hydra's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return clean_env()
 
 
 def _app(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
+from reliability_helpers import clean_env
 
 from sweeper import secrets
 from sweeper.sweeps.search_space import format_value
@@ -33,9 +34,8 @@ TINY = [
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
+    env = clean_env()
     env.pop(secrets.ENV, None)  # the command must learn the password from its arguments
-    env["PYTHONUNBUFFERED"] = "1"
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     return env
 

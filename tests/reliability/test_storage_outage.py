@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from reliability_helpers import free_port
+from reliability_helpers import clean_env, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = ROOT / "tests" / "sweeps" / "apps" / "toy.py"
@@ -109,11 +109,10 @@ def complete(url: str) -> int:
 
 
 def test_postgresql_outage_ends_the_sweep_in_one_line_and_keeps_finished_trials(tmp_path, cluster):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
     proc = subprocess.Popen(
         sweep_cmd(tmp_path, cluster.url),
         cwd=tmp_path,
-        env={**env, "PYTHONUNBUFFERED": "1"},
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -143,7 +142,7 @@ def test_postgresql_outage_ends_the_sweep_in_one_line_and_keeps_finished_trials(
     proc2 = subprocess.run(
         sweep_cmd(tmp_path, cluster.url),
         cwd=tmp_path,
-        env={**env, "PYTHONUNBUFFERED": "1"},
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=240,

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from reliability_helpers import clean_env  # noqa: E402
+from sweep_helpers import sweep_cmd  # noqa: E402
 
 from sweeper.sweeps._impl import counts
 from sweeper.sweeps.journal import JournalFile, drop_torn_tail
 from sweeper.tracking import store
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sweeps"))
-from sweep_helpers import clean_env, sweep_cmd  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

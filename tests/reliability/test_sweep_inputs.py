@@ -3,7 +3,6 @@ sweeps never share a directory (issue 8, points 6 and 7)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from reliability_helpers import clean_env, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = ROOT / "tests" / "sweeps" / "apps" / "toy.py"
@@ -26,9 +26,7 @@ TINY = [
 ]
 
 
-def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
-    return {**out, "PYTHONUNBUFFERED": "1"}
+env = clean_env
 
 
 def run(cmd: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -125,7 +123,6 @@ def test_an_unknown_env_id_is_refused_before_any_trial(tmp_path):
 
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}", "garbage://x"])
 def test_a_bad_tracking_uri_is_refused_before_any_trial(tmp_path, uri):
-    from reliability_helpers import free_port
 
     uri = uri.format(port=free_port())  # nothing listens there
     started = time.monotonic()

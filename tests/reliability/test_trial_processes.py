@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from reliability_helpers import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 # A real app trial of a few seconds (tabular: no torch in the trial's hot loop).
@@ -84,11 +85,10 @@ def start_sweep(tmp_path: Path, launcher: str, n_trials: int, *extra: str) -> su
     ]
     if launcher == "joblib":
         cmd.append("hydra.launcher.n_jobs=2")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
     return subprocess.Popen(
         cmd,
         cwd=tmp_path,
-        env={**env, "PYTHONUNBUFFERED": "1"},
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -260,7 +260,6 @@ def test_mlflow_runs_follow_optuna_for_trials_that_died(tmp_path):
 
 def test_the_isolated_launcher_runs_a_basic_sweep_batch(tmp_path):
     """Hydra's own sweeper hands the launcher a batch: n_jobs of them run at a time."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
     proc = subprocess.run(
         [
             sys.executable,
@@ -272,11 +271,11 @@ def test_the_isolated_launcher_runs_a_basic_sweep_batch(tmp_path):
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             "seed=1,2,3",
             *[o for o in LONG_TRIAL if "sweeper" not in o and "alpha" not in o],
-            "train.episodes=200",
+            "train.episodes=4000",
             "tracking.enabled=false",
         ],
         cwd=tmp_path,
-        env=env,
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=240,
@@ -284,6 +283,9 @@ def test_the_isolated_launcher_runs_a_basic_sweep_batch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted((tmp_path / "sweep").glob("*/result.json"))
     assert [p.parent.name for p in results] == ["0", "1", "2"]
+    # two at a time: job 1 started (wrote its config) before job 0 finished (its result)
+    spans = [((p.parent / "config.yaml").stat().st_mtime, p.stat().st_mtime) for p in results]
+    assert spans[1][0] < spans[0][1], spans
 
 
 def test_a_logging_child_closes_its_run_even_after_a_torn_op(tmp_path):
