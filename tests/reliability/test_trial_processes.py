@@ -271,7 +271,6 @@ def test_the_isolated_launcher_runs_a_basic_sweep_batch(tmp_path):
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             "seed=1,2,3",
             *[o for o in LONG_TRIAL if "sweeper" not in o and "alpha" not in o],
-            "train.episodes=4000",
             "tracking.enabled=false",
         ],
         cwd=tmp_path,
@@ -283,9 +282,13 @@ def test_the_isolated_launcher_runs_a_basic_sweep_batch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted((tmp_path / "sweep").glob("*/result.json"))
     assert [p.parent.name for p in results] == ["0", "1", "2"]
-    # two at a time: job 1 started (wrote its config) before job 0 finished (its result)
+    # two at a time: some job started (wrote its config) before another finished (its
+    # result). Which pair overlaps depends on how fast each slot's worker process came up.
     spans = [((p.parent / "config.yaml").stat().st_mtime, p.stat().st_mtime) for p in results]
-    assert spans[1][0] < spans[0][1], spans
+    overlaps = [
+        (a, b) for a in spans for b in spans if a is not b and a[0] < b[0] < a[1]
+    ]
+    assert overlaps, spans
 
 
 def test_a_logging_child_closes_its_run_even_after_a_torn_op(tmp_path):
