@@ -285,9 +285,7 @@ def test_the_isolated_launcher_runs_a_basic_sweep_batch(tmp_path):
     # two at a time: some job started (wrote its config) before another finished (its
     # result). Which pair overlaps depends on how fast each slot's worker process came up.
     spans = [((p.parent / "config.yaml").stat().st_mtime, p.stat().st_mtime) for p in results]
-    overlaps = [
-        (a, b) for a in spans for b in spans if a is not b and a[0] < b[0] < a[1]
-    ]
+    overlaps = [(a, b) for a in spans for b in spans if a is not b and a[0] < b[0] < a[1]]
     assert overlaps, spans
 
 
