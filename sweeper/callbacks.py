@@ -28,6 +28,10 @@ class Callback:
     def on_eval(self, index: int, episode: int, step: int, metrics: Metrics) -> None:
         """After each greedy evaluation (``index`` 0-based); may raise to stop training."""
 
+    def on_result(self, result: Mapping[str, Any]) -> None:
+        """Once before ``on_train_end`` of a replicate group: its record (the aggregate
+        objective with n and CI, per-seed values; ``sweeper.replicates.group_result``)."""
+
     def on_train_end(self, objective: float, status: str) -> None:
         """Once, with the final objective; status is FINISHED, FAILED, PRUNED or KILLED."""
 
@@ -49,6 +53,10 @@ class CallbackList(Callback):
     def on_eval(self, index: int, episode: int, step: int, metrics: Metrics) -> None:
         for cb in self.callbacks:
             cb.on_eval(index, episode, step, metrics)
+
+    def on_result(self, result: Mapping[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_result(result)
 
     def on_train_end(self, objective: float, status: str) -> None:
         for cb in self.callbacks:

@@ -273,7 +273,13 @@ def cmd_report(args) -> int:
     except ReportError as err:
         return fail(f"report: {err}")
     plots = Path(args.out) if args.out else store.outputs_dir() / "reports" / study.study_name
-    report = build_report(study, top=args.top, plots_dir=None if args.no_plots else plots)
+    report = build_report(
+        study,
+        top=args.top,
+        plots_dir=None if args.no_plots else plots,
+        html=True if args.html else None,  # else $SWEEPER_PLOTLY_HTML decides (off by default)
+        n_bootstrap=args.bootstrap,
+    )
     print_report(report)
     return 0
 
@@ -394,6 +400,19 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--top", type=int, default=10)
     rep.add_argument("--out", default=None, help="plots dir (default outputs/reports/<study>)")
     rep.add_argument("--no-plots", action="store_true")
+    rep.add_argument(
+        "--html",
+        action="store_true",
+        help="also Optuna's interactive plotly pages (sharing one plotly.min.js); "
+        "default: $SWEEPER_PLOTLY_HTML, off",
+    )
+    rep.add_argument(
+        "--bootstrap",
+        type=int,
+        default=100,
+        metavar="N",
+        help="resamples (over trials and seeds) for the importance's uncertainty",
+    )
     rep.set_defaults(fn=cmd_report)
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the tracking store")

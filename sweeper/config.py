@@ -106,6 +106,13 @@ class TrialConfig:
     storage: str | None = None
     number: int | None = None
     parent_run_id: str | None = None
+    # Replicates (sweeper.replicates): train the config on each of these seeds, in lockstep,
+    # under <run dir>/seed_<s>/; the run's objective is their aggregate (``aggregate``). The
+    # Optuna sweeper sets them from hydra.sweeper.seeds; ``seed`` then only names the sweep.
+    seeds: list[int] | None = None
+    aggregate: str = "iqm"  # iqm | mean | median | min
+    phase: str | None = None  # tune | test: what the run is for (an MLflow tag)
+    test_of: int | None = None  # the tuning trial a test run re-evaluates on unseen seeds
 
 
 @dataclass
@@ -234,12 +241,35 @@ def validate(cfg: DictConfig) -> None:
         e.objective,
     )
     _check(cfg.seed >= 0, "seed", "must be >= 0", cfg.seed)
+    validate_trial(cfg.trial)
     from sweeper.envs.factory import check_env_id  # registers our env ids first
 
     try:
         check_env_id(cfg.env.id)
     except ValueError as err:
         raise ConfigError(f"env.id: {err}") from None
+
+
+def validate_trial(trial: DictConfig) -> None:
+    from sweeper.statistics import AGGREGATES
+
+    _check(
+        trial.aggregate in AGGREGATES,
+        "trial.aggregate",
+        f"must be one of {', '.join(AGGREGATES)}",
+        trial.aggregate,
+    )
+    if trial.seeds is not None:
+        seeds = list(trial.seeds)
+        _check(len(seeds) > 0, "trial.seeds", "must list at least one seed (or be null)", seeds)
+        _check(all(s >= 0 for s in seeds), "trial.seeds", "must be seeds >= 0", seeds)
+        _check(len(set(seeds)) == len(seeds), "trial.seeds", "must not repeat a seed", seeds)
+    _check(
+        trial.phase in (None, "tune", "test"),
+        "trial.phase",
+        "must be tune, test or null",
+        trial.phase,
+    )
 
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"

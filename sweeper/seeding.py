@@ -35,3 +35,26 @@ def single_threaded_blas() -> None:
 def component_rngs(seed: int, n: int) -> list[np.random.Generator]:
     """Independent numpy generators (agent, buffer, ...) derived from one seed."""
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+#: Where the seeds of each phase lie: disjoint ranges, so a test seed is never a tuning seed
+#: whatever the number of either (Eimer et al. 2023: tune on some seeds, report on others).
+SEED_RANGES = {"tune": (0, 1_000_000), "test": (1_000_000, 2_000_000)}
+
+
+def replicate_seeds(sweep_seed: int, n: int, phase: str = "tune") -> list[int]:
+    """``n`` distinct seeds for ``phase`` (``tune`` or ``test``), derived from ``sweep_seed``.
+
+    Tuning seeds lie in [0, 1e6), test seeds in [1e6, 2e6). Deterministic, and a prefix of
+    the longer list: ``seeds=5`` trains the three seeds of ``seeds=3`` and two more.
+    """
+    if phase not in SEED_RANGES:
+        raise ValueError(f"phase must be one of {', '.join(SEED_RANGES)}, got {phase!r}")
+    low, high = SEED_RANGES[phase]
+    rng = np.random.default_rng([int(sweep_seed), list(SEED_RANGES).index(phase)])
+    seeds: list[int] = []
+    while len(seeds) < n:
+        seed = int(rng.integers(low, high))
+        if seed not in seeds:
+            seeds.append(seed)
+    return seeds

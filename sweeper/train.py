@@ -10,7 +10,7 @@ import json
 import math
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +19,62 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from sweeper import replicates
 from sweeper.callbacks import Callback, CallbackList, CsvWriter, ProgressBar
 from sweeper.config import ConfigError, is_tabular, register_configs, validate
 from sweeper.envs import make_env
 from sweeper.envs.factory import is_discrete_obs, obs_shape
 from sweeper.secrets import mask_text, mask_values
 from sweeper.seeding import component_rngs, seed_everything
-from sweeper.training import Budget, DivergenceError, train
+from sweeper.statistics import aggregate
+from sweeper.training import Budget, DivergenceError, advance, training
 
 register_configs()
 
 
 class History(Callback):
-    """Keeps the run's metrics in memory for the plot and the summary."""
+    """Keeps the run's metrics in memory for the plot, the summary and result.json."""
 
     def __init__(self) -> None:
         self.returns: list[float] = []
+        self.lengths: list[float] = []
+        self.max_qs: list[float] = []
         self.eval_episodes: list[int] = []
         self.eval_means: list[float] = []
+        self.overestimates: list[float] = []
 
     def on_episode_end(self, episode: int, step: int, metrics) -> None:
         self.returns.append(metrics["return"])
+        self.lengths.append(metrics["length"])
+        self.max_qs.append(metrics["max_q"])
 
     def on_eval(self, index: int, episode: int, step: int, metrics) -> None:
         self.eval_episodes.append(episode)
         self.eval_means.append(metrics["eval_return_mean"])
+        if "eval_start_max_q" in metrics:
+            self.overestimates.append(
+                metrics["eval_start_max_q"] - metrics["eval_discounted_return"]
+            )
+
+    def summary(self) -> dict[str, float | None]:
+        """The run's metrics beyond the objective (``result.json`` ``metrics``):
+
+        * ``last50_length``: mean episode length over the last 50 training episodes (the
+          seed's Exercise 3 measure);
+        * ``mean_max_q`` / ``final_max_q``: the seed's max-Q probe (section 8), the mean over
+          training episodes of the per-episode mean max-Q, and its last value;
+        * ``overestimation``: mean over evaluations of the predicted max-Q at the start
+          states minus the measured discounted return of the same greedy policy.
+        """
+        max_qs = [q for q in self.max_qs if math.isfinite(q)]
+        return {
+            "last50_length": float(np.mean(self.lengths[-50:])) if self.lengths else None,
+            "mean_max_q": float(np.mean(max_qs)) if max_qs else None,
+            "final_max_q": max_qs[-1] if max_qs else None,
+            "overestimation": (float(np.mean(self.overestimates)) if self.overestimates else None),
+        }
 
 
 def _kwargs(node: DictConfig) -> dict[str, Any]:
@@ -138,41 +167,174 @@ def integrations(cfg: DictConfig, output_dir: Path) -> list[Callback]:
     return callbacks
 
 
+def replicate_callbacks(
+    cfg: DictConfig, group: Sequence[Callback]
+) -> Callable[[DictConfig, Path], list[Callback]]:
+    """Callbacks of each replicate's run: an MLflow run nested under the group's run."""
+
+    def make(seed_cfg: DictConfig, output_dir: Path) -> list[Callback]:
+        if not cfg.tracking.enabled:
+            return []
+        from sweeper.tracking.tracker import MlflowTracker, replicate_tracker
+
+        parents = [cb for cb in group if isinstance(cb, MlflowTracker)]
+        tracker = replicate_tracker(seed_cfg, output_dir, parents[0]) if parents else None
+        return [tracker] if tracker is not None else []
+
+    return make
+
+
 def prepare(cfg: DictConfig):
     """Validate and build: every ConfigError surfaces here, before anything is written."""
     validate(cfg)
     return build(cfg)
 
 
-def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None) -> float:
-    """Train and leave the run's files in ``output_dir``; return the objective.
+class Run:
+    """One seed's training run and the files it leaves in ``output_dir``: ``config.yaml`` at
+    once, ``episodes.csv``/``evals.csv`` as it trains, then the model, the plot and
+    ``result.json`` (also when it fails or is pruned). :attr:`steps` is the training
+    generator (``sweeper.training.training``); :meth:`finish` or :meth:`fail` ends the run
+    and closes its callbacks.
 
     ``built``: what :func:`prepare` returned, else it is called here (ConfigError for bad
     values, before anything is written).
     """
-    agent, env, eval_env = built if built is not None else prepare(cfg)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    resolved = mask_values(OmegaConf.to_container(cfg, resolve=True))  # no password in a file
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    history = History()
-    writer = CsvWriter(output_dir)
-    stream = CallbackList([writer, history, ProgressBar(cfg.train.progress), *callbacks])
-    try:
-        objective = train(
-            agent, env, eval_env, budget_of(cfg), cfg.seed, stream, cfg.train.probe_max_q
+
+    def __init__(
+        self, cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None
+    ) -> None:
+        self.agent, env, eval_env = built if built is not None else prepare(cfg)
+        self.cfg, self.output_dir = cfg, Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        resolved = mask_values(OmegaConf.to_container(cfg, resolve=True))  # no password in a file
+        (self.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        self.history = History()
+        self.callbacks = list(callbacks)
+        self.stream = CallbackList(
+            [CsvWriter(self.output_dir), self.history, ProgressBar(cfg.train.progress), *callbacks]
         )
-    except BaseException as exc:
+        self.steps = training(
+            self.agent, env, eval_env, budget_of(cfg), cfg.seed, self.stream, cfg.train.probe_max_q
+        )
+        self.status: str | None = None
+
+    def finish(self, objective: float) -> str:
+        status = "FINISHED" if math.isfinite(objective) else "FAILED"
+        error = None if status == "FINISHED" else f"the objective is {objective}"
+        _finish(self.cfg, self.output_dir, self.agent, self.history, objective, status, error)
+        self.stream.on_train_end(objective, status)
+        self.status = status
+        self._close(None)
+        return status
+
+    def fail(self, exc: BaseException) -> str:
         status = status_of(exc)
         error = None if status == "PRUNED" else mask_text(f"{type(exc).__name__}: {exc}")
-        stream.on_train_end(math.nan, status)
-        _finish(cfg, output_dir, agent, history, math.nan, status, error)
+        self.stream.on_train_end(math.nan, status)
+        _finish(self.cfg, self.output_dir, self.agent, self.history, math.nan, status, error)
+        self.status = status
+        self._close(exc)
+        return status
+
+    def _close(self, exc: BaseException | None) -> None:
+        for cb in self.callbacks:  # e.g. log the files _finish wrote after on_train_end
+            if hasattr(cb, "close"):
+                cb.close(exc)
+
+
+def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None) -> float:
+    """Train and leave the run's files in ``output_dir``; return the objective."""
+    record = Run(cfg, output_dir, callbacks, built)
+    try:
+        while True:
+            point, objective = advance(record.steps)
+            if point is None:
+                break
+    except BaseException as exc:
+        record.fail(exc)
         raise
-    status = "FINISHED" if math.isfinite(objective) else "FAILED"
-    error = None if status == "FINISHED" else f"the objective is {objective}"
-    _finish(cfg, output_dir, agent, history, objective, status, error)
-    stream.on_train_end(objective, status)
+    record.finish(objective)
     return objective
+
+
+def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
+    """The config of one replicate: ``cfg`` with ``seed`` set and no ``trial.seeds``, so its
+    ``config.yaml`` (and config hash) is that of a plain single run of that seed."""
+    one = cfg.copy()
+    with read_write(one), open_dict(one):
+        one.seed = int(seed)
+        one.trial.seeds = None
+    return one
+
+
+def run_replicates(
+    cfg: DictConfig,
+    output_dir: Path,
+    callbacks: Sequence[Callback] = (),
+    seed_callbacks: Callable[[DictConfig, Path], Sequence[Callback]] = lambda c, d: (),
+) -> float:
+    """Train ``cfg`` on each seed of ``trial.seeds`` in lockstep (``sweeper.replicates``),
+    each as a :class:`Run` in ``output_dir/seed_<s>/`` with ``seed_callbacks(cfg, dir)``;
+    ``callbacks`` (the trial's tracker and pruner) see the group: after each evaluation
+    period the aggregate of each metric over the seeds, at the end the aggregate objective.
+    ``output_dir/result.json`` holds the group's record (:func:`replicates.group_result`).
+    """
+    seeds, how = [int(s) for s in cfg.trial.seeds], str(cfg.trial.aggregate)
+    configs = [seed_config(cfg, s) for s in seeds]
+    built = [prepare(c) for c in configs]  # every ConfigError before anything is written
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved = mask_values(OmegaConf.to_container(cfg, resolve=True))
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    group = CallbackList(list(callbacks))
+    group.on_train_start({"episodes": cfg.train.episodes, "total_steps": cfg.train.total_steps})
+    runs: list[Run] = []
+
+    def on_round(r: replicates.Round) -> None:
+        group.on_eval(r.index, r.episode, r.step, r.metrics)
+
+    def record(objectives, status: str, error: str | None = None) -> None:
+        metrics = (
+            {k: [run.history.summary()[k] for run in runs] for k in History().summary()}
+            if len(runs) == len(seeds)
+            else {}
+        )
+        result = {
+            "objective": None,
+            "objective_name": cfg.eval.objective,
+            "status": status,
+            "error": error,
+            "seeds": seeds,
+            "runs": [f"seed_{s}" for s in seeds],
+            **replicates.group_result(seeds, objectives, metrics, how),
+        }
+        if status == "FINISHED":
+            result["objective"] = result[f"objective_{how}"]
+        (output_dir / "result.json").write_text(json.dumps(result, indent=2))
+        group.on_result(result)
+
+    try:
+        for c, b, s in zip(configs, built, seeds, strict=True):
+            d = output_dir / f"seed_{s}"
+            runs.append(Run(c, d, seed_callbacks(c, d), b))
+        objectives = replicates.lockstep([r.steps for r in runs], seeds, how, on_round)
+    except BaseException as exc:
+        status = status_of(exc)
+        for one in runs:
+            if one.status is None:
+                one.fail(exc)
+        error = None if status == "PRUNED" else mask_text(f"{type(exc).__name__}: {exc}")
+        record([None] * len(seeds), status, error)
+        group.on_train_end(math.nan, status)
+        raise
+    for one, objective in zip(runs, objectives, strict=True):
+        one.finish(objective)
+    value = aggregate(objectives, how)
+    status = "FINISHED" if math.isfinite(value) else "FAILED"
+    record(objectives, status, None if status == "FINISHED" else f"the objective is {value}")
+    group.on_train_end(value, status)
+    return value
 
 
 def _finish(
@@ -208,6 +370,7 @@ def _finish(
         "error": error,
         "episodes": len(history.returns),
         "eval_means": history.eval_means,
+        "metrics": history.summary(),
         "files": files,
     }
     (output_dir / "result.json").write_text(json.dumps(result, indent=2))
@@ -229,16 +392,24 @@ def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     try:
-        built = prepare(cfg)
-        if cfg.tracking.enabled and cfg.tracking.skip_existing:
-            from sweeper.tracking import reuse_existing
+        if cfg.trial.seeds:  # replicates: each seed's config is built in run_replicates
+            validate(cfg)
+        else:
+            built = prepare(cfg)
+            if cfg.tracking.enabled and cfg.tracking.skip_existing:
+                from sweeper.tracking import reuse_existing
 
-            reused = reuse_existing(cfg, output_dir)
-            if reused is not None:
-                return reused
+                reused = reuse_existing(cfg, output_dir)
+                if reused is not None:
+                    return reused
         callbacks = integrations(cfg, output_dir)
         try:
-            objective = run(cfg, output_dir, callbacks, built)
+            if cfg.trial.seeds:
+                objective = run_replicates(
+                    cfg, output_dir, callbacks, replicate_callbacks(cfg, callbacks)
+                )
+            else:
+                objective = run(cfg, output_dir, callbacks, built)
         except BaseException as exc:
             for cb in callbacks:  # e.g. log the files run() wrote after on_train_end
                 if hasattr(cb, "close"):

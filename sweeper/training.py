@@ -8,6 +8,7 @@ optimizes, or raises :class:`DivergenceError` once the learning has blown up.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -64,16 +65,40 @@ class Budget:
 def evaluate(agent: Agent, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
     """Returns of ``episodes`` greedy episodes; the env is reseeded so every evaluation
     of the same policy sees the same start states."""
-    returns = np.empty(episodes)
+    return evaluation(agent, env, episodes, seed)["return"]
+
+
+def evaluation(
+    agent: Agent, env: gym.Env, episodes: int, seed: int, probe_max_q: bool = False
+) -> dict[str, np.ndarray]:
+    """Per greedy episode: ``return``, ``discounted_return`` (with the agent's gamma, from the
+    start state) and, with ``probe_max_q``, ``start_max_q``, the agent's own estimate of that
+    discounted return (max_a Q(s0, a)). Their difference is the overestimation of seed
+    section 8, measured on the same policy and the same start states."""
+    gamma = float(getattr(agent, "gamma", 1.0))
+    out = {k: np.empty(episodes) for k in ("return", "discounted_return", "start_max_q")}
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
-        total, done = 0.0, False
+        out["start_max_q"][i] = agent.max_q(obs) if probe_max_q else math.nan
+        total, discounted, discount, done = 0.0, 0.0, 1.0, False
         while not done:
             obs, reward, terminated, truncated, _ = env.step(agent.act(obs, greedy=True))
             total += float(reward)
+            discounted += discount * float(reward)
+            discount *= gamma
             done = terminated or truncated
-        returns[i] = total
-    return returns
+        out["return"][i], out["discounted_return"][i] = total, discounted
+    return out
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """What :func:`training` yields after each greedy evaluation."""
+
+    index: int
+    episode: int
+    step: int
+    metrics: dict[str, float]
 
 
 def objective_of(eval_means: list[float], kind: str) -> float:
@@ -88,9 +113,6 @@ def objective_of(eval_means: list[float], kind: str) -> float:
     raise ValueError(f"eval.objective must be one of {OBJECTIVES}, got {kind!r}")
 
 
-# Overflow and NaN arithmetic is what divergence looks like; it is reported once, as a
-# DivergenceError, instead of as a burst of numpy RuntimeWarnings.
-@np.errstate(over="ignore", invalid="ignore")
 def train(
     agent: Agent,
     env: gym.Env,
@@ -106,18 +128,63 @@ def train(
     is non-finite, or at an evaluation (or the end) where the agent's parameters are: a
     divergence is reported within one evaluation period.
     """
+    steps = training(agent, env, eval_env, budget, seed, callback, probe_max_q)
+    while True:
+        point, objective = advance(steps)
+        if point is None:
+            return objective
+
+
+def advance(steps: Generator[EvalPoint, None, float]) -> tuple[EvalPoint | None, float]:
+    """Run a :func:`training` generator to its next evaluation: ``(point, nan)``, or
+    ``(None, objective)`` once it has finished.
+
+    Overflow and NaN arithmetic is what divergence looks like; it is reported once, as a
+    DivergenceError, instead of as a burst of numpy RuntimeWarnings. The error state is set
+    around each advance, not inside the generator: a ``with`` that stays open across a
+    ``yield`` would leak into the caller, and several generators interleave.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            return next(steps), math.nan
+        except StopIteration as done:
+            return None, done.value
+
+
+def training(
+    agent: Agent,
+    env: gym.Env,
+    eval_env: gym.Env,
+    budget: Budget,
+    seed: int,
+    callback: Callback,
+    probe_max_q: bool = True,
+) -> Generator[EvalPoint, None, float]:
+    """:func:`train` as a generator: it yields after each evaluation and returns the objective
+    (drive it with :func:`advance`).
+
+    Why: replicates of one config (``sweeper.replicates``) advance in lockstep, one evaluation
+    period at a time, so that what a pruner sees after each period is their aggregate.
+    """
     callback.on_train_start({"episodes": budget.episodes, "total_steps": budget.total_steps})
     eval_means: list[float] = []
 
-    def run_eval(episode: int, step: int) -> bool:
+    def run_eval(episode: int, step: int) -> Generator[EvalPoint, None, bool]:
         """Evaluate greedily; True when the run is solved (``budget.stop_return`` reached)."""
         bad_params = agent.nonfinite()  # NaN weights still act: check before evaluating
         if bad_params is not None:
             raise DivergenceError(episode, step, bad_params)
-        returns = evaluate(agent, eval_env, budget.eval_episodes, seed=seed + 1_000_003)
-        eval_means.append(float(returns.mean()))
-        metrics = {"eval_return_mean": eval_means[-1], "eval_return_std": float(returns.std())}
+        ev = evaluation(agent, eval_env, budget.eval_episodes, seed + 1_000_003, probe_max_q)
+        eval_means.append(float(ev["return"].mean()))
+        metrics = {
+            "eval_return_mean": eval_means[-1],
+            "eval_return_std": float(ev["return"].std()),
+            "eval_discounted_return": float(ev["discounted_return"].mean()),
+        }
+        if probe_max_q:
+            metrics["eval_start_max_q"] = float(ev["start_max_q"].mean())
         callback.on_eval(len(eval_means) - 1, episode, step, metrics)
+        yield EvalPoint(len(eval_means) - 1, episode, step, metrics)
         return budget.stop_return is not None and eval_means[-1] >= budget.stop_return
 
     step = episode = 0
@@ -169,9 +236,9 @@ def train(
             if values and not math.isfinite(mean):
                 raise DivergenceError(episode, step, f"non-finite {name} ({mean})")
         if budget.eval_every and episode % budget.eval_every == 0:
-            if run_eval(episode, step):
+            if (yield from run_eval(episode, step)):
                 return objective_of(eval_means, budget.objective)
         obs, _ = env.reset()
     if not eval_means or budget.eval_every == 0 or episode % budget.eval_every:
-        run_eval(episode, step)
+        yield from run_eval(episode, step)
     return objective_of(eval_means, budget.objective)

@@ -10,8 +10,8 @@ import optuna
 import pytest
 from scipy import stats
 
+from sweeper.analysis import groups_table
 from sweeper.statistics import aggregate, estimate
-from sweeper.sweeps.results import groups_table
 
 RETURNS = [206.0, 180.5, 234.0, 12.0, 199.0, 221.5, 500.0]  # one collapsed, one lucky seed
 

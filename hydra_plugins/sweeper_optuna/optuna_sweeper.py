@@ -36,7 +36,19 @@ class PrunerConf:
 @dataclass
 class SummaryConf:
     group_by: list[str] = field(default_factory=list)  # params that label table rows
-    metrics: list[str] = field(default_factory=list)  # trial user attrs to average (mean_max_q)
+    metrics: list[str] = field(default_factory=list)  # per-seed metrics to aggregate (mean_max_q)
+    # the seed's claim this sweep answers with a verdict line and figures (sweeper.verdicts):
+    # sensitivity | ablation | overestimation | conservative; null: none
+    claim: str | None = None
+
+
+@dataclass
+class RetestConf:
+    """At the end of a sweep, the best configs re-trained on unseen test seeds."""
+
+    enabled: bool = True
+    top_k: int = 3  # how many of the best configs
+    seeds: int = 10  # test seeds each (disjoint from the tuning seeds)
 
 
 @dataclass
@@ -49,7 +61,12 @@ class SweeperOptunaConf:
     study_name: str | None = None  # None: <sweep or agent-env>-<hash of the sweep config>
     storage: str | None = None  # None: journal:outputs/optuna/journal.log; or an RDB URL
     n_trials: int = 20  # in total over all runs/workers of the study
-    n_jobs: int = 1  # parallel slots (needs a process launcher, e.g. hydra/launcher=joblib)
+    n_jobs: int = 1  # parallel slots (needs a process launcher, e.g. hydra/launcher=isolated)
+    # each trial trains its config on this many tuning seeds (derived from the task's `seed`);
+    # its value is their aggregate: iqm | mean | median | min
+    seeds: int = 1
+    aggregate: str = "iqm"
+    retest: RetestConf = field(default_factory=RetestConf)
     max_failures: int | None = None  # stop after this many failed trials in one run
     sampler: SamplerConf = MISSING
     pruner: PrunerConf = MISSING

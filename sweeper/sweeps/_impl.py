@@ -56,7 +56,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 
+from sweeper.analysis import UNCOUNTED, counts, n_counted, tally
 from sweeper.secrets import mask_text
+from sweeper.seeding import replicate_seeds
 from sweeper.sweeps import results as results_mod
 from sweeper.sweeps import sweep_dir as sweep_dir_mod
 from sweeper.sweeps.factories import FactoryError, grid_size, make_sampler, pruner_spec
@@ -80,11 +82,12 @@ log = logging.getLogger("sweeper.sweeps")
 
 OWNER = "sweeper:owner"
 HEARTBEAT = "sweeper:heartbeat"
-UNCOUNTED = "sweeper:uncounted"
 ERROR = "sweeper:error"
 OVERRIDES = "sweeper:overrides"
 OUTPUT_DIR = "sweeper:output_dir"
 REQUEUED = "sweeper:requeued_from"  # a queued trial re-running a stale trial's grid point
+# study: the sweep seed and the tuning seeds every trial trains
+SEEDS_ATTR = "sweeper:replicate_seeds"
 WORKER = "sweeper:worker:"  # study user attr prefix: one key per sweeper process
 DEFAULT_VALIDATOR = "sweeper.config:validate"
 
@@ -119,6 +122,27 @@ class GuardedTask:
             cause = exc.__cause__ or exc.__context__
             detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
             raise TrialExit(f"the job exited with code {exc.code}{detail}") from None
+
+
+def result_attrs(out_dir: Path) -> dict[str, Any]:
+    """What a trial keeps from its job's ``result.json`` (as user attrs): a replicate group's
+    per-seed objectives and metrics with their aggregates and CI (``sweeper.replicates``),
+    or a single run's metrics (e.g. ``mean_max_q``)."""
+    try:
+        result = json.loads((Path(out_dir) / "result.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if "sweeper:seeds" in result:
+        skip = ("objective", "objective_name", "status", "error", "seeds", "runs")
+        return {k: v for k, v in result.items() if k not in skip and v is not None}
+    return {k: v for k, v in (result.get("metrics") or {}).items() if v is not None}
+
+
+def _supports_replicates(task_cfg: DictConfig) -> bool:
+    """Whether the app's config takes ``trial.seeds`` (this app's ``TrialConfig``); another
+    app run with this sweeper gets its trials as plain jobs, one seed each."""
+    trial = OmegaConf.select(task_cfg, "trial")
+    return isinstance(trial, DictConfig) and "seeds" in trial and "test_of" in trial
 
 
 def _owner() -> dict[str, Any]:
@@ -165,7 +189,7 @@ def outcome_of(ret: JobReturn | BaseException) -> Outcome:
         out_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
         if out_dir:
             attrs[OUTPUT_DIR] = str(out_dir)
-            attrs.update(results_mod.run_metrics(Path(out_dir)))
+            attrs.update(result_attrs(Path(out_dir)))
     if ret.status == JobStatus.COMPLETED:
         value = ret._return_value
         try:
@@ -203,8 +227,14 @@ class OptunaSweeperImpl(Sweeper):
         study_hooks: Sequence[str] = (),
         summary: Any = None,
         validator: str | None = DEFAULT_VALIDATOR,
+        seeds: int = 1,
+        aggregate: str = "iqm",
+        retest: Any = None,
     ) -> None:
         self.direction = str(direction).lower()
+        self.seeds = seeds
+        self.aggregate = str(aggregate)
+        self.retest_cfg = {"enabled": True, "top_k": 3, "seeds": 10, **(_plain(retest) or {})}
         self.study_name = study_name
         self.storage_spec = storage
         self.n_trials = int(n_trials)
@@ -345,9 +375,15 @@ class OptunaSweeperImpl(Sweeper):
                 "hydra.sweeper.max_failures: must be >= 1 (or null: never stop), "
                 f"got {self.max_failures}"
             )
+        self._check_replicates()
         self.validator = self._load_validator()
         space = build_search_space(self.params, arguments)
         validate_space(space)
+        if "seed" in space.distributions:
+            raise SweepError(
+                "seed: seeds are replicates, not a hyperparameter: set hydra.sweeper.seeds=N "
+                "(every trial trains N tuning seeds; a fixed seed=S picks them)"
+            )
         reserved = [o for o in space.fixed if o.lstrip("+~").startswith("trial.")]
         reserved += [n for n in space.distributions if n.lstrip("+~").startswith("trial.")]
         if reserved:
@@ -403,7 +439,18 @@ class OptunaSweeperImpl(Sweeper):
         study.sampler = make_sampler(
             sampler_name, self.sampler_cfg.get("kwargs"), seed, space.distributions
         )
+        sweep_seed = int(OmegaConf.select(base_cfg, "seed", default=0) or 0)
+        tuning_seeds = replicate_seeds(sweep_seed, self.seeds, "tune")
+        replicates = _supports_replicates(base_cfg)
+        if not replicates:
+            if self.seeds > 1:
+                raise SweepError(
+                    "hydra.sweeper.seeds: this app's config has no trial.seeds "
+                    "(sweeper.config.TrialConfig): it cannot train replicates"
+                )
+            tuning_seeds = []
         study.set_user_attr(PRUNER_ATTR, pspec)
+        study.set_user_attr(SEEDS_ATTR, {"sweep_seed": sweep_seed, "tune": tuning_seeds})
         study.set_user_attr("sweeper:search_space", space.describe())
         study.set_user_attr("sweeper:fixed_overrides", list(space.fixed))
         sweep_dir = sweep_claim.path
@@ -428,7 +475,25 @@ class OptunaSweeperImpl(Sweeper):
             study_id=storage.get_study_id_from_name(study.study_name),
             hooks=hooks,
             seed=seed,
+            sweep_seed=sweep_seed,
+            tuning_seeds=tuning_seeds,
         )
+
+    def _check_replicates(self) -> None:
+        from sweeper.statistics import AGGREGATES
+
+        for key, value, low in (
+            ("hydra.sweeper.seeds", self.seeds, 1),
+            ("hydra.sweeper.retest.top_k", self.retest_cfg.get("top_k"), 1),
+            ("hydra.sweeper.retest.seeds", self.retest_cfg.get("seeds"), 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise SweepError(f"{key}: must be an int >= {low}, got {value!r}")
+        if self.aggregate not in AGGREGATES:
+            raise SweepError(
+                f"hydra.sweeper.aggregate: must be one of {', '.join(AGGREGATES)}, "
+                f"got {self.aggregate!r}"
+            )
 
     def _open_study(self, study_name: str, storage: Any, sampler: Any) -> optuna.Study:
         try:
@@ -504,6 +569,13 @@ class OptunaSweeperImpl(Sweeper):
         ]
         if parent_run_id:
             plan.trial_overrides.append(f"trial.parent_run_id={format_value(parent_run_id)}")
+        plan.parent_run_id = parent_run_id
+        if plan.tuning_seeds:
+            plan.trial_overrides += [
+                f"trial.seeds=[{','.join(str(s) for s in plan.tuning_seeds)}]",
+                f"trial.aggregate={self.aggregate}",
+                "trial.phase=tune",
+            ]
 
         done_before = n_counted(tally(study.get_trials(deepcopy=False)))
         slots = self._slots()
@@ -557,15 +629,21 @@ class OptunaSweeperImpl(Sweeper):
             self._fail_owned(plan, "interrupted (KeyboardInterrupt)")
             self._run_due_hooks(plan)
             raise
-        finally:
-            close = getattr(self.launcher, "close", None)
-            if callable(close):
-                close()  # the isolated launcher's worker processes
+        except BaseException:
+            self._close_launcher()
+            raise
         self._stop.set()
         progress.stop()
         if errors:
+            self._close_launcher()
             self._abort(plan, errors[0])
         self._run_due_hooks(plan)
+        try:
+            self._retest(plan)
+        except Exception as err:
+            self._abort(plan, err)
+        finally:
+            self._close_launcher()
         try:
             summary = results_mod.finish(self, plan, hooks, info)
         except Exception as err:
@@ -576,6 +654,62 @@ class OptunaSweeperImpl(Sweeper):
         if summary.get("best") is None:
             raise SystemExit(f"sweeper: {summary['message']}")
         return summary
+
+    def _close_launcher(self) -> None:
+        close = getattr(self.launcher, "close", None)
+        if callable(close):
+            close()  # the isolated launcher's worker processes
+
+    def _retest(self, plan: _Plan) -> None:
+        """Re-train the best ``retest.top_k`` configs on ``retest.seeds`` test seeds, disjoint
+        from the tuning seeds (``sweeper.sweeps.retest``); one job per (config, seed) on the
+        launcher, so every slot stays busy."""
+        from sweeper.sweeps import retest
+
+        cfg = self.retest_cfg
+        if not cfg.get("enabled") or self._stop_reason() or not plan.tuning_seeds:
+            return  # (no tuning seeds: an app without replicates, see _supports_replicates)
+        trials = retest.top_trials(plan.study, int(cfg["top_k"]))
+        if not trials:
+            return
+        seeds = replicate_seeds(plan.sweep_seed, int(cfg["seeds"]), "test")
+        extra = [o for o in plan.trial_overrides if o.startswith("trial.study_name=")]
+        if plan.parent_run_id:
+            extra.append(f"trial.parent_run_id={format_value(plan.parent_run_id)}")
+        extra.append(f"hydra.sweep.dir={format_value(str(plan.sweep_dir))}")
+        jobs, where = [], []
+        for t in trials:
+            for s in seeds:
+                subdir = retest.run_dir(Path(), t.number, s)
+                jobs.append(
+                    retest.job_overrides(
+                        t.user_attrs.get(OVERRIDES, []),
+                        t.number,
+                        s,
+                        [*extra, f"hydra.sweep.subdir={subdir}"],
+                    )
+                )
+                where.append((t.number, plan.sweep_dir / subdir))
+        log.info(
+            "re-testing the best %d config(s) on %d test seeds (%d runs)",
+            len(trials),
+            len(seeds),
+            len(jobs),
+        )
+        first = 1 + max(t.number for t in plan.study.get_trials(deepcopy=False))
+        rets = self.launcher.launch(jobs, initial_job_idx=first)
+        values: dict[int, list[float | None]] = {}
+        for (number, out_dir), ret in zip(where, rets, strict=True):
+            outcome = outcome_of(ret)
+            if outcome.state != TrialState.COMPLETE:
+                log.warning("test run %s of trial %d: %s", out_dir.name, number, outcome.error)
+            values.setdefault(number, []).append(
+                retest.read_objective(out_dir) if outcome.state == TrialState.COMPLETE else None
+            )
+        retest.summarize(plan.study, trials, seeds, values, self.aggregate)
+
+    def _stop_reason(self) -> bool:
+        return self.max_failures is not None and self._failures >= self.max_failures
 
     def _abort(self, plan: _Plan, err: BaseException) -> None:
         """End a sweep whose storage (or a hook) failed mid-way: one line naming the cause.
@@ -787,6 +921,9 @@ class _Plan:
     seed: int | None = None
     trial_overrides: list[str] = field(default_factory=list)
     info: StudyInfo | None = None
+    sweep_seed: int = 0
+    tuning_seeds: list[int] = field(default_factory=list)
+    parent_run_id: str | None = None
 
 
 def root_cause(err: BaseException, limit: int = 400) -> str:
@@ -802,39 +939,6 @@ def root_cause(err: BaseException, limit: int = 400) -> str:
         seen.add(id(nxt))
         inner = nxt
     return mask_text(f"{type(inner).__name__}: {_one_line(str(inner), limit)}")
-
-
-def counts(t: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial counts towards n_trials: everything but stale/surplus/interrupted
-    trials and queued (WAITING) trials that have not started."""
-    if t.state == TrialState.WAITING:
-        return False
-    return not (t.state == TrialState.FAIL and UNCOUNTED in t.user_attrs)
-
-
-def tally(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, int]:
-    """Trials by state: complete, pruned, failed, running (these count towards n_trials),
-    waiting (queued) and uncounted (stale/surplus/interrupted)."""
-    c = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0, "uncounted": 0}
-    for t in trials:
-        if t.state == TrialState.WAITING:
-            c["waiting"] += 1
-        elif not counts(t):
-            c["uncounted"] += 1
-        elif t.state == TrialState.COMPLETE:
-            c["complete"] += 1
-        elif t.state == TrialState.PRUNED:
-            c["pruned"] += 1
-        elif t.state == TrialState.FAIL:
-            c["failed"] += 1
-        else:
-            c["running"] += 1
-    return c
-
-
-def n_counted(c: dict[str, int]) -> int:
-    """How many trials of a tally count towards n_trials."""
-    return c["complete"] + c["pruned"] + c["failed"] + c["running"]
 
 
 def derive_seed(seed: int, *parts: Any) -> int:

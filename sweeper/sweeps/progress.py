@@ -27,7 +27,7 @@ class SweepProgress:
         self.best: tuple[float, int] | None = None
 
     def _done(self, study: optuna.Study) -> int:
-        from sweeper.sweeps._impl import tally
+        from sweeper.analysis import tally
 
         c = tally(study.get_trials(deepcopy=False))
         return c["complete"] + c["pruned"] + c["failed"]

@@ -1,5 +1,11 @@
 """The end of a sweep: summary table, ``optimization_results.yaml``, study hooks.
 
+What the study says (counts, best trial with its CI over seeds, importance with its
+uncertainty, marginal effects, grouped arms) is computed by :mod:`sweeper.analysis`; this module
+orchestrates: it derives the reproducing overrides with the sweeper's own Hydra config loader,
+writes ``optimization_results.yaml``, prints the summary and calls the study hooks (which get
+the same numbers, so the MLflow parent run computes nothing again).
+
 The best params are written as ready-to-paste overrides: the difference between the best
 trial's composed task config and the app's default config (group choices first, then values),
 so ``python -m sweeper.train <overrides>`` reproduces the best trial's config without the sweep
@@ -8,23 +14,21 @@ config (which would start a sweep again).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import shlex
-import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import optuna
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
-from sweeper.statistics import estimate
+from sweeper import analysis, claims
+from sweeper.analysis import RETEST_ATTR, retest_lines
 from sweeper.sweeps.search_space import format_value
 
 if TYPE_CHECKING:
@@ -37,39 +41,6 @@ RESULTS_FILE = "optimization_results.yaml"
 IGNORED_KEYS = ("trial",)  # filled by the sweeper, not part of a reproducible config
 
 
-def run_metrics(out_dir: Path) -> dict[str, Any]:
-    """Extra per-trial metrics read from the run's files (kept as trial user attrs).
-
-    ``mean_max_q``: the mean over training episodes of the per-episode mean max-Q probe
-    (seed section 8), when episodes.csv has a ``max_q`` column.
-    """
-    metrics: dict[str, Any] = {}
-    path = Path(out_dir) / "episodes.csv"
-    if path.exists():
-        try:
-            with path.open() as f:
-                values = [float(r["max_q"]) for r in csv.DictReader(f) if r.get("max_q")]
-            values = [v for v in values if math.isfinite(v)]
-            if values:
-                metrics["mean_max_q"] = statistics.fmean(values)
-                metrics["final_max_q"] = values[-1]
-        except (OSError, ValueError, KeyError):
-            pass
-    return metrics
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(node, Mapping):
-        if not node and prefix:
-            out[prefix] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    else:
-        out[prefix] = node
-    return out
-
-
 def _task_container(cfg: DictConfig) -> dict[str, Any]:
     cfg = cfg.copy()
     with open_dict(cfg):
@@ -79,7 +50,9 @@ def _task_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 def reproduce_overrides(sweeper: OptunaSweeperImpl, trial_overrides: Sequence[str]) -> list[str]:
-    """Overrides that make the app's default config equal to a trial's task config."""
+    """Overrides that make the app's default config equal to a trial's task config (composed
+    with the sweeper's Hydra config loader, so any app works; the diff is
+    :func:`sweeper.analysis.diff_overrides`)."""
     loader = sweeper.hydra_context.config_loader
     master = sweeper.config
     trial_cfg = loader.load_sweep_config(master, list(trial_overrides))
@@ -87,25 +60,13 @@ def reproduce_overrides(sweeper: OptunaSweeperImpl, trial_overrides: Sequence[st
     config_name = master.hydra.job.config_name
     default = loader.load_configuration(config_name=config_name, overrides=[], run_mode=RunMode.RUN)
     default_choices = dict(OmegaConf.select(default, "hydra.runtime.choices") or {})
-    groups = [
-        f"{g}={choices[g]}"
-        for g in default_choices
-        if not g.startswith("hydra/") and g in choices and choices[g] != default_choices[g]
-    ]
+    groups = analysis.group_overrides(choices, default_choices)
     base = loader.load_configuration(
         config_name=config_name, overrides=groups, run_mode=RunMode.RUN
     )
-    want, have = flatten(_task_container(trial_cfg)), flatten(_task_container(base))
-    values = []
-    for key, value in want.items():
-        if key not in have:
-            values.append(f"+{key}={format_value(value)}")
-        elif have[key] != value:
-            values.append(f"{key}={format_value(value)}")
-    removed = [k for k in have if k not in want]
-    for key in removed:
-        values.append(f"~{key}")
-    return groups + values
+    want = analysis.flatten(_task_container(trial_cfg))
+    have = analysis.flatten(_task_container(base))
+    return groups + analysis.diff_overrides(want, have)
 
 
 def _app_command() -> str:
@@ -118,58 +79,11 @@ def _app_command() -> str:
     return f"python {argv0}"
 
 
-def importances(study: optuna.Study, params: Sequence[str]) -> dict[str, float] | str:
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if len(params) < 2:
-        return "needs at least two parameters"
-    if len(complete) < 3:
-        return f"needs at least 3 complete trials, got {len(complete)}"
-    try:
-        imp = optuna.importance.get_param_importances(study, params=list(params))
-    except Exception as err:  # e.g. a parameter that never varied
-        return f"unavailable: {type(err).__name__}: {' '.join(str(err).split())}"
-    return {k: round(float(v), 4) for k, v in imp.items()}
-
-
-def groups_table(
-    study: optuna.Study, group_by: Sequence[str], metrics: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Complete trials grouped by the values of ``group_by`` params (e.g. the arms of the
-    ablation, DQN vs Double DQN): per group n, the objective's IQM with its 95% bootstrap CI
-    over the group's trials (``sweeper.statistics``), and the same for each user-attr metric
-    (e.g. ``mean_max_q``)."""
-    rows: dict[tuple, list[optuna.trial.FrozenTrial]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        key = tuple(t.params.get(g) for g in group_by)
-        rows.setdefault(key, []).append(t)
-    out = []
-    for key, trials in sorted(rows.items(), key=lambda kv: str(kv[0])):
-        row: dict[str, Any] = {g: k for g, k in zip(group_by, key, strict=True)}
-        est = estimate([float(t.value) for t in trials])
-        row["n"] = est.n
-        row.update(_rounded(est.as_dict("objective_")))
-        for m in metrics:
-            values = [float(t.user_attrs[m]) for t in trials if m in t.user_attrs]
-            if values:
-                row.update(_rounded(estimate(values).as_dict(f"{m}_")))
-            else:
-                row[f"{m}_iqm"] = None
-        row.pop("objective_n", None)
-        out.append({k: v for k, v in row.items() if not (k.endswith("_n") and k != "n")})
-    return out
-
-
-def _rounded(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
-
-
 def finish(
     sweeper: OptunaSweeperImpl, plan: _Plan, hooks: Sequence[StudyHook], info: StudyInfo
 ) -> dict[str, Any]:
-    from sweeper.sweeps._impl import tally
-
     study = plan.study
-    counts = tally(study.get_trials(deepcopy=False))
+    counts = analysis.tally(study.get_trials(deepcopy=False))
     summary: dict[str, Any] = {
         "study_name": study.study_name,
         "storage": info.storage,
@@ -187,16 +101,11 @@ def finish(
             f"(hydra.sweeper.max_failures={sweeper.max_failures}); last error: "
             f"{sweeper._last_error}"
         )
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = None
-    if complete:
+    best = analysis.best_summary(study)
+    importance = None
+    if best is not None:
         best_trial = study.best_trial
-        overrides = best_trial.user_attrs.get("sweeper:overrides")
-        best = {
-            "number": best_trial.number,
-            "value": best_trial.value,
-            "params": {k: _yamlable(v) for k, v in best_trial.params.items()},
-        }
+        overrides = best_trial.user_attrs.get(analysis.OVERRIDES_ATTR)
         if overrides:
             try:
                 repro = reproduce_overrides(sweeper, overrides)
@@ -205,17 +114,21 @@ def finish(
             except Exception as err:
                 log.warning("could not derive reproducing overrides: %s", err)
                 best["overrides"] = list(overrides)
-        for key in ("sweeper:output_dir", "mean_max_q"):
+        for key in (analysis.OUTPUT_DIR_ATTR, "mean_max_q"):
             if key in best_trial.user_attrs:
                 best[key.split(":")[-1]] = best_trial.user_attrs[key]
-        summary["importance"] = importances(study, list(plan.space.distributions))
-        if isinstance(summary["importance"], dict) and summary["importance"]:
-            summary["most_important"] = next(iter(summary["importance"]))
+        imp = analysis.importance(study, list(plan.space.distributions))
+        importance = imp
+        summary["importance"] = imp.as_dict()
+        summary["most_important"] = imp.most_important
+        summary["marginal_effects"] = analysis.marginal_effects(
+            study, imp.params or analysis.importance_params(study, list(plan.space.distributions))
+        )
     else:
         errors = [
-            t.user_attrs.get("sweeper:error")
+            t.user_attrs.get(analysis.ERROR_ATTR)
             for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if t.user_attrs.get("sweeper:error")
+            if t.user_attrs.get(analysis.ERROR_ATTR)
         ]
         summary["message"] = (
             f"no trial of study {study.study_name!r} completed "
@@ -224,17 +137,40 @@ def finish(
         )
     summary["best"] = best
     failures = {
-        t.number: t.user_attrs["sweeper:error"]
+        t.number: t.user_attrs[analysis.ERROR_ATTR]
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if "sweeper:error" in t.user_attrs
+        if analysis.ERROR_ATTR in t.user_attrs
     }
     if failures:  # the last 20, with the error each failed trial keeps as a user attr
         summary["failures"] = dict(list(failures.items())[-20:])
     group_by = list(sweeper.summary_cfg.get("group_by") or [])
-    if group_by and complete:
-        summary["groups"] = groups_table(
+    if group_by and best is not None:
+        summary["groups"] = analysis.groups_table(
             study, group_by, list(sweeper.summary_cfg.get("metrics") or [])
         )
+    retest = study.user_attrs.get(RETEST_ATTR)
+    if retest:
+        summary["retest"] = retest
+    if best is not None:
+        try:
+            answered = claims.answer(
+                sweeper.summary_cfg.get("claim"),
+                study,
+                plan.sweep_dir,
+                group_by=group_by,
+                params=[p for p in plan.space.distributions if p not in group_by],
+                env_kwargs=OmegaConf.to_container(plan.base_cfg.env.kwargs, resolve=True)
+                if OmegaConf.select(plan.base_cfg, "env.kwargs") is not None
+                else None,
+                retest=retest,
+                importance=importance,
+            )
+        except Exception as err:  # noqa: BLE001 - the figures never cost the sweep's results
+            log.warning("could not draw the study's figures: %s", f"{type(err).__name__}: {err}")
+        else:
+            summary["figures"] = answered["figures"]
+            if answered["verdict"] is not None:
+                summary["verdict"] = answered["verdict"]
     path = plan.sweep_dir / RESULTS_FILE
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(OmegaConf.to_yaml(OmegaConf.create(_yamlable(summary))))
@@ -260,6 +196,17 @@ def _yamlable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def best_value_text(best: Mapping[str, Any]) -> str:
+    """``IQM 205.3, 95% CI [190.1, 220.4] (n=5 seeds)``, or the value of a one-run trial."""
+    return analysis.format_estimate(
+        best.get("value"),
+        best.get("ci_low"),
+        best.get("ci_high"),
+        best.get("n"),
+        best.get("aggregate"),
+    )
+
+
 def print_summary(summary: Mapping[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -281,7 +228,9 @@ def print_summary(summary: Mapping[str, Any]) -> None:
     )
     best = summary.get("best")
     if best:
-        table.add_row("best value", f"{best['value']:.4g} (trial {best['number']})")
+        table.add_row("best value", f"{best_value_text(best)} (trial {best['number']})")
+        if best.get("seeds"):
+            table.add_row("best seeds", ", ".join(str(s) for s in best["seeds"]))
         table.add_row(
             "best params", ", ".join(f"{k}={format_value(v)}" for k, v in best["params"].items())
         )
@@ -289,31 +238,41 @@ def print_summary(summary: Mapping[str, Any]) -> None:
             table.add_row("reproduce", best.get("command", " ".join(best["overrides"])))
         imp = summary.get("importance")
         if isinstance(imp, Mapping):
-            table.add_row("importance", ", ".join(f"{k} {v:.2f}" for k, v in imp.items()))
-            table.add_row("matters most", str(summary.get("most_important")))
-        elif imp:
-            table.add_row("importance", str(imp))
+            table.add_row(*analysis.importance_text(imp))
+            table.add_row("matters most", str(imp.get("verdict")))
     else:
         table.add_row("result", summary.get("message", "no complete trial"))
     if summary.get("stopped"):
         table.add_row("stopped", summary["stopped"])
+    retest = summary.get("retest")
+    if retest:
+        table.add_row("test seeds", "\n".join(retest_lines(retest)))
     table.add_row("results", str(summary.get("results_file", "")))
+    if summary.get("figures"):
+        table.add_row("figures", "\n".join(summary["figures"]))
     console.print(table)
+    if summary.get("verdict"):
+        console.print(summary["verdict"]["line"])
     groups = summary.get("groups")
     if groups:
         params = [k for k in groups[0] if k not in _STAT_KEYS(groups[0])]
         measures = [k[: -len("_iqm")] for k in groups[0] if k.endswith("_iqm")]
-        gt = Table(title="by " + ", ".join(params) + " (complete trials)")
+        gt = Table(title="by " + ", ".join(params) + " (complete trials, seeds pooled)")
         for key in params:
             gt.add_column(key)
         gt.add_column("n", justify="right")
         for m in measures:
             gt.add_column(f"{m} IQM [95% CI]", justify="right")
         for row in groups:
-            cells = [str(row[k]) for k in params] + [str(row["n"])]
+            cells = [str(row[k]) for k in params] + [_n_cell(row)]
             cells += [_with_ci(row, m) for m in measures]
             gt.add_row(*cells)
         console.print(gt)
+
+
+def _n_cell(row: Mapping[str, Any]) -> str:
+    n, trials = row.get("n"), row.get("n_trials")
+    return f"{n}" if trials in (None, n) else f"{n} ({trials} trials)"
 
 
 def _with_ci(row: Mapping[str, Any], measure: str) -> str:
@@ -326,4 +285,4 @@ def _with_ci(row: Mapping[str, Any], measure: str) -> str:
 
 
 def _STAT_KEYS(row: Mapping[str, Any]) -> set[str]:  # noqa: N802
-    return {k for k in row if k == "n" or k.endswith(("_iqm", "_ci_low", "_ci_high"))}
+    return {k for k in row if k in ("n", "n_trials") or k.endswith(("_iqm", "_ci_low", "_ci_high"))}

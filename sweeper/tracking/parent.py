@@ -21,10 +21,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sweeper import analysis
 from sweeper.tracking import store
 
 ROLE_TAG = "sweeper.role"
 PLOTS = ("history", "importances", "parallel_coordinate", "slice")
+PLOTLY_HTML_ENV = "SWEEPER_PLOTLY_HTML"
+PLOTLY_JS = "plotly.min.js"
 
 
 def _find_parents(client, experiment_id: str, study_name: str) -> list:
@@ -97,89 +100,58 @@ def _set_tags(client, run_id: str, tags: Mapping[str, Any]) -> None:
         store.retry(client.log_batch, run_id, tags=items[i : i + 100])
 
 
-def study_counts(study) -> dict[str, int]:
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    counts = {f"n_{s.name.lower()}": 0 for s in TrialState}
-    for t in trials:
-        counts[f"n_{t.state.name.lower()}"] += 1
-    counts["n_trials"] = len(trials)
-    return counts
-
-
-def best_trial(study):
-    """The best COMPLETE trial, or None (no complete trial; multi-objective)."""
-    try:
-        return study.best_trial
-    except (ValueError, RuntimeError):
-        return None
-
-
-def param_importances(study) -> dict[str, float]:
-    """Optuna's parameter importances: fANOVA when scikit-learn is installed, else PED-ANOVA
-    (numpy only); {} when they cannot be computed (fewer than two complete trials, a single
-    parameter value, ...)."""
-    import optuna
-
-    evaluators: list = [None] if _has_sklearn() else []  # None: Optuna's default, fANOVA
-    evaluators.append(optuna.importance.PedAnovaImportanceEvaluator())
-    import warnings
-
-    for evaluator in evaluators:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                values = optuna.importance.get_param_importances(study, evaluator=evaluator)
-            except Exception:  # noqa: BLE001
-                continue
-        if any("too small" in str(w.message) for w in caught):
-            continue  # PED-ANOVA then returns equal importances: no information
-        if values and all(math.isfinite(v) for v in values.values()):
-            return {k: float(v) for k, v in values.items()}
-    return {}
-
-
-def _has_sklearn() -> bool:
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def html_plots_enabled(html: bool | None = None) -> bool:
+    """Whether Optuna's interactive plotly HTML plots are written: ``html`` when given, else
+    ``$SWEEPER_PLOTLY_HTML`` (``1``/``true``/``yes``). Off by default: each page embeds
+    plotly.js (~4.8 MB); when on, plotly.js is written once beside them (``plotly.min.js``)."""
+    if html is not None:
+        return bool(html)
+    return os.environ.get(PLOTLY_HTML_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def write_plots(
-    study, directory: Path, importances: Mapping[str, float] | None = None
+    study,
+    directory: Path,
+    params: list[str] | None = None,
+    *,
+    html: bool | None = None,
 ) -> list[Path]:
     """Optuna's history, importances, parallel-coordinate and slice plots in ``directory``:
-    PNG (optuna.visualization.matplotlib) always, HTML (plotly) when plotly is installed.
-    Plots that cannot be drawn (too few trials) are skipped."""
+    PNG (optuna.visualization.matplotlib) always, HTML (plotly) only when
+    :func:`html_plots_enabled`, sharing one ``plotly.min.js``. The importances plot uses the
+    evaluator of :func:`sweeper.analysis.importance` (fANOVA, same settings and seed, so its
+    bars are the point values of the summary) on ``params``, and is drawn only when ``params``
+    has two or more. Plots that cannot be drawn (too few trials) are skipped."""
     import warnings
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import optuna
     import optuna.visualization as pv
     import optuna.visualization.matplotlib as pm
 
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    evaluator = _plot_evaluator(study, importances)
+    evaluator = optuna.importance.FanovaImportanceEvaluator(
+        n_trees=analysis.N_TREES, max_depth=analysis.MAX_DEPTH, seed=0
+    )
     makers = {
         "history": (pm.plot_optimization_history, pv.plot_optimization_history, {}),
         "importances": (
             pm.plot_param_importances,
             pv.plot_param_importances,
-            {"evaluator": evaluator} if evaluator is not None else {},
+            {"evaluator": evaluator, "params": list(params or [])},
         ),
         "parallel_coordinate": (pm.plot_parallel_coordinate, pv.plot_parallel_coordinate, {}),
         "slice": (pm.plot_slice, pv.plot_slice, {}),
     }
+    with_html = html_plots_enabled(html) and _has_plotly()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ExperimentalWarning from optuna.visualization.matplotlib
         for name, (mpl_fn, plotly_fn, kwargs) in makers.items():
-            if name == "importances" and not importances:
+            if name == "importances" and len(params or []) < 2:
                 continue
             try:
                 ax = mpl_fn(study, **kwargs)
@@ -193,24 +165,19 @@ def write_plots(
             except Exception as err:  # noqa: BLE001 - a plot is never worth failing a sweep
                 print(f"sweeper: plot {name}.png skipped: {err}", file=sys.stderr)
                 plt.close("all")
-            if not _has_plotly():
+            if not with_html:
                 continue
             try:
+                # plotly.js once, in the same directory, for every page
                 plotly_fn(study, **kwargs).write_html(
-                    directory / f"{name}.html", include_plotlyjs=True
+                    directory / f"{name}.html", include_plotlyjs="directory"
                 )
                 written.append(directory / f"{name}.html")
             except Exception as err:  # noqa: BLE001
                 print(f"sweeper: plot {name}.html skipped: {err}", file=sys.stderr)
+    if any(p.suffix == ".html" for p in written) and (directory / PLOTLY_JS).exists():
+        written.append(directory / PLOTLY_JS)
     return written
-
-
-def _plot_evaluator(study, importances):
-    if _has_sklearn():
-        return None
-    import optuna
-
-    return optuna.importance.PedAnovaImportanceEvaluator()
 
 
 def _figure_of(ax):
@@ -229,64 +196,159 @@ def _has_plotly() -> bool:
     return True
 
 
+def log_study_figures(
+    client, run_id: str, paths, artifact_path: str = "plots", logged: set | None = None
+) -> list[str]:
+    """Log a study's figures (PNG, and HTML pages with their ``plotly.min.js``) as artifacts of
+    its parent run under ``artifact_path``: each file once (``logged``: resolved paths already
+    logged, updated). The place for the study figures of ``sweeper.figures`` too: pass their
+    paths. Returns the artifact paths logged."""
+    logged = set() if logged is None else logged
+    out = []
+    for path in paths:
+        path = Path(path)
+        key = str(path.resolve())
+        if key in logged or not path.is_file():
+            continue
+        store.retry(client.log_artifact, run_id, str(path), artifact_path)
+        logged.add(key)
+        out.append(f"{artifact_path}/{path.name}")
+    return out
+
+
 def study_summary(study) -> dict[str, Any]:
-    """Best value/params, counts and importances of a study (plain data)."""
-    best = best_trial(study)
-    return {
-        "study_name": study.study_name,
-        "direction": study.direction.name.lower() if len(study.directions) == 1 else "multi",
-        "best_value": best.value if best is not None else None,
-        "best_trial": best.number if best is not None else None,
-        "best_params": dict(best.params) if best is not None else {},
-        "counts": study_counts(study),
-        "importances": param_importances(study),
-    }
+    """What the parent run records: :func:`sweeper.analysis.study_summary` (counts, best trial
+    with its CI over seeds, importance with its uncertainty, marginal effects)."""
+    return analysis.study_summary(study)
+
+
+def parent_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The parent run's metrics from a study summary (``sweeper.analysis.study_summary`` or
+    the sweep's results): ``n_<state>`` and ``n_trials`` (trials that count), ``best_value``
+    (the best trial's aggregate over its seeds) with ``best_<iqm|mean|...>``, ``best_ci_low``,
+    ``best_ci_high``, ``best_n`` (seeds); per parameter ``importance.<p>``,
+    ``importance_ci_low.<p>``, ``importance_ci_high.<p>`` and ``importance_top_share.<p>``."""
+    out: dict[str, float] = {}
+    trials = summary.get("trials") or {}
+    for key in ("complete", "pruned", "failed", "running", "waiting", "uncounted"):
+        if key in trials:
+            out[f"n_{key}"] = float(trials[key])
+    if trials:
+        out["n_trials"] = float(analysis.n_counted(trials))
+    best = summary.get("best") or {}
+    if _is_number(best.get("value")):
+        out["best_value"] = float(best["value"])
+        if best.get("aggregate"):
+            out[f"best_{best['aggregate']}"] = float(best["value"])
+    for key in ("ci_low", "ci_high", "n"):
+        if _is_number(best.get(key)):
+            out[f"best_{key}"] = float(best[key])
+    imp = summary.get("importance") or {}
+    ci = imp.get("ci") or {}
+    shares = imp.get("top_share") or {}
+    for name, value in (imp.get("values") or {}).items():
+        out[f"importance.{name}"[:250]] = float(value)
+        if name in ci:
+            out[f"importance_ci_low.{name}"[:250]] = float(ci[name][0])
+            out[f"importance_ci_high.{name}"[:250]] = float(ci[name][1])
+        if name in shares:
+            out[f"importance_top_share.{name}"[:250]] = float(shares[name])
+    for row in (summary.get("retest") or {}).get("configs", []):
+        for phase in ("tuning", "test"):
+            for key in ("value", "ci_low", "ci_high", "n"):
+                value = (row.get(phase) or {}).get(key)
+                if _is_number(value):
+                    out[f"{phase}_{key}.trial_{row['number']}"] = float(value)
+        if _is_number(row.get("optimism_gap")):
+            out[f"optimism_gap.trial_{row['number']}"] = float(row["optimism_gap"])
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parent_tags(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """``direction``, ``best_trial``, ``best.<param>`` (never the seed), ``best_seeds``,
+    ``importance_evaluator``, ``importance_verdict`` and ``most_important`` (only when the
+    ranking is stable enough to name one), the claim's ``verdict`` line, and ``test_winner``
+    with the ``test_seeds`` when the best configs were re-tested."""
+    tags: dict[str, Any] = {"direction": summary.get("direction", "")}
+    best = summary.get("best") or {}
+    if best:
+        tags["best_trial"] = best.get("number")
+        tags.update({f"best.{k}": v for k, v in (best.get("params") or {}).items()})
+        if best.get("seeds"):
+            tags["best_seeds"] = ",".join(str(s) for s in best["seeds"])
+    imp = summary.get("importance") or {}
+    if imp:
+        tags["importance_evaluator"] = imp.get("evaluator")
+        tags["importance_verdict"] = imp.get("verdict")
+    if imp.get("most_important"):
+        tags["most_important"] = imp["most_important"]
+    verdict = summary.get("verdict") or {}
+    if verdict.get("line"):
+        tags["verdict"] = verdict["line"]
+    retest = summary.get("retest") or {}
+    if retest.get("test_winner") is not None:
+        tags["test_winner"] = retest["test_winner"]
+        tags["test_seeds"] = ",".join(str(s) for s in retest.get("test_seeds", []))
+    return tags
 
 
 def finalize_parent_run(
-    study, run_id: str, sweep_dir: str | Path | None = None, tracking_uri: str | None = None
+    study,
+    run_id: str,
+    sweep_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    *,
+    summary: Mapping[str, Any] | None = None,
+    figures=None,
+    html: bool | None = None,
 ) -> dict[str, Any]:
     """Log the study's results on its parent run and end it FINISHED.
 
-    Metrics ``best_value``, ``n_complete``/``n_pruned``/``n_fail``/``n_trials`` and
-    ``importance.<param>``; tags ``best_trial``, ``best.<param>``, ``most_important``;
-    artifacts ``study_summary.json`` and ``plots/{history,importances,parallel_coordinate,
-    slice}.{png,html}`` (also written to ``<sweep_dir>/plots``). Returns the summary.
-    Metrics get step = number of trials so a resumed study keeps its history.
+    ``summary``: the study's analysis when the caller has it (the sweep's results, shaped like
+    :func:`sweeper.analysis.study_summary`), else computed here. Metrics: :func:`parent_metrics`
+    (step = number of trials, so a resumed study keeps its history); tags: :func:`parent_tags`
+    and ``sweep_dir``; artifacts: ``study_summary.json``; under ``plots/`` Optuna's plots
+    (:func:`write_plots`: PNG, HTML only when :func:`html_plots_enabled`), written to
+    ``<sweep_dir>/plots`` (a temporary directory without one); under ``figures/`` the study's
+    own figures: ``figures`` (paths, e.g. from ``sweeper.figures``), else the paths listed in
+    ``summary["figures"]`` (the sweep's results). Each file is logged once. Returns the
+    summary.
     """
     import time
 
     from mlflow.entities import Metric
 
     client = store.client(tracking_uri)
-    summary = study_summary(study)
-    counts, step = summary["counts"], summary["counts"]["n_trials"]
+    if summary is None or "trials" not in summary:
+        summary = study_summary(study)
+    summary = {k: v for k, v in summary.items() if k != "study"}
+    step = int(analysis.n_counted(summary["trials"])) if summary.get("trials") else 0
     ts = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), ts, step) for k, v in counts.items()]
-    if summary["best_value"] is not None and math.isfinite(summary["best_value"]):
-        metrics.append(Metric("best_value", float(summary["best_value"]), ts, step))
-    metrics += [
-        Metric(f"importance.{k}"[:250], v, ts, step) for k, v in summary["importances"].items()
-    ]
-    store.retry(client.log_batch, run_id, metrics=metrics[:1000])
-    tags: dict[str, Any] = {"direction": summary["direction"]}
-    if summary["best_trial"] is not None:
-        tags["best_trial"] = summary["best_trial"]
-        tags.update({f"best.{k}": v for k, v in summary["best_params"].items()})
-    if summary["importances"]:
-        tags["most_important"] = max(summary["importances"], key=summary["importances"].get)
+    metrics = [Metric(k, v, ts, step) for k, v in parent_metrics(summary).items()]
+    for i in range(0, len(metrics), 1000):
+        store.retry(client.log_batch, run_id, metrics=metrics[i : i + 1000])
+    tags = parent_tags(summary)
     if sweep_dir is not None:
         tags["sweep_dir"] = str(Path(sweep_dir).resolve())
     _set_tags(client, run_id, tags)
+    logged: set[str] = set()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "study_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         store.retry(client.log_artifact, run_id, str(out / "study_summary.json"))
         plots_dir = Path(sweep_dir) / "plots" if sweep_dir is not None else out / "plots"
-        if write_plots(study, plots_dir, summary["importances"]):
-            for path in plots_dir.iterdir():
-                if path.stem in PLOTS:
-                    store.retry(client.log_artifact, run_id, str(path), "plots")
+        # the importances plot only where the summary has importances (same evaluator)
+        params = list((summary.get("importance") or {}).get("values") or {})
+        log_study_figures(
+            client, run_id, write_plots(study, plots_dir, params, html=html), "plots", logged
+        )
+        # the study's own figures (sweeper.figures): given, or listed in the sweep's results
+        extra = figures if figures is not None else summary.get("figures") or []
+        log_study_figures(client, run_id, extra, "figures", logged)
     store.retry(client.set_terminated, run_id, "FINISHED")
     return summary
 
@@ -330,7 +392,7 @@ def close_trial_runs(client, parent_run_id: str, study_name: str, trials) -> int
         )
         # A run is made up only for a trial that ran and failed: not for one that never
         # started (stale before its claim, surplus, interrupted: ``sweeper:uncounted``).
-        if not runs and state == "FAIL" and "sweeper:uncounted" not in trial.user_attrs:
+        if not runs and state == "FAIL" and analysis.UNCOUNTED not in trial.user_attrs:
             run = store.retry(
                 client.create_run,
                 exp_id,
@@ -449,7 +511,9 @@ class MlflowStudyHook:
                 study_name=info.study_name, storage=open_storage(info.storage)
             )
         close_open_runs(self.client(), self.run_id, study)
-        finalize_parent_run(study, self.run_id, info.sweep_dir, self.tracking_uri)
+        # the sweep's results carry the analysis (importance bootstrap included): not redone
+        computed = results if isinstance(results, Mapping) and "importance" in results else None
+        finalize_parent_run(study, self.run_id, info.sweep_dir, self.tracking_uri, summary=computed)
 
 
 def study_hook(task_cfg) -> MlflowStudyHook | None:

@@ -1,20 +1,17 @@
 """``sweeper report``: a study's top trials, best config as overrides, what matters most, plots.
 
 Reads the Optuna study (the sweeper's storage, ``journal:outputs/optuna/journal.log`` by
-default, or any storage URL) and writes Optuna's plots to ``outputs/reports/<study>/``.
+default, or any storage URL), prints what :mod:`sweeper.analysis` says about it (per trial the
+aggregate over its seeds with its 95% CI and n; the importance with its uncertainty and
+verdict; marginal effects) and writes Optuna's plots to ``outputs/reports/<study>/``.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from sweeper.sweeps.search_space import format_value
-
-OVERRIDES_ATTR = "sweeper:overrides"
-FIXED_ATTR = "sweeper:fixed_overrides"
-ERROR_ATTR = "sweeper:error"
+from sweeper import analysis
 
 
 class ReportError(RuntimeError):
@@ -70,100 +67,46 @@ def shown_value(value: Any) -> str:
     return str(value)
 
 
-def ranked_trials(study) -> list:
-    """Complete trials best first, then pruned (by their last report), then the rest."""
-    from optuna.trial import TrialState
-
-    sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
-    trials = study.get_trials(deepcopy=False)
-
-    def key(t):
-        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
-            return (0, sign * t.value, t.number)
-        if t.state == TrialState.PRUNED:
-            last = (
-                t.intermediate_values[max(t.intermediate_values)]
-                if t.intermediate_values
-                else math.nan
-            )
-            return (1, sign * last if math.isfinite(last) else math.inf, t.number)
-        return (2, 0.0, t.number)
-
-    return sorted(trials, key=key)
-
-
-def best_overrides(study, best) -> list[str]:
-    """The best trial's config as overrides for a plain ``python -m sweeper.train`` run.
-
-    From the trial's recorded overrides (the sweeper stores them) when they compose here:
-    expanded against the default config (a ``+sweep=...`` override would start a sweep), so
-    that the command gives the trial's exact semantic config (checked by config hash). Else
-    the recorded overrides, else the study's fixed overrides plus the sampled params."""
-    recorded = best.user_attrs.get(OVERRIDES_ATTR)
-    if recorded:
-        recorded = [o for o in recorded if not o.startswith(("trial.", "hydra."))]
-        try:
-            return expand_overrides(recorded)
-        except Exception:  # noqa: BLE001 - composition failed here: show what the sweep had
-            return recorded
-    fixed = list(study.user_attrs.get(FIXED_ATTR, []))
-    return fixed + [f"{k}={format_value(v)}" for k, v in best.params.items()]
-
-
-GROUPS = ("agent", "env", "buffer")
-
-
-def expand_overrides(overrides: list[str]) -> list[str]:
-    """Overrides of the default config that give the same semantic config as ``overrides``
-    (group choices first, then the values that differ). Raises if the result's config hash
-    differs from the original's."""
-    from hydra import compose, initialize_config_dir
-
-    from sweeper.cli import CONF_DIR
-    from sweeper.config import register_configs
-    from sweeper.config_hash import config_hash, flatten, semantic_config
-
-    register_configs()
-    with initialize_config_dir(
-        version_base="1.3", config_dir=str(CONF_DIR), job_name="sweeper_report"
-    ):
-        want_cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        choices = dict(want_cfg.hydra.runtime.choices)
-        groups = [f"{g}={choices[g]}" for g in GROUPS if g in choices]
-        base_cfg = compose("config", overrides=groups)
-        want, have = flatten(semantic_config(want_cfg)), flatten(semantic_config(base_cfg))
-        values = [f"{k}={format_value(v)}" for k, v in want.items() if k in have and have[k] != v]
-        values += [f"+{k}={format_value(v)}" for k, v in want.items() if k not in have]
-        values += [f"~{k}" for k in have if k not in want]
-        default = compose("config", overrides=[], return_hydra_config=True)
-        default_choices = dict(default.hydra.runtime.choices)
-        groups = [g for g in groups if default_choices.get(g.split("=")[0]) != g.split("=")[1]]
-        result = groups + values
-        check = compose("config", overrides=result)
-    if config_hash(check) != config_hash(want_cfg):
-        raise ValueError("expanded overrides do not reproduce the config")
-    return result
-
-
-def build_report(study, top: int = 10, plots_dir: Path | None = None) -> dict[str, Any]:
-    from sweeper.tracking.parent import best_trial, param_importances, study_counts, write_plots
-
-    best = best_trial(study)
-    importances = param_importances(study)
+def build_report(
+    study,
+    top: int = 10,
+    plots_dir: Path | None = None,
+    *,
+    html: bool | None = None,
+    n_bootstrap: int = analysis.N_BOOTSTRAP,
+) -> dict[str, Any]:
+    """The report's data: :func:`sweeper.analysis.study_summary` plus the ``top`` trials
+    (:func:`sweeper.analysis.ranked_trials`), the best trial's overrides and the plots
+    written to ``plots_dir`` (HTML too with ``html``, see ``tracking.parent.write_plots``)."""
+    summary = analysis.study_summary(study, n_bootstrap=n_bootstrap)
+    best = analysis.best_trial(study)
     report = {
-        "study_name": study.study_name,
-        "direction": study.direction.name.lower(),
-        "counts": study_counts(study),
-        "top": ranked_trials(study)[:top],
-        "best": best,
-        "best_overrides": best_overrides(study, best) if best is not None else [],
-        "importances": importances,
-        "most_important": max(importances, key=importances.get) if importances else None,
+        **summary,
+        "top": analysis.ranked_trials(study)[:top],
+        "best_trial": best,
+        "best_overrides": analysis.best_overrides(study, best) if best is not None else [],
         "plots": [],
     }
     if plots_dir is not None:
-        report["plots"] = write_plots(study, Path(plots_dir), importances)
+        from sweeper.tracking.parent import write_plots
+
+        params = list(summary["importance"].get("values") or {})
+        report["plots"] = write_plots(study, Path(plots_dir), params, html=html)
     return report
+
+
+def _trial_cells(t) -> tuple[str, str, str]:
+    """(value, 95% CI, n seeds) of a trial row: a complete trial's aggregate over its seeds,
+    a pruned trial's last report (at a shorter budget)."""
+    if analysis.is_complete(t):
+        est = analysis.trial_estimate(t)
+        ci = f"[{est.low:.4g}, {est.high:.4g}]" if est.low is not None else "-"
+        return shown_value(float(t.value)), ci, str(est.n)
+    last = analysis.last_report(t)
+    if last is None:
+        return "-", "-", "-"
+    step, value = last
+    return f"{shown_value(value)} (last report, step {step})", "-", "-"
 
 
 def print_report(report: dict[str, Any], console=None) -> None:
@@ -171,36 +114,36 @@ def print_report(report: dict[str, Any], console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    counts = report["counts"]
+    c = report["trials"]
     title = (
         f"study {report['study_name']} ({report['direction']}): "
-        f"{counts['n_trials']} trials, {counts.get('n_complete', 0)} complete, "
-        f"{counts.get('n_pruned', 0)} pruned, {counts.get('n_fail', 0)} failed"
+        f"{analysis.n_counted(c)} trials, {c['complete']} complete, "
+        f"{c['pruned']} pruned, {c['failed']} failed"
+        + (f", {c['running']} running" if c["running"] else "")
+        + (f" ({c['uncounted']} stale/surplus not counted)" if c["uncounted"] else "")
     )
     params = sorted({k for t in report["top"] for k in t.params})
+    seeded = [t for t in report["top"] if analysis.is_complete(t) and analysis.has_seeds(t)]
+    hows = {analysis.aggregate_of(t) for t in seeded}
+    label = analysis.LABELS.get(hows.pop(), "") if len(hows) == 1 else ""
     table = Table(title=title, title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
     table.add_column("state")
-    table.add_column("value", justify="right")
+    table.add_column(f"value ({label} over seeds)" if label else "value", justify="right")
+    if seeded:
+        table.add_column("95% CI", justify="right")
+        table.add_column("n", justify="right")
     for p in params:
         table.add_column(p, justify="right")
     for rank, t in enumerate(report["top"], 1):
-        value = (
-            t.value
-            if t.value is not None
-            else (
-                t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
-            )
-        )
-        shown = "-" if value is None else shown_value(value)
-        if t.value is None and value is not None:
-            shown += " (last report)"
+        value, ci, n = _trial_cells(t)
         table.add_row(
             str(rank),
             str(t.number),
             t.state.name,
-            shown,
+            value,
+            *([ci, n] if seeded else []),
             *[shown_value(t.params[p]) if p in t.params else "-" for p in params],
         )
     console.print(table)
@@ -208,26 +151,58 @@ def print_report(report: dict[str, Any], console=None) -> None:
     if best is None:
         console.print("no complete trial yet: no best config")
     else:
-        console.print(f"best: trial {best.number}, value {shown_value(best.value)}")
+        text = analysis.format_estimate(
+            best["value"], best["ci_low"], best["ci_high"], best["n"], best["aggregate"]
+        )
+        seeds = f", seeds {', '.join(map(str, best['seeds']))}" if best.get("seeds") else ""
+        console.print(f"best: trial {best['number']}, value {text}{seeds}", highlight=False)
         console.print("best config as overrides:")
         console.print(
             "  python -m sweeper.train " + " ".join(report["best_overrides"]),
             soft_wrap=True,
             highlight=False,
         )
-    imps = report["importances"]
-    if imps:
-        ranked = ", ".join(f"{k} {v:.2f}" for k, v in sorted(imps.items(), key=lambda kv: -kv[1]))
-        console.print(
-            f"most important hyperparameter: {report['most_important']} (importances: {ranked})",
-            highlight=False,
-        )
-    else:
-        console.print(
-            "parameter importances: not available (needs at least two complete "
-            "trials that differ in their parameters)"
-        )
+    imp = report["importance"]
+    head, values = analysis.importance_text(imp)
+    console.print(f"{head}: {values}", soft_wrap=True, highlight=False)
+    if imp.get("n_pruned"):
+        console.print(imp["pruned"], highlight=False)
+    console.print(f"most important hyperparameter: {imp['verdict']}", highlight=False)
+    print_effects(report.get("marginal_effects") or {}, console)
     if report["plots"]:
         folder = Path(report["plots"][0]).parent
         names = ", ".join(sorted({Path(p).name for p in report["plots"]}))
         console.print(f"plots in {folder}: {names}", soft_wrap=True, highlight=False)
+
+
+def print_effects(effects: dict[str, list[dict[str, Any]]], console) -> None:
+    """One table per parameter: per value (or quantile bin) the complete trials' per-seed
+    values pooled, IQM [95% CI] (n), and the trials pruned there."""
+    from rich.table import Table
+
+    for param, rows in effects.items():
+        if len(rows) < 2:
+            continue
+        table = Table(
+            title=f"{param}: complete trials, seeds pooled; pruned trials counted apart "
+            "(stopped at a shorter budget)",
+            title_justify="left",
+        )
+        table.add_column(param)
+        table.add_column("trials", justify="right")
+        table.add_column("IQM [95% CI] (n runs)", justify="right")
+        table.add_column("pruned", justify="right")
+        for row in rows:
+            if row["iqm"] is None:
+                est = "-"
+            elif row["ci_low"] is None:
+                est = f"{row['iqm']:.4g} (n={row['n']}, no CI)"
+            else:
+                est = f"{row['iqm']:.4g} [{row['ci_low']:.4g}, {row['ci_high']:.4g}] (n={row['n']})"
+            pruned = str(row["n_pruned"])
+            if row.get("pruned_last_iqm") is not None:
+                lo, hi = row["pruned_steps"]
+                steps = f"step {lo}" if lo == hi else f"steps {lo}-{hi}"
+                pruned += f" (last reports IQM {row['pruned_last_iqm']:.4g} at {steps})"
+            table.add_row(row["label"], str(row["n_trials"]), est, pruned)
+        console.print(table)

@@ -31,7 +31,7 @@ import re
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from sweeper.tracking import store
@@ -264,12 +264,14 @@ def local_artifact_dir(artifact_uri: str) -> Path | None:
     return Path(url2pathname(parsed.path))
 
 
-def copy_artifacts(directory: Path, artifact_dir: Path) -> None:
+def copy_artifacts(directory: Path, artifact_dir: Path, skip: Sequence[str] | None = None) -> None:
     """What MLflow's LocalArtifactRepository does for a run's files: each top-level file
     copied into the run's artifact dir, each folder copied as a tree (``.hydra/`` as
-    ``hydra/``)."""
+    ``hydra/``); top-level names in ``skip`` are left out."""
     artifact_dir.mkdir(parents=True, exist_ok=True)
     for path in sorted(directory.iterdir()):
+        if path.name in (skip or ()):
+            continue
         if path.is_dir():
             dest = "hydra" if path.name == ".hydra" else path.name
             shutil.copytree(path, artifact_dir / dest, dirs_exist_ok=True)

@@ -127,6 +127,10 @@ def experiment_name(cfg) -> str:
 def run_name(cfg) -> str:
     if cfg.trial.get("number") is not None:
         return f"trial-{cfg.trial.number}"
+    if cfg.trial.get("test_of") is not None:
+        return f"test-of-trial-{cfg.trial.test_of}/seed-{cfg.seed}"
+    if cfg.trial.get("seeds"):
+        return f"{cfg.agent.name}_{cfg.env.name}_{len(cfg.trial.seeds)}seeds"
     return f"{cfg.agent.name}_{cfg.env.name}_seed{cfg.seed}"
 
 
@@ -154,6 +158,14 @@ def run_tags(cfg, output_dir: Path | None, digest: str) -> dict[str, str]:
         tags["trial_number"] = str(trial.number)
     if trial.get("parent_run_id"):
         tags["mlflow.parentRunId"] = str(trial.parent_run_id)
+    if trial.get("seeds"):
+        tags["seeds"] = ",".join(str(s) for s in trial.seeds)
+        tags["aggregate"] = str(trial.aggregate)
+        del tags["seed"]
+    if trial.get("phase"):
+        tags["phase"] = str(trial.phase)
+    if trial.get("test_of") is not None:
+        tags["test_of_trial"] = str(trial.test_of)
     tags.update(hydra_info())
     tags.update(git_info())
     return {k: v[:MAX_TAG_LENGTH] for k, v in tags.items()}
@@ -199,6 +211,9 @@ class MlflowTracker(Callback):
         self.config_hash = config_hash(semantic)
         self.objective_name = str(cfg.eval.objective)
         self._log_artifacts = log_artifacts
+        # a group's replicates log their own folders to their own runs: never twice
+        seeds = cfg.trial.get("seeds") or []
+        self._skip = [f"seed_{s}" for s in seeds]
         tags = run_tags(cfg, self.output_dir, self.config_hash)
         tags.update(extra_tags or {})
         spec = {
@@ -304,7 +319,7 @@ class MlflowTracker(Callback):
     def log_output_files(self) -> None:
         """Every file of the output dir; ``.hydra/`` goes to ``hydra/``."""
         if self._log_artifacts and self.output_dir is not None:
-            self._do("artifacts", directory=str(self.output_dir.resolve()))
+            self._do("artifacts", directory=str(self.output_dir.resolve()), skip=self._skip)
 
     def terminate(self, status: str) -> None:
         self._do("terminate", status=MLFLOW_STATUS.get(status, status))
@@ -321,6 +336,16 @@ class MlflowTracker(Callback):
     def on_eval(self, index: int, episode: int, step: int, metrics) -> None:
         self._add({**metrics, "env_steps": step}, episode)
         self.flush()
+
+    def on_result(self, result: Mapping[str, Any]) -> None:
+        """A group's aggregate with n and CI (``objective_iqm``, ``objective_ci_low``, ...)
+        and per-metric aggregates, as metrics of the group's run."""
+        numbers = {
+            k: v
+            for k, v in result.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k != "objective"
+        }
+        self._add(numbers, self._episode)
 
     def on_train_end(self, objective: float, status: str) -> None:
         self.status = status
@@ -384,6 +409,22 @@ def tracking_callback(cfg, output_dir: Path | str) -> MlflowTracker:
     if cfg.trial.get("number") is None:
         check_uri(cfg)
     return MlflowTracker(cfg, output_dir)
+
+
+def replicate_tracker(cfg, output_dir: Path | str, group: MlflowTracker) -> MlflowTracker | None:
+    """The MLflow run of one replicate (``cfg``: its seed's config), nested under the
+    group's run ``<group>/seed-<s>``; None when the group's run could not be created."""
+    from omegaconf import open_dict, read_write
+
+    try:
+        parent = group.run_id
+    except RuntimeError:
+        return None
+    one = cfg.copy()
+    with read_write(one), open_dict(one):
+        one.trial.parent_run_id = parent
+    name = f"{run_name(cfg)}/seed-{cfg.seed}"
+    return MlflowTracker(one, output_dir, extra_tags={"mlflow.runName": name, "replicate": "true"})
 
 
 def check_uri(cfg, timeout: float = 5.0) -> None:

@@ -192,17 +192,20 @@ class Executor:
             batch = items[i : i + MAX_TAGS_PER_BATCH]
             self._call(self._client().log_batch, self.run_id, tags=batch)
 
-    def _op_artifacts(self, directory: str) -> None:
-        """Every file of the run's output dir; ``.hydra/`` goes to ``hydra/``."""
+    def _op_artifacts(self, directory: str, skip: list[str] | None = None) -> None:
+        """Every file of the run's output dir but the top-level names in ``skip``;
+        ``.hydra/`` goes to ``hydra/``."""
         root = Path(directory)
         if not root.is_dir():
             return
         local = local_artifact_dir(self.artifact_uri) if self.artifact_uri else None
         if local is not None:  # a plain copy, as MLflow's local repository makes it
-            copy_artifacts(root, local)
+            copy_artifacts(root, local, skip)
             return
         client = self._client()
         for path in sorted(root.iterdir()):
+            if path.name in (skip or ()):
+                continue
             if path.is_dir():
                 dest = "hydra" if path.name == ".hydra" else path.name
                 self._call(client.log_artifacts, self.run_id, str(path), dest)

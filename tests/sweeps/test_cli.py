@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from sweep_helpers import (
     sweep_cmd,
 )
 
+from sweeper.statistics import aggregate
 from sweeper.sweeps._impl import UNCOUNTED, counts
 
 TINY_TABULAR = [
@@ -35,6 +37,11 @@ TINY_TABULAR = [
     "train.plot=false",
     "train.save_model=false",
 ]
+
+
+def _csv(trial_dir: Path, seed: int) -> list[dict[str, str]]:
+    with (trial_dir / f"seed_{seed}" / "evals.csv").open() as f:
+        return list(csv.DictReader(f))
 
 
 def _ok(proc: subprocess.CompletedProcess) -> None:
@@ -426,14 +433,15 @@ def test_ready_made_sweep_double_vs_vanilla(tmp_path):
         "eval.every=0",
         "eval.episodes=1",
         "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.params.seed='choice(0)'",
+        "hydra.sweeper.seeds=2",
     )
     _ok(proc)
     res = _results(tmp_path)
     assert res["study_name"].startswith("double_vs_vanilla-")
     groups = {g["agent.double"]: g for g in res["groups"]}
     assert set(groups) == {True, False}
-    for g in groups.values():  # per arm: IQM with its bootstrap CI, for the objective too
+    for g in groups.values():  # per arm: IQM over its seeds with a bootstrap CI
+        assert g["n"] == 2
         assert isinstance(g["mean_max_q_iqm"], float)
         for m in ("objective", "mean_max_q"):
             if g["n"] >= 2:
@@ -441,7 +449,9 @@ def test_ready_made_sweep_double_vs_vanilla(tmp_path):
     assert "mean_max_q" in proc.stdout
 
 
-@pytest.mark.parametrize("name", ["sensitivity", "ablation", "tabular", "cartpole_v1"])
+@pytest.mark.parametrize(
+    "name", ["sensitivity", "ablation", "tabular", "sarsa_vs_q", "cartpole_v1"]
+)
 def test_ready_made_sweeps_run(tmp_path, name):
     # the basic launcher and no tracking keep this fast; joblib + tracking run in the test above
     proc = run_sweep(
@@ -454,6 +464,8 @@ def test_ready_made_sweeps_run(tmp_path, name):
         "eval.every=0",
         "eval.episodes=1",
         "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.seeds=2",
+        "hydra.sweeper.retest.enabled=false",
     )
     _ok(proc)
     res = _results(tmp_path)
@@ -651,7 +663,9 @@ def test_pruning_of_the_real_app(tmp_path):
         "train.episodes=60",
         "eval.episodes=3",
         "agent.alpha=choice(0.001,0.5)",
-        "seed=choice(0,1,2)",
+        "agent.gamma=choice(0.9,0.95,0.99)",
+        "hydra.sweeper.seeds=3",
+        "hydra.sweeper.retest.enabled=false",
     )
     _ok(proc)
     study = only_study(journal(tmp_path))
@@ -665,16 +679,29 @@ def test_pruning_of_the_real_app(tmp_path):
     for t in pruned:
         assert t.intermediate_values and set(t.intermediate_values) < evals
     assert _results(tmp_path)["trials"]["pruned"] == len(pruned)
+    # what the pruner saw at each evaluation is the IQM over the trial's three seeds
+    for t in pruned + complete:
+        seeds = t.user_attrs["sweeper:seeds"]
+        assert len(seeds) == 3 and "seed" not in t.params
+        trial_dir = Path(t.user_attrs["sweeper:output_dir"])
+        evals_by_seed = [
+            {int(r["episode"]): float(r["eval_return_mean"]) for r in _csv(trial_dir, s)}
+            for s in seeds
+        ]
+        for step, value in t.intermediate_values.items():
+            assert value == pytest.approx(aggregate([e[step] for e in evals_by_seed], "iqm"))
+    for t in complete:
+        assert t.value == pytest.approx(aggregate(t.user_attrs["objective_per_seed"], "iqm"))
 
 
 # -- ready-made sweeps with another pruner ------------------------------------------------------
 
 
-def test_sensitivity_with_hyperband_plans_and_runs(tmp_path):
+def test_cartpole_sweep_with_hyperband_plans_and_runs(tmp_path):
     proc = run_sweep(
         tmp_path,
         "app-nom",
-        "+sweep=sensitivity",
+        "+sweep=cartpole_v1",
         "hydra/sweeper/pruner=hyperband",
         "hydra/launcher=basic",
         "tracking.enabled=false",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import sys
@@ -100,7 +101,7 @@ def test_warmup_steps_works_with_every_pruner(name, kwargs, expected):
 
 
 @pytest.mark.parametrize("pruner", ["median", "percentile", "successive_halving", "hyperband"])
-def test_sensitivity_composes_with_every_pruner(pruner):
+def test_a_pruned_sweep_composes_with_every_pruner(pruner):
     from hydra import compose, initialize_config_dir
 
     from sweeper.config import CONF_DIR, register_configs
@@ -109,7 +110,7 @@ def test_sensitivity_composes_with_every_pruner(pruner):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=["+sweep=sensitivity", f"hydra/sweeper/pruner={pruner}"],
+            overrides=["+sweep=cartpole_v1", f"hydra/sweeper/pruner={pruner}"],
             return_hydra_config=True,
         )
     node = cfg.hydra.sweeper.pruner
@@ -249,11 +250,25 @@ def test_outcome_of(status, value, state, error, pickled):
         assert out.value == float(value)
 
 
-def test_outcome_reads_run_metrics(tmp_path):
-    (tmp_path / "episodes.csv").write_text("episode,max_q\n1,1.0\n2,3.0\n")
+def test_outcome_reads_the_run_record(tmp_path):
+    """A single run's metrics, or a replicate group's per-seed values and aggregates."""
     cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})
+    single = {"objective": 2.0, "status": "FINISHED", "metrics": {"mean_max_q": 2.0, "x": None}}
+    (tmp_path / "result.json").write_text(json.dumps(single))
     out = outcome_of(_ret(JobStatus.COMPLETED, 2.0, cfg))
-    assert out.attrs["mean_max_q"] == 2.0 and out.attrs["final_max_q"] == 3.0
+    assert out.attrs["mean_max_q"] == 2.0 and "x" not in out.attrs
+    group = {
+        "objective": 2.0,
+        "status": "FINISHED",
+        "seeds": [5, 7],
+        "sweeper:seeds": [5, 7],
+        "objective_per_seed": [1.0, 3.0],
+        "objective_ci_low": 1.0,
+    }
+    (tmp_path / "result.json").write_text(json.dumps(group))
+    out = outcome_of(_ret(JobStatus.COMPLETED, 2.0, cfg))
+    assert out.value == 2.0 and out.attrs["sweeper:seeds"] == [5, 7]
+    assert out.attrs["objective_per_seed"] == [1.0, 3.0] and "status" not in out.attrs
 
 
 def test_guarded_task_turns_system_exit_into_an_exception():

@@ -1,0 +1,127 @@
+"""Replicates: one config trained on N seeds, advanced in lockstep, judged by their aggregate.
+
+Why a unit of its own: returns over seeds are the sample a config's value is estimated from,
+not noise to tune away (Agarwal et al. 2021; Eimer et al. 2023). A trial of the Optuna sweeper
+is "N replicates of one config": its value is their aggregate (IQM by default, with a 95%
+bootstrap CI from ``sweeper.statistics``), and what its pruner sees after each evaluation
+period is the aggregate of the N evaluations, never one lucky seed. The replicates advance
+together, one evaluation period at a time (:func:`lockstep`); here they run one after another
+within a period, and a vectorized engine can take the whole group over without changing
+what the sweeper or the pruner see.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+
+from sweeper.statistics import aggregate, estimate
+from sweeper.training import DivergenceError, EvalPoint, advance
+
+#: The evaluation metric a pruner judges (its aggregate over the replicates).
+REPORT_KEY = "eval_return_mean"
+
+
+@dataclass(frozen=True)
+class Round:
+    """One evaluation period of the whole group: the aggregate of each metric over the
+    replicates (under the metric's own name), the CI of the reported one, and each replicate's
+    latest point (a replicate that stopped early, e.g. solved, keeps its last evaluation)."""
+
+    index: int
+    episode: int
+    step: int
+    metrics: dict[str, float]
+    points: tuple[EvalPoint | None, ...]
+
+
+def summarize(points: Sequence[EvalPoint | None], how: str) -> dict[str, float]:
+    """Per metric, the ``how`` aggregate over the replicates' points; for the reported metric
+    also its 95% CI (``<key>_ci_low``/``_ci_high``) and ``n``."""
+    present = [p for p in points if p is not None]
+    keys = list(dict.fromkeys(k for p in present for k in p.metrics))
+    out = {k: aggregate([p.metrics.get(k, math.nan) for p in present], how) for k in keys}
+    if REPORT_KEY in out:
+        est = estimate([p.metrics[REPORT_KEY] for p in present if REPORT_KEY in p.metrics], how)
+        out[f"{REPORT_KEY}_ci_low"] = math.nan if est.low is None else est.low
+        out[f"{REPORT_KEY}_ci_high"] = math.nan if est.high is None else est.high
+        out["n"] = float(est.n)
+    return out
+
+
+def lockstep(
+    steps: Sequence[Generator[EvalPoint, None, float]],
+    seeds: Sequence[int],
+    how: str,
+    on_round: Callable[[Round], None],
+) -> list[float]:
+    """Drive the replicates' :func:`~sweeper.training.training` generators one evaluation
+    period at a time; call ``on_round`` after each period (it may raise, e.g. to prune the
+    group); return each replicate's objective.
+
+    A replicate that raises ends the group: a divergence names its seed (the others' files
+    stay as far as they got)."""
+    latest: list[EvalPoint | None] = [None] * len(steps)
+    objectives: list[float | None] = [None] * len(steps)
+    index = 0
+    while any(o is None for o in objectives):
+        fresh = False
+        for i, gen in enumerate(steps):
+            if objectives[i] is not None:
+                continue
+            try:
+                point, objective = advance(gen)
+            except DivergenceError as err:
+                raise DivergenceError(
+                    err.episode, err.step, f"{err.what} (seed {seeds[i]})"
+                ) from err
+            except BaseException as err:
+                err.add_note(f"in the replicate with seed {seeds[i]}")
+                raise
+            if point is None:
+                objectives[i] = objective
+            else:
+                latest[i], fresh = point, True
+        if fresh:
+            present = [p for p in latest if p is not None]
+            on_round(
+                Round(
+                    index=index,
+                    episode=max(p.episode for p in present),
+                    step=max(p.step for p in present),
+                    metrics=summarize(latest, how),
+                    points=tuple(latest),
+                )
+            )
+            index += 1
+    return [float(o) for o in objectives]  # type: ignore[arg-type]
+
+
+def group_result(
+    seeds: Sequence[int],
+    objectives: Sequence[float | None],
+    metrics: Mapping[str, Sequence[float | None]],
+    how: str,
+) -> dict[str, object]:
+    """The group's record (its ``result.json`` fields and the trial's user attrs): the
+    objective's aggregate with n and 95% CI, each replicate's objective, and per metric the
+    aggregate and the per-seed values (``<metric>_per_seed``, aligned with ``seeds``)."""
+    est = estimate([math.nan if o is None else o for o in objectives], how)
+    out: dict[str, object] = {
+        "sweeper:seeds": list(seeds),
+        "sweeper:aggregate": how,
+        "objective_per_seed": [_num(o) for o in objectives],
+        f"objective_{how}": _num(est.value),
+        "objective_ci_low": est.low,
+        "objective_ci_high": est.high,
+        "objective_n": est.n,
+    }
+    for name, values in metrics.items():
+        out[f"{name}_per_seed"] = [_num(v) for v in values]
+        out[name] = _num(aggregate([math.nan if v is None else v for v in values], how))
+    return out
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)

@@ -1,0 +1,133 @@
+"""Re-test: the best configs of a study re-trained on test seeds the sweep never saw.
+
+Why: a config picked as the best of many on a few tuning seeds is picked partly for its luck
+on those seeds, so its tuning value is optimistic (the winner's curse; Eimer et al. 2023 tune
+and report on disjoint seeds, ARLBench reports the incumbent on test seeds). Re-training the
+top ``k`` configs on ``m`` fresh seeds gives each an unbiased estimate with its CI, the
+optimism gap (tuning minus test value) and the winner on test seeds, which may be another
+config than the tuning winner (``sweeper.analysis.retest_lines`` says it).
+
+Test seeds come from the same sweep seed as the tuning seeds, from a disjoint range
+(``sweeper.seeding.replicate_seeds``). Each (config, test seed) is one plain single run: its
+own MLflow run tagged ``phase=test`` and ``test_of_trial=<n>`` under the study's parent run,
+reproducible from its config hash like any run. The sweeper launches these jobs at the end
+of a sweep with its launcher; ``sweeper retest`` runs them as subprocesses. Both build the
+jobs and read the results with this module. The outcome is kept in the study (user attr
+``sweeper:retest``), so ``sweeper report`` shows it too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweeper.analysis import RETEST_ATTR
+from sweeper.statistics import estimate
+from sweeper.sweeps.search_space import override_key
+
+OVERRIDES_ATTR = "sweeper:overrides"
+
+
+def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``k`` best complete trials (by their aggregate value, the study's direction)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda t: (-t.value if maximize else t.value, t.number))
+    return ranked[:k]
+
+
+def job_overrides(
+    trial_overrides: Sequence[str], trial_number: int, seed: int, extra: Sequence[str] = ()
+) -> list[str]:
+    """The overrides of one test run: the trial's config with ``seed`` set, tagged as a test
+    of ``trial_number`` (no pruning: it has no ``trial.number``)."""
+    keep = [
+        o
+        for o in trial_overrides
+        if override_key(o) != "seed" and not override_key(o).startswith(("trial.", "hydra."))
+    ]
+    return [
+        *keep,
+        f"seed={int(seed)}",
+        "trial.phase=test",
+        f"trial.test_of={int(trial_number)}",
+        *extra,
+    ]
+
+
+def run_dir(root: Path, trial_number: int, seed: int) -> Path:
+    return Path(root) / "test" / f"trial-{trial_number}" / f"seed_{seed}"
+
+
+def read_objective(output_dir: Path) -> float | None:
+    """A test run's objective from its ``result.json`` (None: missing, failed or not finite)."""
+    try:
+        result = json.loads((Path(output_dir) / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = result.get("objective")
+    if result.get("status") != "FINISHED" or value is None or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
+def summarize(
+    study: optuna.Study,
+    trials: Sequence[optuna.trial.FrozenTrial],
+    test_seeds: Sequence[int],
+    test_values: Mapping[int, Sequence[float | None]],
+    how: str = "iqm",
+) -> dict[str, Any]:
+    """Tuning vs test value per config (aggregate, 95% CI, n), the optimism gap and the
+    winner on test seeds; stored in the study as ``sweeper:retest``."""
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    rows = []
+    for t in trials:
+        tuning_values = t.user_attrs.get("objective_per_seed") or [t.value]
+        tuning = estimate([math.nan if v is None else v for v in tuning_values], how)
+        values = list(test_values.get(t.number, []))
+        test = estimate([math.nan if v is None else v for v in values], how)
+        rows.append(
+            {
+                "number": t.number,
+                "params": {k: v for k, v in t.params.items()},
+                "tuning": _est(tuning),
+                "test": _est(test),
+                "test_per_seed": values,
+                "optimism_gap": (
+                    tuning.value - test.value if maximize else test.value - tuning.value
+                )
+                if test.n
+                else None,
+            }
+        )
+    tested = [r for r in rows if r["test"]["n"]]
+    winner = None
+    if tested:
+        best = (max if maximize else min)(tested, key=lambda r: r["test"]["value"])
+        winner = best["number"]
+    out = {
+        "aggregate": how,
+        "test_seeds": list(test_seeds),
+        "configs": rows,
+        "tuning_winner": trials[0].number if trials else None,
+        "test_winner": winner,
+    }
+    study.set_user_attr(RETEST_ATTR, out)
+    return out
+
+
+def _est(e) -> dict[str, Any]:
+    return {
+        "value": None if not math.isfinite(e.value) else e.value,
+        "ci_low": e.low,
+        "ci_high": e.high,
+        "n": e.n,
+        "how": e.how,
+    }
