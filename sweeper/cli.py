@@ -3,6 +3,7 @@
     sweeper hash [OVERRIDES...]        print the config hash (composes the config, no training)
     sweeper reproduce HASH             re-run the config of a tracked run, compare final metrics
     sweeper report [--study NAME]      top trials, best config as overrides, importances, plots
+    sweeper retest --study NAME        re-train the best configs on unseen test seeds
     sweeper ui [--port 5000]           the MLflow UI on 127.0.0.1 over the embedded store
 
 The tracking store is ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded
@@ -169,7 +170,12 @@ def cmd_reproduce(args) -> int:
             return fail(f"reproduce: run {run_id} has no config.yaml artifact ({err})")
         cfg = OmegaConf.load(path)
     # The exact semantic config, seed included; no sweeper bookkeeping, same store.
-    cfg.trial = {"study_name": None, "storage": None, "number": None, "parent_run_id": None}
+    from sweeper.config import TrialConfig
+
+    trial = cfg.get("trial") or {}
+    cfg.trial = OmegaConf.structured(TrialConfig)  # no sweeper bookkeeping ...
+    cfg.trial.seeds = trial.get("seeds")  # ... but a replicate group stays one
+    cfg.trial.aggregate = trial.get("aggregate", "iqm")
     from sweeper import secrets
 
     cfg.tracking.tracking_uri = secrets.keep(client.tracking_uri)  # config.yaml: masked
@@ -190,7 +196,7 @@ def cmd_reproduce(args) -> int:
         highlight=False,
         soft_wrap=True,
     )
-    from sweeper.train import run
+    from sweeper.train import replicate_callbacks, run, run_replicates
 
     try:
         validate(cfg)
@@ -206,7 +212,11 @@ def cmd_reproduce(args) -> int:
 
     original_error = original.data.tags.get("error")
     try:
-        run(cfg, output_dir, [tracker])
+        if cfg.trial.seeds:
+            run_replicates(cfg, output_dir, [tracker], replicate_callbacks(cfg, [tracker]))
+            tracker.close(None)
+        else:
+            run(cfg, output_dir, [tracker])
     except BaseException as exc:
         tracker.close(exc)
         if not isinstance(exc, Exception):
@@ -281,6 +291,79 @@ def cmd_report(args) -> int:
         n_bootstrap=args.bootstrap,
     )
     print_report(report)
+    return 0
+
+
+# -- retest -------------------------------------------------------------------------------
+def cmd_retest(args) -> int:
+    """Re-train a study's best ``--top`` configs on ``--seeds`` unseen test seeds
+    (``sweeper.tracking.retest_runs``): exit 0 when every run finished, 1 when some failed."""
+    import signal
+
+    from sweeper import analysis
+    from sweeper.tracking import retest_runs
+    from sweeper.tracking.report import ReportError, load_study
+
+    try:
+        study = load_study(args.study, args.storage)
+        plan = retest_runs.plan(
+            study,
+            args.top,
+            args.seeds,
+            tracking_uri=args.tracking_uri,
+            out_dir=Path(args.out) if args.out else None,
+        )
+    except (ReportError, retest_runs.RetestError) as err:
+        return fail(f"retest: {err}")
+    where = f"under parent run {plan.parent_run_id}" if plan.parent_run_id else "top-level"
+    tracked = f"MLflow runs {where}" if plan.tracking_uri else "MLflow off"
+    print(
+        f"re-testing the best {len(plan.trials)} config(s) of study {study.study_name} "
+        f"(trials {', '.join(str(t.number) for t in plan.trials)}) on {len(plan.seeds)} test "
+        f"seeds: {len(plan.jobs)} runs, {args.jobs} at a time, in {plan.out_dir / 'test'} "
+        f"({tracked})",
+        file=sys.stderr,
+        flush=True,
+    )
+    done = [0]
+
+    def report(job) -> None:
+        done[0] += 1
+        state = "finished" if job.returncode == 0 else f"failed (exit code {job.returncode})"
+        print(
+            f"[{done[0]}/{len(plan.jobs)}] trial {job.trial}, seed {job.seed}: {state}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        retest_runs.run_jobs(plan.jobs, args.jobs, on_done=report)
+    except KeyboardInterrupt:
+        return fail(
+            f"retest: interrupted after {done[0]} of {len(plan.jobs)} runs; the running ones "
+            "were stopped, nothing was stored in the study",
+            130,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    retest_runs.read_results(plan)
+    summary, figure = retest_runs.finish(plan)
+    for line in analysis.retest_lines(summary):
+        print(line)
+    print(f"stored in study {study.study_name} (user attr {analysis.RETEST_ATTR})")
+    print(f"figure: {figure}")
+    failed = [j for j in plan.jobs if j.error is not None]
+    if failed:
+        print(
+            f"sweeper: retest: {len(failed)} of {len(plan.jobs)} test runs failed:", file=sys.stderr
+        )
+        for j in failed:
+            print(f"  trial {j.trial}, seed {j.seed}: {j.error} (log: {j.log})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -373,6 +456,16 @@ def _stop_group(proc) -> None:
 
 
 # -- main ---------------------------------------------------------------------------------
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sweeper", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -414,6 +507,28 @@ def parser() -> argparse.ArgumentParser:
         help="resamples (over trials and seeds) for the importance's uncertainty",
     )
     rep.set_defaults(fn=cmd_report)
+
+    rt = sub.add_parser(
+        "retest", help="re-train a study's best configs on unseen test seeds (phase=test runs)"
+    )
+    rt.add_argument("--study", default=None, help="study name (default: the only one)")
+    rt.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage (default journal:outputs/optuna/journal.log)",
+    )
+    rt.add_argument("--top", type=_positive, default=3, metavar="K", help="best configs (3)")
+    rt.add_argument("--seeds", type=_positive, default=10, metavar="M", help="test seeds (10)")
+    rt.add_argument("--jobs", type=_positive, default=2, metavar="N", help="runs at a time (2)")
+    rt.add_argument("--tracking-uri", default=None)
+    rt.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="runs in DIR/test/trial-N/seed_S, figure in DIR/figures (default: the best "
+        "trial's sweep dir if it is still there, else outputs/retest/<study>)",
+    )
+    rt.set_defaults(fn=cmd_retest)
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the tracking store")
     u.add_argument("--port", type=int, default=5000)

@@ -1,9 +1,11 @@
 """A stable hash of a run's semantic config: what decides its results, nothing else.
 
 Hashed: the resolved ``agent``, ``env``, ``buffer``, ``train`` and ``eval`` nodes and ``seed``.
-Not hashed: ``trial`` (sweeper bookkeeping), ``tracking``, ``hydra`` (paths, launcher, sweeper,
-runtime) and the UI/output flags ``train.progress``, ``train.plot`` and ``train.save_model``,
-which change what a run shows or leaves behind but not what it learns.
+A replicate group (``trial.seeds`` set, ``sweeper.replicates``) hashes its ``seeds`` and
+``aggregate`` in place of ``seed``: it is another run than the single run of any one seed.
+Not hashed: the rest of ``trial`` (sweeper bookkeeping), ``tracking``, ``hydra`` (paths,
+launcher, sweeper, runtime) and the UI/output flags ``train.progress``, ``train.plot`` and
+``train.save_model``, which change what a run shows or leaves behind but not what it learns.
 
 Canonical form: the semantic config as JSON with sorted keys and no whitespace, numbers
 canonicalized by value (``1e-3`` and ``0.001`` are the same float; an integral float such as
@@ -30,11 +32,18 @@ def semantic_config(cfg: Any) -> dict[str, Any]:
     """The semantic part of a config (DictConfig or plain mapping) as plain resolved data."""
     if not isinstance(cfg, Mapping):
         raise TypeError(f"expected a config mapping, got {type(cfg).__name__}")
-    missing = [k for k in SEMANTIC_KEYS if k not in cfg]
+    grouped = "seeds" in cfg  # already semantic: a replicate group's
+    missing = [k for k in SEMANTIC_KEYS if k not in cfg and not (grouped and k == "seed")]
     if missing:
         raise KeyError(f"config has no {', '.join(missing)}: not a sweeper run config")
     # Node by node: the rest (hydra, with its run-time interpolations) is never resolved.
-    out = {key: _plain(cfg[key]) for key in SEMANTIC_KEYS}
+    out = {key: _plain(cfg[key]) for key in (*SEMANTIC_KEYS, "seeds", "aggregate") if key in cfg}
+    trial = cfg.get("trial") if hasattr(cfg, "get") else None
+    seeds = trial.get("seeds") if isinstance(trial, Mapping) or _is_omegaconf(trial) else None
+    if seeds:  # a replicate group: what it trains is each of its seeds, judged by an aggregate
+        del out["seed"]
+        out["seeds"] = [int(s) for s in _plain(seeds)]
+        out["aggregate"] = str(trial.get("aggregate", "iqm"))
     for node, keys in NON_SEMANTIC.items():
         if isinstance(out.get(node), dict):
             for key in keys:

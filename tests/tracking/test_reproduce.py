@@ -51,6 +51,32 @@ def test_reproduce_round_trip_by_prefix(mlflow_client, tmp_path, capsys):
     assert "not reproduced" in out
 
 
+def test_a_replicate_group_reproduces_from_its_hash(mlflow_client, tmp_path, capsys):
+    """A trial trains its config on several seeds: its run's hash covers the seeds, differs
+    from any one seed's run, and reproduces the whole group bit for bit."""
+    from sweeper.train import replicate_callbacks, run_replicates
+
+    cfg = tiny_cfg("tracking.enabled=true", "trial.seeds=[3,4]")
+    tracker = tracking_callback(cfg, tmp_path / "original")
+    run_replicates(cfg, tmp_path / "original", [tracker], replicate_callbacks(cfg, [tracker]))
+    tracker.close(None)
+    digest = config_hash(cfg)
+    one_seed = tiny_cfg("tracking.enabled=true", "seed=3")
+    assert digest != config_hash(one_seed)
+    replicate = mlflow_client.search_runs(
+        [mlflow_client.get_run(tracker.run_id).info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{tracker.run_id}'",
+    )
+    assert sorted(r.data.tags["seed"] for r in replicate) == ["3", "4"]
+    assert {r.data.tags["config_hash"] for r in replicate} == {config_hash(one_seed)} | {
+        config_hash(tiny_cfg("tracking.enabled=true", "seed=4"))
+    }
+    code, out, err = reproduce(capsys, digest[:10], "--output-dir", str(tmp_path / "repro"))
+    assert code == 0, out + err
+    assert "bit-identical" in out
+    assert len(list((tmp_path / "repro").rglob("seed_*/result.json"))) == 2
+
+
 def test_reproduce_detects_a_tampered_seed(mlflow_client, tmp_path, capsys):
     _, run_id = tracked_run(tmp_path, "seed=11")
     original = mlflow_client.get_run(run_id)
