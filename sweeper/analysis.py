@@ -200,7 +200,7 @@ def last_report(t: FrozenTrial) -> tuple[int, float] | None:
 
 def hyperparams(t: FrozenTrial) -> dict[str, Any]:
     """The trial's params without the seed (a replicate, not a hyperparameter)."""
-    return {k: v for k, v in t.params.items() if k not in SEED_PARAMS}
+    return {k: v for k, v in t.params.items() if k.lstrip("+~") not in SEED_PARAMS}
 
 
 def format_estimate(

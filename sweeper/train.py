@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sweeper import replicates
 from sweeper.callbacks import Callback, CallbackList, CsvWriter, ProgressBar
-from sweeper.config import ConfigError, is_tabular, register_configs, validate
+from sweeper.config import ConfigError, is_tabular, register_configs, validate, validate_trial
 from sweeper.envs import make_env
 from sweeper.envs.factory import is_discrete_obs, obs_shape
 from sweeper.secrets import mask_text, mask_values
@@ -280,6 +280,7 @@ def run_replicates(
     period the aggregate of each metric over the seeds, at the end the aggregate objective.
     ``output_dir/result.json`` holds the group's record (:func:`replicates.group_result`).
     """
+    validate_trial(cfg.trial)
     seeds, how = [int(s) for s in cfg.trial.seeds], str(cfg.trial.aggregate)
     configs = [seed_config(cfg, s) for s in seeds]
     built = [prepare(c) for c in configs]  # every ConfigError before anything is written

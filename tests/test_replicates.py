@@ -289,12 +289,6 @@ def test_run_replicates_refuses_a_bogus_aggregate_before_writing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_replicates never validates the group's trial.seeds: prepare() checks each "
-    "seed_config, whose trial.seeds is None; [1,1] trains seed 1 twice into one seed_1/ "
-    "(n=2 from one run), [] writes a FAILED result.json and returns nan",
-)
 @pytest.mark.parametrize("seeds", ["[1,1]", "[]"])
 def test_run_replicates_refuses_bad_seeds_before_writing(tmp_path, seeds):
     cfg = compose_config([*BASE, f"trial.seeds={seeds}"])

@@ -379,7 +379,7 @@ class OptunaSweeperImpl(Sweeper):
         self.validator = self._load_validator()
         space = build_search_space(self.params, arguments)
         validate_space(space)
-        if "seed" in space.distributions:
+        if any(n.lstrip("+~") == "seed" for n in space.distributions):
             raise SweepError(
                 "seed: seeds are replicates, not a hyperparameter: set hydra.sweeper.seeds=N "
                 "(every trial trains N tuning seeds; a fixed seed=S picks them)"

@@ -85,6 +85,7 @@ def build_report(
         "top": analysis.ranked_trials(study)[:top],
         "best_trial": best,
         "best_overrides": analysis.best_overrides(study, best) if best is not None else [],
+        "retest": study.user_attrs.get(analysis.RETEST_ATTR),
         "plots": [],
     }
     if plots_dir is not None:
@@ -169,6 +170,11 @@ def print_report(report: dict[str, Any], console=None) -> None:
         console.print(imp["pruned"], highlight=False)
     console.print(f"most important hyperparameter: {imp['verdict']}", highlight=False)
     print_effects(report.get("marginal_effects") or {}, console)
+    retest = report.get("retest")
+    if retest:
+        console.print("re-tested on unseen test seeds:", highlight=False)
+        for line in analysis.retest_lines(retest):
+            console.print(f"  {line}", soft_wrap=True, highlight=False)
     if report["plots"]:
         folder = Path(report["plots"][0]).parent
         names = ", ".join(sorted({Path(p).name for p in report["plots"]}))
@@ -198,7 +204,8 @@ def print_effects(effects: dict[str, list[dict[str, Any]]], console) -> None:
             elif row["ci_low"] is None:
                 est = f"{row['iqm']:.4g} (n={row['n']}, no CI)"
             else:
-                est = f"{row['iqm']:.4g} [{row['ci_low']:.4g}, {row['ci_high']:.4g}] (n={row['n']})"
+                lo, hi = row["ci_low"], row["ci_high"]
+                est = f"{row['iqm']:.4g} [{lo:.4g}, {hi:.4g}] (n={row['n']})"
             pruned = str(row["n_pruned"])
             if row.get("pruned_last_iqm") is not None:
                 lo, hi = row["pruned_steps"]

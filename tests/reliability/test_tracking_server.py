@@ -71,6 +71,8 @@ def sweep_args(tmp_path: Path, name: str, *extra: str) -> list[str]:
         "agent.alpha=interval(0.1,0.5)",
         f"hydra.sweep.dir={tmp_path / name / 'sweep'}",
         f"hydra.sweeper.storage=journal:{tmp_path / name / 'journal.log'}",
+        "hydra.sweeper.retest.top_k=1",
+        "hydra.sweeper.retest.seeds=2",
         *extra,
     ]
 
@@ -81,8 +83,20 @@ def study_runs(base: str, study: str) -> tuple[dict, list[dict]]:
     assert len(parents) == 1, [r["data"]["tags"] for r in runs]
     parent = parents[0]
     pid = parent["info"]["run_id"]
-    trials = [r for r in runs if r["data"]["tags"].get("mlflow.parentRunId") == pid]
-    assert len(trials) == len(runs) - 1, "every run of the study nests under its parent"
+    direct = [r for r in runs if r["data"]["tags"].get("mlflow.parentRunId") == pid]
+    ids = {r["info"]["run_id"] for r in direct}
+    replicates = [r for r in runs if r["data"]["tags"].get("mlflow.parentRunId") in ids]
+    assert len(direct) + len(replicates) == len(runs) - 1, "every run nests under the parent"
+    tests = [r for r in direct if r["data"]["tags"].get("phase") == "test"]
+    assert len(tests) == 2 and {r["info"]["status"] for r in tests} == {"FINISHED"}
+    trials = [r for r in direct if r["data"]["tags"].get("phase") != "test"]
+    for run in trials:  # each trial's seed (a replicate group of one) nests under the trial
+        mine = [
+            r
+            for r in replicates
+            if r["data"]["tags"]["mlflow.parentRunId"] == run["info"]["run_id"]
+        ]
+        assert len(mine) == 1 and mine[0]["info"]["status"] == run["info"]["status"]
     return parent, trials
 
 

@@ -80,6 +80,7 @@ def start_sweep(tmp_path: Path, launcher: str, n_trials: int, *extra: str) -> su
         f"hydra.sweeper.n_trials={n_trials}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         f"hydra.sweeper.storage=journal:{tmp_path / 'journal.log'}",
+        "hydra.sweeper.retest.enabled=false",
         *LONG_TRIAL,
         *extra,
     ]
@@ -102,7 +103,7 @@ def wait_for_jobs(tmp_path: Path, proc: subprocess.Popen, n: int, timeout: float
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"sweep ended early ({proc.returncode}): {proc.stdout.read()[-3000:]}")
-        started = list((tmp_path / "sweep").glob("*/episodes.csv"))
+        started = list((tmp_path / "sweep").glob("*/seed_*/episodes.csv"))
         if len(started) >= n:
             return
         time.sleep(0.2)

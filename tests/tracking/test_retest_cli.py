@@ -158,8 +158,8 @@ def test_a_ready_made_sweep_trial_becomes_plain_overrides(tmp_path):
     same semantic config without the ``+sweep`` override, and the sweep's plot/model settings."""
     from optuna.distributions import FloatDistribution
 
-    from sweeper.config_hash import config_hash
     from sweeper.cli import compose
+    from sweeper.config_hash import config_hash
     from sweeper.tracking.retest_runs import trial_overrides
 
     recorded = ["+sweep=tabular", "agent=sarsa", "agent.alpha=0.3", "trial.number=4"]
@@ -175,3 +175,123 @@ def test_a_ready_made_sweep_trial_becomes_plain_overrides(tmp_path):
     assert "agent=sarsa" in overrides and "agent.alpha=0.3" in overrides
     assert overrides[-2:] == ["train.plot=false", "train.save_model=false"]
     assert config_hash(compose(overrides)) == config_hash(compose(recorded[:-1]))
+
+
+FAKE_RUN = """
+import json, pathlib, sys
+run_dir, seed, fail_seed = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+if seed == fail_seed:
+    print("sweeper: training diverged at episode 3", file=sys.stderr)
+    sys.exit(1)
+run_dir.mkdir(parents=True)
+(run_dir / "result.json").write_text(json.dumps({"status": "FINISHED", "objective": seed % 7}))
+"""
+
+
+def test_failed_test_runs_are_counted_one_line_each(tmp_path, monkeypatch, capsys):
+    """Exit 1 and one line per failed run (with the run's last line); the others still count
+    (runs faked by a script: the real command line is checked by the test above)."""
+    from sweeper.tracking import retest_runs
+
+    path = tmp_path / "journal.log"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.set_user_attr("sweeper:replicate_seeds", {"sweep_seed": 7, "tune": [1, 2]})
+
+    def objective(trial):
+        alpha = trial.suggest_categorical("agent.alpha", [0.5])
+        trial.set_user_attr(
+            "sweeper:overrides", ["agent=q_learning", "env=gridworld", f"agent.alpha={alpha}"]
+        )
+        return 1.0
+
+    study.optimize(objective, n_trials=1)
+    seeds = replicate_seeds(7, 2, "test")
+    monkeypatch.setattr(
+        retest_runs.Job,
+        "argv",
+        lambda self: [
+            sys.executable,
+            "-c",
+            FAKE_RUN,
+            str(self.run_dir),
+            str(self.seed),
+            str(seeds[0]),
+        ],
+    )
+    out_dir = tmp_path / "retest"
+    code = main(
+        [
+            "retest",
+            "--storage",
+            f"journal:{path}",
+            "--seeds",
+            "2",
+            "--out",
+            str(out_dir),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1
+    log = out_dir / "test" / "trial-0" / f"seed_{seeds[0]}.log"
+    assert err.endswith(
+        "sweeper: retest: 1 of 2 test runs failed:\n"
+        f"  trial 0, seed {seeds[0]}: exit code 1: sweeper: training diverged at episode 3 "
+        f"(log: {log})\n"
+    )
+    retest = optuna.load_study(study_name="s", storage=storage).user_attrs["sweeper:retest"]
+    assert retest["configs"][0]["test_per_seed"] == [None, float(seeds[1] % 7)]
+    assert "test mean " in out or "test IQM " in out
+    assert (out_dir / "figures" / "tuning_vs_test.png").is_file()
+
+
+def test_stop_ends_the_whole_process_group(tmp_path, monkeypatch):
+    """Ctrl-C while runs are in flight: each run's process group is stopped, even a run that
+    ignores SIGINT and SIGTERM (SIGKILL after the grace periods), grandchildren included."""
+    import signal
+    import time
+
+    from sweeper.tracking import retest_runs
+
+    monkeypatch.setattr(retest_runs, "STOP_GRACE", (0.5, 0.5))
+    pid_file = tmp_path / "grandchild.pid"
+    stubborn = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "p = subprocess.Popen(['sleep', '60'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(60)\n"
+    )
+    quick = "pass"
+
+    class Fake(retest_runs.Job):
+        def argv(self):
+            return [sys.executable, "-c", stubborn if self.seed == 1 else quick]
+
+    jobs = [Fake(0, s, tmp_path / f"seed_{s}", []) for s in (1, 2)]
+
+    def interrupt(job):
+        deadline = time.monotonic() + 20
+        while not pid_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        retest_runs.run_jobs(jobs, 2, on_done=interrupt)
+    assert time.monotonic() - start < 25
+    assert jobs[0].returncode == -signal.SIGKILL
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:  # a zombie (reaped by init later) is dead too
+        state = Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+        assert state == "Z"
