@@ -436,6 +436,7 @@ def importance(
     confidence: float = CONFIDENCE,
     min_trials: int = MIN_TRIALS_TO_RANK,
     top_share_to_rank: float = TOP_SHARE_TO_RANK,
+    metric: str = OBJECTIVE,
 ) -> Importance:
     """fANOVA importances of ``params`` with a bootstrap over trials and seeds.
 
@@ -458,7 +459,7 @@ def importance(
     complete = [
         t
         for t in study.get_trials(deepcopy=False)
-        if is_complete(t) and all(p in t.params for p in names)
+        if is_complete(t) and all(p in t.params for p in names) and replicates(t, metric)
     ]
     n_pruned = sum(1 for t in study.get_trials(deepcopy=False) if is_pruned(t))
     with_seeds = any(has_seeds(t) and len(replicates(t)) > 1 for t in complete)
@@ -513,7 +514,11 @@ def importance(
 
     with _quiet_optuna():
         try:
-            point = fit([t.value for t in complete], complete, seed)
+            point = fit(
+                [aggregate(replicates(t, metric), aggregate_of(t)) for t in complete],
+                complete,
+                seed,
+            )
         except Exception as err:  # noqa: BLE001 - e.g. every trial the same value
             result.reason = f"{EVALUATOR} could not be fitted: {' '.join(str(err).split())}"
             return result
@@ -522,7 +527,7 @@ def importance(
             return result
         result.values = {k: float(v) for k, v in point.items()}
 
-        reps = [replicates(t) if has_seeds(t) else [] for t in complete]
+        reps = [replicates(t, metric) for t in complete]
         hows = [aggregate_of(t) for t in complete]
         rng = np.random.default_rng(seed)
         boot = np.full((n_bootstrap, len(names)), np.nan)
@@ -536,7 +541,7 @@ def importance(
                 if len(r) > 1:
                     values.append(aggregate(rng.choice(r, size=len(r), replace=True), hows[i]))
                 else:
-                    values.append(float(complete[i].value))
+                    values.append(float(r[0]))
                 drawn.append(complete[i])
             try:
                 imp = fit(values, drawn, seed + 1 + b)

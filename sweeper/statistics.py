@@ -27,7 +27,9 @@ CONFIDENCE = 0.95
 N_RESAMPLES = 5000
 
 
-def _statistic(how: str) -> Callable[..., np.ndarray]:
+def statistic(how: str) -> Callable[..., np.ndarray]:
+    """The ``how`` aggregate as a vectorized ``f(x, axis)`` (what ``scipy.stats.bootstrap``
+    resamples)."""
     if how == "iqm":
         return lambda x, axis=-1: stats.trim_mean(x, 0.25, axis=axis)
     if how == "mean":
@@ -41,8 +43,8 @@ def _statistic(how: str) -> Callable[..., np.ndarray]:
 
 def aggregate(values: Sequence[float], how: str = "iqm") -> float:
     """The ``how`` aggregate of the finite ``values`` (NaN when there is none)."""
-    x = _finite(values)
-    return float(_statistic(how)(x)) if x.size else math.nan
+    x = finite(values)
+    return float(statistic(how)(x)) if x.size else math.nan
 
 
 @dataclass(frozen=True)
@@ -82,18 +84,18 @@ def estimate(
     seed: int = 0,
 ) -> Estimate:
     """The ``how`` aggregate of the finite ``values`` with a percentile bootstrap CI."""
-    x = _finite(values)
-    statistic = _statistic(how)
+    x = finite(values)
+    stat = statistic(how)
     if x.size == 0:
         return Estimate(math.nan, None, None, 0, how, confidence)
-    value = float(statistic(x))
+    value = float(stat(x))
     if x.size < 2:
         return Estimate(value, None, None, int(x.size), how, confidence)
     if np.ptp(x) == 0:  # every replicate the same: the resampled statistic cannot move
         return Estimate(value, value, value, int(x.size), how, confidence)
     res = stats.bootstrap(
         (x,),
-        statistic,
+        stat,
         vectorized=True,
         n_resamples=n_resamples,
         confidence_level=confidence,
@@ -104,6 +106,7 @@ def estimate(
     return Estimate(value, float(ci.low), float(ci.high), int(x.size), how, confidence)
 
 
-def _finite(values: Sequence[float]) -> np.ndarray:
+def finite(values: Sequence[float]) -> np.ndarray:
+    """The finite values as an array (NaN marks a replicate that gave no value)."""
     x = np.asarray([float(v) for v in values], dtype=float)
     return x[np.isfinite(x)]

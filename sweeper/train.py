@@ -190,6 +190,13 @@ def prepare(cfg: DictConfig):
     return build(cfg)
 
 
+def write_config(cfg: DictConfig, output_dir: Path) -> None:
+    """``output_dir/config.yaml``: the resolved config, passwords masked."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved = mask_values(OmegaConf.to_container(cfg, resolve=True))
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+
+
 class Run:
     """One seed's training run and the files it leaves in ``output_dir``: ``config.yaml`` at
     once, ``episodes.csv``/``evals.csv`` as it trains, then the model, the plot and
@@ -206,9 +213,7 @@ class Run:
     ) -> None:
         self.agent, env, eval_env = built if built is not None else prepare(cfg)
         self.cfg, self.output_dir = cfg, Path(output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        resolved = mask_values(OmegaConf.to_container(cfg, resolve=True))  # no password in a file
-        (self.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        write_config(cfg, self.output_dir)
         self.history = History()
         self.callbacks = list(callbacks)
         self.stream = CallbackList(
@@ -285,9 +290,7 @@ def run_replicates(
     configs = [seed_config(cfg, s) for s in seeds]
     built = [prepare(c) for c in configs]  # every ConfigError before anything is written
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    resolved = mask_values(OmegaConf.to_container(cfg, resolve=True))
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    write_config(cfg, output_dir)
     group = CallbackList(list(callbacks))
     group.on_train_start({"episodes": cfg.train.episodes, "total_steps": cfg.train.total_steps})
     runs: list[Run] = []
@@ -296,17 +299,13 @@ def run_replicates(
         group.on_eval(r.index, r.episode, r.step, r.metrics)
 
     def record(objectives, status: str, error: str | None = None) -> None:
-        metrics = (
-            {k: [run.history.summary()[k] for run in runs] for k in History().summary()}
-            if len(runs) == len(seeds)
-            else {}
-        )
+        summaries = [run.history.summary() for run in runs] if len(runs) == len(seeds) else []
+        metrics = {k: [s[k] for s in summaries] for k in summaries[0]} if summaries else {}
         result = {
             "objective": None,
             "objective_name": cfg.eval.objective,
             "status": status,
             "error": error,
-            "seeds": seeds,
             "runs": [f"seed_{s}" for s in seeds],
             **replicates.group_result(seeds, objectives, metrics, how),
         }

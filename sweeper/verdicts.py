@@ -38,9 +38,9 @@ from sweeper.statistics import (
     LABELS,
     N_RESAMPLES,
     Estimate,
-    _finite,
-    _statistic,
     estimate,
+    finite,
+    statistic,
 )
 
 HOLDS = "holds"
@@ -134,8 +134,8 @@ def compare(
     ``high`` (None when an arm has fewer than two values), ``n_a``, ``n_b``, ``how`` and
     ``confidence``.
     """
-    agg = _statistic(how)
-    x, y = _finite(a), _finite(b)
+    agg = statistic(how)
+    x, y = finite(a), finite(b)
     out: dict[str, Any] = {
         "how": how,
         "value": math.nan,

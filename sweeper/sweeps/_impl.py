@@ -133,7 +133,7 @@ def result_attrs(out_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     if "sweeper:seeds" in result:
-        skip = ("objective", "objective_name", "status", "error", "seeds", "runs")
+        skip = ("objective", "objective_name", "status", "error", "runs")
         return {k: v for k, v in result.items() if k not in skip and v is not None}
     return {k: v for k, v in (result.get("metrics") or {}).items() if v is not None}
 

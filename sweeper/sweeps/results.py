@@ -108,7 +108,7 @@ def finish(
         overrides = best_trial.user_attrs.get(analysis.OVERRIDES_ATTR)
         if overrides:
             try:
-                repro = reproduce_overrides(sweeper, overrides)
+                repro = reproduce_overrides(sweeper, overrides) + replicate_overrides(best)
                 best["overrides"] = repro
                 best["command"] = f"{_app_command()} {shlex.join(repro)}"
             except Exception as err:
@@ -182,6 +182,17 @@ def finish(
         except Exception as err:
             log.warning("study hook %s failed: %s", type(hook).__name__, err)
     return summary
+
+
+def replicate_overrides(best: Mapping[str, Any]) -> list[str]:
+    """The trial's seeds (and aggregate) as overrides: the trial is the config on its seeds,
+    so that is what reproduces it (a plain run would train one other seed)."""
+    if not best.get("seeds"):
+        return []
+    out = [f"trial.seeds=[{','.join(str(s) for s in best['seeds'])}]"]
+    if best.get("aggregate") not in (None, "iqm"):
+        out.append(f"trial.aggregate={best['aggregate']}")
+    return out
 
 
 def _yamlable(value: Any) -> Any:

@@ -104,7 +104,7 @@ def test_every_trial_trains_the_same_three_tuning_seeds(retested):
         assert t.user_attrs["objective_ci_high"] == est.high
         assert t.user_attrs["objective_n"] == 3
         group = read_json(trial_dir / "result.json")
-        assert group["seeds"] == tuning and group["objective"] == t.value
+        assert group["sweeper:seeds"] == tuning and group["objective"] == t.value
         for s in tuning:  # each replicate's config is that of a plain run of its seed
             cfg = yaml.safe_load((trial_dir / f"seed_{s}" / "config.yaml").read_text())
             assert cfg["seed"] == s and cfg["trial"]["seeds"] is None
