@@ -114,6 +114,7 @@ def test_optuna_sweep_fails_the_diverged_trial_and_goes_on(tmp_path):
         "-m",
         "hydra/sweeper=sweeper_optuna",
         "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.retest.enabled=false",
         "agent.lr=choice(1e-3,1e6)",
         "hydra.sweeper.n_trials=2",
         *TINY,

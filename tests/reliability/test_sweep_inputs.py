@@ -54,6 +54,7 @@ def app(tmp_path: Path, *overrides: str) -> list[str]:
         f"hydra.sweeper.storage=journal:{tmp_path / 'journal.log'}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.retest.enabled=false",
         *TINY,
         *overrides,
     ]
@@ -196,7 +197,6 @@ def test_a_pruned_trial_reproduces(tmp_path):
         "agent.alpha=choice(0.9,0.001,0.002)",
         "agent.epsilon_decay=0.9",
         "seed=1",  # the sweep seed whose tuning seed makes alpha 0.9 lead and the rest pruned
-        "hydra.sweeper.retest.enabled=false",
     )
     proc = subprocess.run(
         cmd,

@@ -25,6 +25,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def sweep_cmd(app: str, *overrides: str) -> list[str]:
+    optuna_sweep = any(
+        o == "hydra/sweeper=sweeper_optuna" or o.startswith("+sweep=") for o in overrides
+    )
+    if app != "toy" and optuna_sweep and not any("retest" in o for o in overrides):
+        # the re-test on unseen seeds (default on) has tests of its own; here it would only
+        # add 3 x 10 runs to every sweep
+        overrides = (*overrides, "hydra.sweeper.retest.enabled=false")
     if app == "toy":
         return [sys.executable, str(TOY), "-m", *overrides]
     if app == "app-nom":  # a ready-made sweep config sets hydra.mode=MULTIRUN itself
