@@ -134,7 +134,10 @@ def test_postgresql_outage_ends_the_sweep_in_one_line_and_keeps_finished_trials(
     assert "Traceback" not in err, err[-4000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("sweeper: the sweep stopped: storage postgresql"), last
-    assert "OperationalError" in last and "invalid data in the commit" not in last, last
+    # the driver's own error (psycopg's AdminShutdown is an OperationalError; which of them
+    # surfaces depends on the moment the server goes), never Optuna's wrapper text
+    assert "OperationalError" in last or "AdminShutdown" in last, last
+    assert "invalid data in the commit" not in last, last
     # back up: nothing that finished was lost, and the same command finishes the study
     cluster.start()
     kept = complete(cluster.url)
