@@ -241,11 +241,19 @@ def _ablation(arms, group_by, out_dir: Path, paths: list[Path]):
         )
     if "full DQN" not in named:
         return None
-    return verdicts.ablation(
+    verdict = verdicts.ablation(
         {n: _values(ts, SEED_MEASURE) for n, ts in named.items()},
         full="full DQN",
         metric=SEED_MEASURE_LABEL,
     )
+    # the same question asked of the greedy evaluation return (the sweep's objective)
+    greedy = verdicts.ablation(
+        {n: _values(ts, analysis.OBJECTIVE) for n, ts in named.items()},
+        full="full DQN",
+        metric="greedy evaluation return",
+    )
+    line = f"{verdict.line}; on the greedy evaluation return: {greedy.line.split(': ', 2)[-1]}"
+    return verdicts.Verdict(verdict.claim, verdict.holds, line, verdict.details)
 
 
 def _overestimation(arms, group_by, out_dir: Path, paths: list[Path]):

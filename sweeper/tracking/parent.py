@@ -122,11 +122,14 @@ def write_plots(
     evaluator of :func:`sweeper.analysis.importance` (fANOVA, same settings and seed, so its
     bars are the point values of the summary) on ``params``, and is drawn only when ``params``
     has two or more. Plots that cannot be drawn (too few trials) are skipped."""
+    import logging
     import warnings
 
     import matplotlib
 
     matplotlib.use("Agg")
+    # Optuna's slice plot draws categorical numbers: matplotlib says so at INFO, once per axis
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
     import optuna
     import optuna.visualization as pv
