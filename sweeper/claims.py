@@ -315,7 +315,7 @@ def _conservative(arms, group_by, env_kwargs, out_dir: Path, paths: list[Path]):
         verdict = verdicts.conservative_near_trap(
             near["q_learning"],
             near["sarsa"],
-            f"cells {desc} next to the trap" + (f" at {rest}" if rest else ""),
+            f"{desc} next to the trap" + (f" at {rest}" if rest else ""),
         )
         results.append((rest, verdict))
         suffix = "".join(ch if ch.isalnum() else "_" for ch in rest) or "all"
