@@ -271,7 +271,10 @@ def test_the_isolated_launcher_runs_a_basic_sweep_batch(tmp_path):
             "hydra.launcher.n_jobs=2",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             "seed=1,2,3",
-            *[o for o in LONG_TRIAL if "sweeper" not in o and "alpha" not in o],
+            *[o for o in LONG_TRIAL if not o.startswith(("hydra", "agent.alpha", "train.ep"))],
+            # jobs of several seconds: far longer than a slot's worker process takes to come
+            # up, however loaded the machine (with 1.5 s jobs one worker could take them all)
+            "train.episodes=100000",
             "tracking.enabled=false",
         ],
         cwd=tmp_path,
