@@ -937,8 +937,25 @@ def root_cause(err: BaseException, limit: int = 400) -> str:
         if nxt is None or id(nxt) in seen:
             break
         seen.add(id(nxt))
-        inner = nxt
+        if str(nxt).strip() not in ("", "()"):  # e.g. SQLAlchemy's InvalidatePoolError: no text
+            inner = nxt
+        else:
+            inner = _deeper(nxt, seen) or inner
+            break
     return mask_text(f"{type(inner).__name__}: {_one_line(str(inner), limit)}")
+
+
+def _deeper(err: BaseException, seen: set[int]) -> BaseException | None:
+    """The innermost exception below ``err`` in its chain that says something, if any."""
+    found = None
+    while True:
+        nxt = err.__cause__ or err.__context__
+        if nxt is None or id(nxt) in seen:
+            return found
+        seen.add(id(nxt))
+        if str(nxt).strip() not in ("", "()"):
+            found = nxt
+        err = nxt
 
 
 def derive_seed(seed: int, *parts: Any) -> int:

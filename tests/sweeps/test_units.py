@@ -377,3 +377,26 @@ def test_default_study_name_ignores_tracking_but_not_semantics():
     assert base != _study_name("agent.lr=interval(1e-4,1e-2)", "seed=4")
     assert base != _study_name("agent.lr=interval(1e-4,1e-3)", "seed=3")
     assert base != _study_name("agent.lr=interval(1e-4,1e-2)", "seed=3", "train.episodes=7")
+
+
+def test_root_cause_skips_links_of_the_chain_that_say_nothing():
+    """SQLAlchemy re-raises a lost connection through an InvalidatePoolError with no text:
+    the one line names the driver's error beneath it, or the last link that says something."""
+    from sweeper.sweeps._impl import root_cause
+
+    class InvalidatePoolError(Exception):
+        pass
+
+    def chain(*links: BaseException) -> BaseException:
+        err = None
+        for link in links:
+            try:
+                raise link from err
+            except BaseException as caught:  # noqa: BLE001
+                err = caught
+        return err
+
+    err = chain(ConnectionError("administrator command"), InvalidatePoolError(), RuntimeError("x"))
+    assert root_cause(err) == "ConnectionError: administrator command"
+    err = chain(InvalidatePoolError(), RuntimeError("OperationalError: gone"))
+    assert root_cause(err) == "RuntimeError: OperationalError: gone"
