@@ -4,10 +4,9 @@ Why a unit of its own: returns over seeds are the sample a config's value is est
 not noise to tune away (Agarwal et al. 2021; Eimer et al. 2023). A trial of the Optuna sweeper
 is "N replicates of one config": its value is their aggregate (IQM by default, with a 95%
 bootstrap CI from ``sweeper.statistics``), and what its pruner sees after each evaluation
-period is the aggregate of the N evaluations, never one lucky seed. The replicates advance
-together, one evaluation period at a time (:func:`lockstep`); here they run one after another
-within a period, and a vectorized engine can take the whole group over without changing
-what the sweeper or the pruner see.
+period is the aggregate of the N evaluations, never one lucky seed. The replicates train
+together as one population (``sweeper.training.Population``: one batched update for all
+seeds), and :func:`lockstep` turns the members' evaluations into rounds of the group.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sweeper.statistics import aggregate, estimate
-from sweeper.training import DivergenceError, EvalPoint, advance
+from sweeper.training import DivergenceError, Ended, EvalPoint, advance
 
 #: The evaluation metric a pruner judges (its aggregate over the replicates).
 REPORT_KEY = "eval_return_mean"
@@ -51,39 +50,30 @@ def summarize(points: Sequence[EvalPoint | None], how: str) -> dict[str, float]:
 
 
 def lockstep(
-    steps: Sequence[Generator[EvalPoint, None, float]],
+    events: Generator[EvalPoint | Ended, None, None],
     seeds: Sequence[int],
     how: str,
     on_round: Callable[[Round], None],
 ) -> list[float]:
-    """Drive the replicates' :func:`~sweeper.training.training` generators one evaluation
-    period at a time; call ``on_round`` after each period (it may raise, e.g. to prune the
-    group); return each replicate's objective.
+    """Drive a population whose member ``k`` is the replicate of ``seeds[k]``
+    (:class:`~sweeper.training.Population` events); call ``on_round`` once every replicate
+    has reached evaluation ``j`` or ended (it may raise, e.g. to prune the group); return
+    each replicate's objective.
 
-    A replicate that raises ends the group: a divergence names its seed (the others' files
+    A replicate that fails ends the group: a divergence names its seed (the others' files
     stay as far as they got)."""
-    latest: list[EvalPoint | None] = [None] * len(steps)
-    objectives: list[float | None] = [None] * len(steps)
+    points: list[list[EvalPoint]] = [[] for _ in seeds]
+    objectives: list[float | None] = [None] * len(seeds)
     index = 0
-    while any(o is None for o in objectives):
-        fresh = False
-        for i, gen in enumerate(steps):
-            if objectives[i] is not None:
-                continue
-            try:
-                point, objective = advance(gen)
-            except DivergenceError as err:
-                raise DivergenceError(
-                    err.episode, err.step, f"{err.what} (seed {seeds[i]})"
-                ) from err
-            except BaseException as err:
-                err.add_note(f"in the replicate with seed {seeds[i]}")
-                raise
-            if point is None:
-                objectives[i] = objective
-            else:
-                latest[i], fresh = point, True
-        if fresh:
+
+    def publish() -> None:
+        nonlocal index
+        while True:
+            ready = all(len(p) > index or o is not None for p, o in zip(points, objectives))
+            reached = any(len(p) > index for p in points)
+            if not (ready and reached):
+                return
+            latest = tuple(p[min(index, len(p) - 1)] if p else None for p in points)
             present = [p for p in latest if p is not None]
             on_round(
                 Round(
@@ -91,10 +81,29 @@ def lockstep(
                     episode=max(p.episode for p in present),
                     step=max(p.step for p in present),
                     metrics=summarize(latest, how),
-                    points=tuple(latest),
+                    points=latest,
                 )
             )
             index += 1
+
+    while True:
+        event, _ = advance(events)
+        if event is None:
+            break
+        k = event.member
+        if isinstance(event, Ended):
+            err = event.error
+            if isinstance(err, DivergenceError):
+                raise DivergenceError(
+                    err.episode, err.step, f"{err.what} (seed {seeds[k]})"
+                ) from err
+            if err is not None:
+                err.add_note(f"in the replicate with seed {seeds[k]}")
+                raise err
+            objectives[k] = event.objective
+        else:
+            points[k].append(event)
+        publish()
     return [float(o) for o in objectives]  # type: ignore[arg-type]
 
 

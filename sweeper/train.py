@@ -11,6 +11,7 @@ import math
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +19,16 @@ import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sweeper import replicates
 from sweeper.callbacks import Callback, CallbackList, CsvWriter, ProgressBar
 from sweeper.config import ConfigError, is_tabular, register_configs, validate, validate_trial
-from sweeper.envs import make_env
 from sweeper.envs.factory import is_discrete_obs, obs_shape
 from sweeper.secrets import mask_text, mask_values
 from sweeper.seeding import component_rngs, seed_everything
 from sweeper.statistics import aggregate
-from sweeper.training import Budget, DivergenceError, advance, training
+from sweeper.training import Budget, DivergenceError, Member, Population, advance, single
 
 register_configs()
 
@@ -84,47 +83,112 @@ def _kwargs(node: DictConfig) -> dict[str, Any]:
     return kw
 
 
-def build(cfg: DictConfig):
-    """Seed everything and build (agent, env, eval_env) from a composed config."""
-    seed_everything(cfg.seed)
-    env_kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
+#: What all members of one population share: they set array shapes or the code path.
+SHARED_KEYS = (
+    "env.id",
+    "env.kwargs",
+    "env.max_episode_steps",
+    "agent._target_",
+    "agent.hidden_sizes",
+    "agent.dueling",
+    "buffer._target_",
+    "buffer.batch_size",
+)
+
+
+@dataclass
+class Built:
+    """What :func:`build` makes: K agents in one object, their K envs and the eval envs."""
+
+    agent: Any
+    env: Any
+    eval_env: Any
+
+    def __iter__(self):  # (agent, env, eval_env) = build(cfg)
+        return iter((self.agent, self.env, self.eval_env))
+
+
+def _shared(cfgs: Sequence[DictConfig]) -> None:
+    """ConfigError naming the first key on which the members of a population differ."""
+    for key in SHARED_KEYS:
+        values = [OmegaConf.select(c, key, default=None) for c in cfgs]
+        values = [OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for v in values]
+        if any(v != values[0] for v in values[1:]):
+            raise ConfigError(f"{key}: one population needs one value, got {values}")
+
+
+def _per_member(nodes: Sequence[DictConfig], drop: Sequence[str]) -> dict[str, Any]:
+    """Constructor keywords with one value per member (a shared value once)."""
+    kws = [_kwargs(n) for n in nodes]
+    out: dict[str, Any] = {}
+    for name in kws[0]:
+        if name in drop or name == "_target_":
+            continue
+        values = [kw[name] for kw in kws]
+        out[name] = values[0] if all(v == values[0] for v in values) else values
+    return out
+
+
+def build(cfgs: DictConfig | Sequence[DictConfig]) -> Built:
+    """Seed and build one population from its members' composed configs (one config: a
+    single agent, K=1). Member ``k`` gets the generators and network seed of ``cfgs[k]``."""
+    from hydra.utils import get_class
+
+    from sweeper.envs.vector import make_vector_env
+
+    cfgs = [cfgs] if isinstance(cfgs, DictConfig) else list(cfgs)
+    _shared(cfgs)
+    first = cfgs[0]
+    seed_everything(first.seed)
+    env_kwargs = OmegaConf.to_container(first.env.kwargs, resolve=True)
+    width = max(int(c.eval.episodes) for c in cfgs)
     try:
-        env = make_env(cfg.env.id, max_episode_steps=cfg.env.max_episode_steps, **env_kwargs)
-        eval_env = make_env(cfg.env.id, max_episode_steps=cfg.env.max_episode_steps, **env_kwargs)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"env.id {cfg.env.id!r}: {err}") from err
-    n_actions = int(env.action_space.n)
-    agent_rng, buffer_rng = component_rngs(cfg.seed, 2)
-    if is_tabular(cfg):
-        if not is_discrete_obs(env.observation_space):
-            raise ConfigError(
-                f"agent {cfg.agent.name!r} is tabular and needs a discrete observation space; "
-                f"env.id {cfg.env.id!r} observes {env.observation_space} (use a DQN agent)"
-            )
-        agent = instantiate(
-            _kwargs(cfg.agent),
-            n_states=int(env.observation_space.n),
-            n_actions=n_actions,
-            rng=agent_rng,
+        env = make_vector_env(
+            first.env.id, len(cfgs), max_episode_steps=first.env.max_episode_steps, **env_kwargs
         )
-    else:
-        if is_discrete_obs(env.observation_space):
+        eval_env = make_vector_env(
+            first.env.id,
+            len(cfgs) * width,
+            max_episode_steps=first.env.max_episode_steps,
+            **env_kwargs,
+        )
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"env.id {first.env.id!r}: {err}") from err
+    n_actions = int(env.single_action_space.n)
+    space = env.single_observation_space
+    rngs = [component_rngs(c.seed, 2) for c in cfgs]
+    agent_rngs, buffer_rngs = [r[0] for r in rngs], [r[1] for r in rngs]
+    agent_cls = get_class(first.agent._target_)
+    if is_tabular(first):
+        if not is_discrete_obs(space):
             raise ConfigError(
-                f"agent {cfg.agent.name!r} needs vector observations; env {cfg.env.name!r} "
+                f"agent {first.agent.name!r} is tabular and needs a discrete observation space; "
+                f"env.id {first.env.id!r} observes {space} (use a DQN agent)"
+            )
+        hp = _per_member([c.agent for c in cfgs], ())
+        agent = agent_cls(int(space.n), n_actions, agent_rngs, **hp)
+    else:
+        if is_discrete_obs(space):
+            raise ConfigError(
+                f"agent {first.agent.name!r} needs vector observations; env {first.env.name!r} "
                 "observes a discrete index (set env.kwargs.obs_mode=onehot or coords)"
             )
-        shape = obs_shape(env.observation_space)
-        buffer = instantiate(_kwargs(cfg.buffer), obs_shape=shape, rng=buffer_rng)
-        agent = instantiate(
-            _kwargs(cfg.agent),
-            obs_dim=int(np.prod(shape)),
-            n_actions=n_actions,
-            buffer=buffer,
-            rng=agent_rng,
-            seed=cfg.seed,
-            _convert_="all",
+        shape = obs_shape(space)
+        buffer_cls = get_class(first.buffer._target_)
+        buffer_kw = _per_member([c.buffer for c in cfgs], ())
+        buffer = buffer_cls(obs_shape=shape, rng=buffer_rngs, **buffer_kw)
+        hp = _per_member([c.agent for c in cfgs], ("hidden_sizes", "dueling"))
+        agent = agent_cls(
+            int(np.prod(shape)),
+            n_actions,
+            buffer,
+            [int(c.seed) for c in cfgs],
+            agent_rngs,
+            hidden_sizes=list(first.agent.hidden_sizes),
+            dueling=bool(first.agent.dueling),
+            **hp,
         )
-    return agent, env, eval_env
+    return Built(agent, env, eval_env)
 
 
 def budget_of(cfg: DictConfig) -> Budget:
@@ -199,35 +263,38 @@ def write_config(cfg: DictConfig, output_dir: Path) -> None:
 
 class Run:
     """One seed's training run and the files it leaves in ``output_dir``: ``config.yaml`` at
-    once, ``episodes.csv``/``evals.csv`` as it trains, then the model, the plot and
-    ``result.json`` (also when it fails or is pruned). :attr:`steps` is the training
-    generator (``sweeper.training.training``); :meth:`finish` or :meth:`fail` ends the run
-    and closes its callbacks.
-
-    ``built``: what :func:`prepare` returned, else it is called here (ConfigError for bad
-    values, before anything is written).
+    once, ``episodes.csv``/``evals.csv`` as it trains (through :attr:`stream`, the member's
+    callback), then the model, the plot and ``result.json`` (also when it fails or is
+    pruned). The run is member ``member`` of ``agent``'s population; :meth:`finish` or
+    :meth:`fail` ends the run and closes its callbacks.
     """
 
     def __init__(
-        self, cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None
+        self,
+        cfg: DictConfig,
+        output_dir: Path,
+        agent: Any,
+        member: int = 0,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
-        self.agent, env, eval_env = built if built is not None else prepare(cfg)
         self.cfg, self.output_dir = cfg, Path(output_dir)
+        self.agent, self.member = agent, member
         write_config(cfg, self.output_dir)
         self.history = History()
         self.callbacks = list(callbacks)
         self.stream = CallbackList(
             [CsvWriter(self.output_dir), self.history, ProgressBar(cfg.train.progress), *callbacks]
         )
-        self.steps = training(
-            self.agent, env, eval_env, budget_of(cfg), cfg.seed, self.stream, cfg.train.probe_max_q
-        )
         self.status: str | None = None
+
+    def spec(self) -> Member:
+        """The member as the training loop sees it."""
+        return Member(budget_of(self.cfg), int(self.cfg.seed), self.stream)
 
     def finish(self, objective: float) -> str:
         status = "FINISHED" if math.isfinite(objective) else "FAILED"
         error = None if status == "FINISHED" else f"the objective is {objective}"
-        _finish(self.cfg, self.output_dir, self.agent, self.history, objective, status, error)
+        self._write(objective, status, error)
         self.stream.on_train_end(objective, status)
         self.status = status
         self._close(None)
@@ -237,10 +304,13 @@ class Run:
         status = status_of(exc)
         error = None if status == "PRUNED" else mask_text(f"{type(exc).__name__}: {exc}")
         self.stream.on_train_end(math.nan, status)
-        _finish(self.cfg, self.output_dir, self.agent, self.history, math.nan, status, error)
+        self._write(math.nan, status, error)
         self.status = status
         self._close(exc)
         return status
+
+    def _write(self, objective: float, status: str, error: str | None) -> None:
+        _finish(self.cfg, self.output_dir, self, objective, status, error)
 
     def _close(self, exc: BaseException | None) -> None:
         for cb in self.callbacks:  # e.g. log the files _finish wrote after on_train_end
@@ -249,11 +319,16 @@ class Run:
 
 
 def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None) -> float:
-    """Train and leave the run's files in ``output_dir``; return the objective."""
-    record = Run(cfg, output_dir, callbacks, built)
+    """Train one agent (a population of one) and leave the run's files in ``output_dir``;
+    return the objective. ``built``: what :func:`prepare` returned, else it is called here
+    (ConfigError for bad values, before anything is written)."""
+    agent, env, eval_env = built if built is not None else prepare(cfg)
+    record = Run(cfg, output_dir, agent, 0, callbacks)
+    population = Population(agent, env, eval_env, [record.spec()], cfg.train.probe_max_q)
+    steps = single(population.events())
     try:
         while True:
-            point, objective = advance(record.steps)
+            point, objective = advance(steps)
             if point is None:
                 break
     except BaseException as exc:
@@ -288,7 +363,9 @@ def run_replicates(
     validate_trial(cfg.trial)
     seeds, how = [int(s) for s in cfg.trial.seeds], str(cfg.trial.aggregate)
     configs = [seed_config(cfg, s) for s in seeds]
-    built = [prepare(c) for c in configs]  # every ConfigError before anything is written
+    for c in configs:
+        validate(c)
+    agent, env, eval_env = build(configs)  # every ConfigError before anything is written
     output_dir = Path(output_dir)
     write_config(cfg, output_dir)
     group = CallbackList(list(callbacks))
@@ -315,10 +392,13 @@ def run_replicates(
         group.on_result(result)
 
     try:
-        for c, b, s in zip(configs, built, seeds, strict=True):
+        for k, (c, s) in enumerate(zip(configs, seeds, strict=True)):
             d = output_dir / f"seed_{s}"
-            runs.append(Run(c, d, seed_callbacks(c, d), b))
-        objectives = replicates.lockstep([r.steps for r in runs], seeds, how, on_round)
+            runs.append(Run(c, d, agent, k, seed_callbacks(c, d)))
+        population = Population(
+            agent, env, eval_env, [r.spec() for r in runs], cfg.train.probe_max_q
+        )
+        objectives = replicates.lockstep(population.events(), seeds, how, on_round)
     except BaseException as exc:
         status = status_of(exc)
         for one in runs:
@@ -340,8 +420,7 @@ def run_replicates(
 def _finish(
     cfg,
     output_dir: Path,
-    agent,
-    history: History,
+    record: Run,
     objective: float,
     status: str,
     error: str | None = None,
@@ -350,7 +429,8 @@ def _finish(
     ``error`` is why a run failed, kept next to its status."""
     files = {}
     if cfg.train.save_model:
-        files["model"] = agent.save(output_dir / "model").name
+        files["model"] = record.agent.save(record.member, output_dir / "model").name
+    history = record.history
     if cfg.train.plot and history.returns:
         from sweeper.plotting import plot_learning_curve
 

@@ -1,23 +1,28 @@
-"""The training loop: one agent, one env, a budget, periodic greedy evaluation.
+"""The training loop: K agents of one kind, K envs, per-member budgets, periodic greedy
+evaluation. A single run is the population of one.
 
-Reads top to bottom like cleanrl's ``dqn.py``. Everything it learns about the run goes out
-through the callbacks (``sweeper.callbacks``); it returns the single objective a sweep
-optimizes, or raises :class:`DivergenceError` once the learning has blown up.
+Reads top to bottom like cleanrl's ``dqn.py``, with a member axis: every env step, all
+members still training act, step their env, store and learn in one batched call each
+(``sweeper.agents``, ``sweeper.envs.vector``). Members end on their own (budget spent,
+solved, diverged, pruned by their own callback) and then cost nothing. Everything the loop
+learns about member ``k`` goes out through its callback (``sweeper.callbacks``); the loop
+yields after each of its greedy evaluations (:class:`EvalPoint`) and when it ends
+(:class:`Ended`), so a driver can aggregate replicates or prune one member.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 
-from sweeper.agents.base import Agent
 from sweeper.callbacks import Callback
 
 OBJECTIVES = ("final_eval_mean", "best_eval_mean", "mean_eval")
+#: Evaluation episode ``i`` of a member with seed ``s`` starts from ``reset(seed=s + this + i)``.
+EVAL_SEED_OFFSET = 1_000_003
 
 
 class DivergenceError(RuntimeError):
@@ -62,43 +67,35 @@ class Budget:
         )
 
 
-def evaluate(agent: Agent, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
-    """Returns of ``episodes`` greedy episodes; the env is reseeded so every evaluation
-    of the same policy sees the same start states."""
-    return evaluation(agent, env, episodes, seed)["return"]
+@dataclass(frozen=True)
+class Member:
+    """One member of a population as the loop sees it: its budget, its seed (envs), and the
+    callback its metrics go to."""
 
-
-def evaluation(
-    agent: Agent, env: gym.Env, episodes: int, seed: int, probe_max_q: bool = False
-) -> dict[str, np.ndarray]:
-    """Per greedy episode: ``return``, ``discounted_return`` (with the agent's gamma, from the
-    start state) and, with ``probe_max_q``, ``start_max_q``, the agent's own estimate of that
-    discounted return (max_a Q(s0, a)). Their difference is the overestimation of seed
-    section 8, measured on the same policy and the same start states."""
-    gamma = float(getattr(agent, "gamma", 1.0))
-    out = {k: np.empty(episodes) for k in ("return", "discounted_return", "start_max_q")}
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        out["start_max_q"][i] = agent.max_q(obs) if probe_max_q else math.nan
-        total, discounted, discount, done = 0.0, 0.0, 1.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(agent.act(obs, greedy=True))
-            total += float(reward)
-            discounted += discount * float(reward)
-            discount *= gamma
-            done = terminated or truncated
-        out["return"][i], out["discounted_return"][i] = total, discounted
-    return out
+    budget: Budget
+    seed: int
+    callback: Callback
 
 
 @dataclass(frozen=True)
 class EvalPoint:
-    """What :func:`training` yields after each greedy evaluation."""
+    """What the loop yields after each greedy evaluation of ``member``."""
 
     index: int
     episode: int
     step: int
     metrics: dict[str, float]
+    member: int = 0
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What the loop yields when ``member`` stops: its objective, or the error that ended it
+    (a :class:`DivergenceError`, or what its callback raised, e.g. ``optuna.TrialPruned``)."""
+
+    member: int
+    objective: float
+    error: BaseException | None = None
 
 
 def objective_of(eval_means: list[float], kind: str) -> float:
@@ -113,16 +110,302 @@ def objective_of(eval_means: list[float], kind: str) -> float:
     raise ValueError(f"eval.objective must be one of {OBJECTIVES}, got {kind!r}")
 
 
+def advance(steps: Generator) -> tuple[object | None, float]:
+    """Run a training generator to its next event: ``(event, nan)``, or ``(None, value)``
+    once it has finished.
+
+    Overflow and NaN arithmetic is what divergence looks like; it is reported once, as a
+    DivergenceError, instead of as a burst of numpy RuntimeWarnings. The error state is set
+    around each advance, not inside the generator: a ``with`` that stays open across a
+    ``yield`` would leak into the caller.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            return next(steps), math.nan
+        except StopIteration as done:
+            return None, done.value
+
+
+class Population:
+    """The loop over K members (``agent.size``) in ``env`` (K sub-envs); ``eval_env`` has
+    ``K * max(eval_episodes)`` sub-envs, member ``k``'s evaluation episodes in row ``k``.
+
+    Iterate :meth:`events`; call :meth:`stop` to end a member (pruned by its driver).
+    """
+
+    def __init__(
+        self,
+        agent,
+        env,
+        eval_env,
+        members: Sequence[Member],
+        probe_max_q: bool = True,
+    ) -> None:
+        self.agent, self.env, self.eval_env = agent, env, eval_env
+        self.members = list(members)
+        self.probe_max_q = probe_max_q
+        k = len(self.members)
+        if agent.size != k or env.num_envs != k:
+            raise ValueError(f"{k} members, {agent.size} agents, {env.num_envs} envs")
+        self.eval_width = eval_env.num_envs // k
+        self.alive = np.zeros(k, dtype=bool)
+        self.step = np.zeros(k, dtype=np.int64)
+        self.episode = np.zeros(k, dtype=np.int64)
+        self.ep_return = np.zeros(k)
+        self.ep_len = np.zeros(k, dtype=np.int64)
+        self.loss_sum, self.loss_n = np.zeros(k), np.zeros(k, dtype=np.int64)
+        self.q_sum, self.q_n = np.zeros(k), np.zeros(k, dtype=np.int64)
+        self.eval_means: list[list[float]] = [[] for _ in range(k)]
+        self.obs: np.ndarray | None = None
+        self._budget_arrays()
+
+    def _budget_arrays(self) -> None:
+        budgets = [m.budget for m in self.members]
+        self.learning_starts = np.array([b.learning_starts for b in budgets], dtype=np.int64)
+        self.train_freq = np.array([max(1, b.train_freq) for b in budgets], dtype=np.int64)
+        self.gradient_steps = np.array([b.gradient_steps for b in budgets], dtype=np.int64)
+        self.step_cap = np.array(
+            [b.total_steps or np.iinfo(np.int64).max for b in budgets], dtype=np.int64
+        )
+
+    def stop(self, member: int) -> None:
+        """End ``member`` now (its driver pruned it); it yields nothing more."""
+        self.alive[member] = False
+
+    # --- the loop ------------------------------------------------------------------------
+    def events(self) -> Generator[EvalPoint | Ended, None, None]:
+        agent, env = self.agent, self.env
+        everyone = np.arange(len(self.members))
+        for m in self.members:
+            b = m.budget
+            m.callback.on_train_start({"episodes": b.episodes, "total_steps": b.total_steps})
+        self.obs = env.reset(everyone, [m.seed for m in self.members])
+        self.alive[:] = True
+        while self.alive.any():
+            members = everyone if self.alive.all() else np.flatnonzero(self.alive)
+            obs = self.obs if len(members) == len(everyone) else self.obs[members]
+            actions, q = agent.act(obs, members)
+            if self.probe_max_q:
+                self.q_sum[members] += q.max(axis=1)
+                self.q_n[members] += 1
+            next_obs, rewards, terminated, truncated = env.step(actions, members)
+            losses = agent.observe(members, obs, actions, rewards, next_obs, terminated, truncated)
+            self.step[members] += 1
+            step = self.step[members]
+            if agent.learns_from_replay:
+                learn = (step > self.learning_starts[members]) & (
+                    step % self.train_freq[members] == 0
+                )
+                learners = members[learn] if not learn.all() else members
+                for g in range(int(self.gradient_steps[learners].max(initial=0))):
+                    sub = learners[self.gradient_steps[learners] > g]
+                    self._add_losses(sub, *agent.update(sub))
+            else:
+                self._add_losses(members, losses, np.ones(len(members), dtype=bool))
+            self.ep_return[members] += rewards
+            self.ep_len[members] += 1
+            self.obs[members] = next_obs
+            done = terminated | truncated | (step >= self.step_cap[members])
+            if done.any():
+                yield from self._end_episodes(members[done])
+
+    def _add_losses(self, members: np.ndarray, losses: np.ndarray, learned: np.ndarray) -> None:
+        if not learned.all():
+            members, losses = members[learned], losses[learned]
+        self.loss_sum[members] += losses
+        self.loss_n[members] += 1
+
+    def _episode_metrics(self, k: int, epsilon: float) -> tuple[dict[str, float], str | None]:
+        """Member ``k``'s episode row, and what was non-finite in it (a divergence)."""
+        mean_loss = self.loss_sum[k] / self.loss_n[k] if self.loss_n[k] else math.nan
+        mean_max_q = self.q_sum[k] / self.q_n[k] if self.q_n[k] else math.nan
+        metrics = {
+            "return": float(self.ep_return[k]),
+            "length": int(self.ep_len[k]),
+            "epsilon": epsilon,
+            "loss": float(mean_loss),
+            "max_q": float(mean_max_q),
+        }
+        # A mean is non-finite when one of its items is (or their sum overflows): the sums
+        # are the whole check, nothing is added per step.
+        bad = None
+        for name, n, mean in (
+            ("loss", self.loss_n[k], mean_loss),
+            ("max-Q", self.q_n[k], mean_max_q),
+        ):
+            if n and not math.isfinite(mean):
+                bad = f"non-finite {name} ({mean})"
+                break
+        self.ep_return[k] = self.ep_len[k] = 0
+        self.loss_sum[k] = self.loss_n[k] = self.q_sum[k] = self.q_n[k] = 0
+        return metrics, bad
+
+    def _end_episodes(self, finished: np.ndarray) -> Generator[EvalPoint | Ended, None, None]:
+        """Episode ends of ``finished``: their rows, then evaluations, ends and resets."""
+        self.episode[finished] += 1
+        self.agent.end_episode(finished)
+        fractions = [
+            self.members[k].budget.fraction(int(self.episode[k]), int(self.step[k]))
+            for k in finished.tolist()
+        ]
+        self.agent.set_progress(finished, np.array(fractions))
+        epsilons = self.agent.epsilon(finished).tolist()
+        to_eval: list[int] = []
+        ended: list[Ended] = []
+        restart: list[int] = []
+        for k, eps in zip(finished.tolist(), epsilons, strict=True):
+            budget = self.members[k].budget
+            episode, step = int(self.episode[k]), int(self.step[k])
+            metrics, bad = self._episode_metrics(k, float(eps))
+            try:
+                self.members[k].callback.on_episode_end(episode, step, metrics)
+            except BaseException as err:  # a callback ends its own member only
+                ended.append(Ended(k, math.nan, err))
+                continue
+            # The episode's row is already out (CSV, MLflow): the record shows the first
+            # non-finite value.
+            if bad is not None:
+                ended.append(Ended(k, math.nan, DivergenceError(episode, step, bad)))
+            elif budget.eval_every and episode % budget.eval_every == 0:
+                to_eval.append(k)
+            elif budget.done(episode, step):
+                to_eval.append(k)  # the final evaluation (none fell on the last episode)
+            else:
+                restart.append(k)
+        for k, point, error in self._evaluate(to_eval):
+            if error is not None:
+                ended.append(Ended(k, math.nan, error))
+                continue
+            budget = self.members[k].budget
+            solved = (
+                budget.stop_return is not None
+                and point.metrics["eval_return_mean"] >= budget.stop_return
+            )
+            if solved or budget.done(int(self.episode[k]), int(self.step[k])):
+                ended.append(Ended(k, objective_of(self.eval_means[k], budget.objective)))
+            else:
+                restart.append(k)
+            yield point  # the driver may stop(k) here
+        for end in ended:
+            if self.alive[end.member]:
+                self.alive[end.member] = False
+                yield end
+        again = np.array(sorted(k for k in restart if self.alive[k]), dtype=np.int64)
+        if again.size:
+            self.obs[again] = self.env.reset(again, [None] * again.size)
+
+    # --- greedy evaluation ---------------------------------------------------------------
+    def _evaluate(self, due: list[int]):
+        """Evaluate the ``due`` members greedily, together: ``(member, EvalPoint, None)``, or
+        ``(member, None, error)`` when its parameters are non-finite or its callback raised.
+
+        Per member: ``eval_episodes`` episodes, episode ``i`` reset with seed ``seed + 1_000_003
+        + i``, so every evaluation of the same policy sees the same start states. Metrics:
+        the mean and std of the returns, the mean discounted return (the agent's gamma, from
+        the start state) and, with the probe, ``eval_start_max_q``: the agent's own estimate
+        of that discounted return, max_a Q(s0, a). Their difference is the overestimation of
+        seed section 8, measured on the same policy and the same start states.
+        """
+        ready = []
+        for k in due:
+            bad = self.agent.nonfinite(k)  # NaN weights still act: check before evaluating
+            if bad is None:
+                ready.append(k)
+            else:
+                yield k, None, DivergenceError(int(self.episode[k]), int(self.step[k]), bad)
+        if not ready:
+            return
+        results = self._greedy_episodes(np.array(ready, dtype=np.int64))
+        for row, k in enumerate(ready):
+            episodes = self.members[k].budget.eval_episodes
+            returns = results["return"][row, :episodes]
+            self.eval_means[k].append(float(returns.mean()))
+            metrics = {
+                "eval_return_mean": self.eval_means[k][-1],
+                "eval_return_std": float(returns.std()),
+                "eval_discounted_return": float(results["discounted"][row, :episodes].mean()),
+            }
+            if self.probe_max_q:
+                metrics["eval_start_max_q"] = float(results["start_max_q"][row, :episodes].mean())
+            index, episode, step = (
+                len(self.eval_means[k]) - 1,
+                int(self.episode[k]),
+                int(self.step[k]),
+            )
+            try:
+                self.members[k].callback.on_eval(index, episode, step, metrics)
+            except BaseException as err:  # e.g. its pruner: ends this member only
+                yield k, None, err
+                continue
+            yield k, EvalPoint(index, episode, step, metrics, member=k), None
+
+    def _greedy_episodes(self, members: np.ndarray) -> dict[str, np.ndarray]:
+        """Greedy episodes of ``members`` (m, E) in the eval env, all stepped together."""
+        m, width = len(members), self.eval_width
+        wanted = np.array([self.members[k].budget.eval_episodes for k in members.tolist()])
+        slots = members[:, None] * width + np.arange(width)
+        seeds = [
+            self.members[k].seed + EVAL_SEED_OFFSET + i
+            for k in members.tolist()
+            for i in range(width)
+        ]
+        obs = self.eval_env.reset(slots.ravel(), seeds)
+        obs = obs.reshape(m, width, *obs.shape[1:])
+        done = np.arange(width)[None, :] >= wanted[:, None]
+        returns, discounted = np.zeros((m, width)), np.zeros((m, width))
+        discount = np.ones((m, width))
+        gamma = np.asarray(self.agent.gamma, dtype=np.float64)[members][:, None]
+        start_max_q = np.full((m, width), math.nan)
+        q = self.agent.greedy_q(obs, members)
+        if self.probe_max_q:
+            start_max_q = q.max(axis=-1).astype(np.float64)
+        while not done.all():
+            live = np.flatnonzero(~done.ravel())
+            actions = q.argmax(axis=-1).ravel()[live]
+            next_obs, rewards, terminated, truncated = self.eval_env.step(
+                actions, slots.ravel()[live]
+            )
+            flat = (
+                returns.ravel(),
+                discounted.ravel(),
+                discount.ravel(),
+                obs.reshape(m * width, *obs.shape[2:]),
+            )
+            flat[0][live] += rewards
+            flat[1][live] += flat[2][live] * rewards
+            flat[2][live] *= np.broadcast_to(gamma, (m, width)).ravel()[live]
+            flat[3][live] = next_obs
+            done.ravel()[live] = terminated | truncated
+            if not done.all():
+                q = self.agent.greedy_q(obs, members)
+        return {"return": returns, "discounted": discounted, "start_max_q": start_max_q}
+
+
+def single(steps: Generator[EvalPoint | Ended, None, None]) -> Generator[EvalPoint, None, float]:
+    """A population of one as a generator of its evaluations that returns its objective and
+    raises what ended it (a DivergenceError, or its callback's exception)."""
+    for event in steps:
+        if isinstance(event, Ended):
+            if event.error is not None:
+                raise event.error
+            return event.objective
+        yield event
+    raise RuntimeError("the population ended without ending its member")
+
+
+def training(
+    agent, env, eval_env, budget: Budget, seed: int, callback: Callback, probe_max_q: bool = True
+) -> Generator[EvalPoint, None, float]:
+    """One agent (a population of one): yields after each evaluation, returns the objective
+    (drive it with :func:`advance`)."""
+    population = Population(agent, env, eval_env, [Member(budget, seed, callback)], probe_max_q)
+    return single(population.events())
+
+
 def train(
-    agent: Agent,
-    env: gym.Env,
-    eval_env: gym.Env,
-    budget: Budget,
-    seed: int,
-    callback: Callback,
-    probe_max_q: bool = True,
+    agent, env, eval_env, budget: Budget, seed: int, callback: Callback, probe_max_q: bool = True
 ) -> float:
-    """Train ``agent`` on ``env`` within ``budget``; return the objective named by the budget.
+    """Train one agent within ``budget``; return the objective named by the budget.
 
     Raises :class:`DivergenceError` at the end of the first episode whose loss or max-Q probe
     is non-finite, or at an evaluation (or the end) where the agent's parameters are: a
@@ -133,112 +416,3 @@ def train(
         point, objective = advance(steps)
         if point is None:
             return objective
-
-
-def advance(steps: Generator[EvalPoint, None, float]) -> tuple[EvalPoint | None, float]:
-    """Run a :func:`training` generator to its next evaluation: ``(point, nan)``, or
-    ``(None, objective)`` once it has finished.
-
-    Overflow and NaN arithmetic is what divergence looks like; it is reported once, as a
-    DivergenceError, instead of as a burst of numpy RuntimeWarnings. The error state is set
-    around each advance, not inside the generator: a ``with`` that stays open across a
-    ``yield`` would leak into the caller, and several generators interleave.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        try:
-            return next(steps), math.nan
-        except StopIteration as done:
-            return None, done.value
-
-
-def training(
-    agent: Agent,
-    env: gym.Env,
-    eval_env: gym.Env,
-    budget: Budget,
-    seed: int,
-    callback: Callback,
-    probe_max_q: bool = True,
-) -> Generator[EvalPoint, None, float]:
-    """:func:`train` as a generator: it yields after each evaluation and returns the objective
-    (drive it with :func:`advance`).
-
-    Why: replicates of one config (``sweeper.replicates``) advance in lockstep, one evaluation
-    period at a time, so that what a pruner sees after each period is their aggregate.
-    """
-    callback.on_train_start({"episodes": budget.episodes, "total_steps": budget.total_steps})
-    eval_means: list[float] = []
-
-    def run_eval(episode: int, step: int) -> Generator[EvalPoint, None, bool]:
-        """Evaluate greedily; True when the run is solved (``budget.stop_return`` reached)."""
-        bad_params = agent.nonfinite()  # NaN weights still act: check before evaluating
-        if bad_params is not None:
-            raise DivergenceError(episode, step, bad_params)
-        ev = evaluation(agent, eval_env, budget.eval_episodes, seed + 1_000_003, probe_max_q)
-        eval_means.append(float(ev["return"].mean()))
-        metrics = {
-            "eval_return_mean": eval_means[-1],
-            "eval_return_std": float(ev["return"].std()),
-            "eval_discounted_return": float(ev["discounted_return"].mean()),
-        }
-        if probe_max_q:
-            metrics["eval_start_max_q"] = float(ev["start_max_q"].mean())
-        callback.on_eval(len(eval_means) - 1, episode, step, metrics)
-        yield EvalPoint(len(eval_means) - 1, episode, step, metrics)
-        return budget.stop_return is not None and eval_means[-1] >= budget.stop_return
-
-    step = episode = 0
-    obs, _ = env.reset(seed=seed)
-    while not budget.done(episode, step):
-        ep_return, ep_len, losses, max_qs = 0.0, 0, [], []
-        done = False
-        while not done:
-            if probe_max_q:
-                max_qs.append(agent.max_q(obs))
-            action = agent.act(obs)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            loss = agent.observe(obs, action, float(reward), next_obs, terminated, truncated)
-            step += 1
-            if agent.learns_from_replay:
-                if step > budget.learning_starts and step % budget.train_freq == 0:
-                    for _ in range(budget.gradient_steps):
-                        loss = agent.update()
-                        if loss is not None:
-                            losses.append(loss)
-            elif loss is not None:
-                losses.append(loss)
-            ep_return += float(reward)
-            ep_len += 1
-            obs = next_obs
-            done = terminated or truncated
-            if budget.total_steps and step >= budget.total_steps:
-                break
-        episode += 1
-        agent.end_episode()
-        agent.set_progress(budget.fraction(episode, step))
-        mean_loss = float(np.mean(losses)) if losses else math.nan
-        mean_max_q = float(np.mean(max_qs)) if max_qs else math.nan
-        callback.on_episode_end(
-            episode,
-            step,
-            {
-                "return": ep_return,
-                "length": ep_len,
-                "epsilon": agent.epsilon,
-                "loss": mean_loss,
-                "max_q": mean_max_q,
-            },
-        )
-        # A mean is non-finite when one of its items is (or their sum overflows): the means
-        # above are the whole check, nothing is added per step. The episode's row is already
-        # out (CSV, MLflow), so the record shows the first non-finite value.
-        for name, values, mean in (("loss", losses, mean_loss), ("max-Q", max_qs, mean_max_q)):
-            if values and not math.isfinite(mean):
-                raise DivergenceError(episode, step, f"non-finite {name} ({mean})")
-        if budget.eval_every and episode % budget.eval_every == 0:
-            if (yield from run_eval(episode, step)):
-                return objective_of(eval_means, budget.objective)
-        obs, _ = env.reset()
-    if not eval_means or budget.eval_every == 0 or episode % budget.eval_every:
-        yield from run_eval(episode, step)
-    return objective_of(eval_means, budget.objective)

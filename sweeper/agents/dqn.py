@@ -1,69 +1,106 @@
-"""DQN and its variants: Double DQN, dueling heads, hard/soft/no target network.
+"""DQN and its variants for a population of K agents: Double DQN, dueling heads,
+hard/soft/no target network.
 
 The seed notebook's DQNAgent, DQNNoReplay, DQNNoTarget and DoubleDQNAgent are one class here:
 the replay ablation is a buffer (``LatestTransitionBuffer``), the others are switches. The TD
 target is computed in exactly one place, :func:`td_target`.
+
+One object trains K agents of one architecture (obs/action spaces, hidden sizes, dueling,
+batch size, buffer kind) in lockstep: every other hyperparameter is per member (a scalar is
+shared, a sequence gives one value per member), so a sweep's trials, or one trial's seeds,
+run as one batched computation. A single agent is ``K=1``; there is no second code path.
+Each member has its own seed (network init), its own generators (acting, sampling) and its
+own replay ring, and the math of one member never depends on the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from sweeper.agents.networks import Adam, MLPKernel, QNetwork, clip_grad_norm
-from sweeper.agents.schedules import EpsilonSchedule
+from sweeper.agents.networks import ALL, Adam, Members, QNetwork, StackedMLP, clip_grad_norm
+from sweeper.agents.schedules import EpsilonSchedules
+from sweeper.buffers.uniform import per_member
 
 TARGET_UPDATES = ("hard", "soft", "none")
 LOSSES = ("mse", "huber")
+
+#: The per-member hyperparameters and their defaults (the seed notebook's DQN).
+HYPERPARAMETERS: dict[str, Any] = {
+    "lr": 1e-3,
+    "gamma": 0.99,
+    "double": False,
+    "target_update": "hard",
+    "target_update_freq": 100,
+    "tau": 0.005,
+    "loss": "mse",
+    "huber_delta": 1.0,
+    "grad_clip": 1.0,
+    "adam_eps": 1e-8,
+    "epsilon_start": 1.0,
+    "epsilon_end": 0.01,
+    "epsilon_decay": 0.995,
+    "epsilon_schedule": "exponential",
+    "epsilon_decay_steps": 10_000,
+}
 
 
 def td_target(
     rewards: np.ndarray,
     terminated: np.ndarray,
-    gamma: float,
+    gamma: np.ndarray,
     next_q_target: np.ndarray,
     next_q_online: np.ndarray | None = None,
+    double: np.ndarray | None = None,
 ) -> np.ndarray:
-    """r + gamma * (1 - terminated) * Q_target(s', a*).
+    """r + gamma * (1 - terminated) * Q_target(s', a*), per member (leading axis).
 
-    a* = argmax_a Q_target(s', a) (DQN), or argmax_a Q_online(s', a) when ``next_q_online`` is
-    given (Double DQN: the online net selects, the target net evaluates). Only termination
-    cuts the bootstrap; a time-limit truncation is stored as not terminated.
+    a* = argmax_a Q_target(s', a) (DQN), or argmax_a Q_online(s', a) for the members where
+    ``double`` is set (Double DQN: the online net selects, the target net evaluates). Only
+    termination cuts the bootstrap; a time-limit truncation is stored as not terminated.
+    ``gamma`` is (m,) float32.
     """
-    if next_q_online is None:
-        next_v = next_q_target.max(axis=1)
+    if double is None or not double.any():
+        next_v = next_q_target.max(axis=-1)
     else:
-        best = next_q_online.argmax(axis=1)
-        next_v = next_q_target[np.arange(len(best)), best]
-    return rewards + np.float32(gamma) * (1.0 - terminated) * next_v
+        best = next_q_target.argmax(axis=-1)
+        best[double] = next_q_online[double].argmax(axis=-1)
+        next_v = np.take_along_axis(next_q_target, best[..., None], axis=-1)[..., 0]
+    return rewards + gamma[:, None] * (1.0 - terminated) * next_v
 
 
 def loss_and_grad(
-    td: np.ndarray, weights: np.ndarray, kind: str, huber_delta: float = 1.0
-) -> tuple[float, np.ndarray]:
-    """Importance-weighted mean loss of TD errors ``td = Q(s,a) - y``, and its gradient wrt
-    Q(s,a). ``mse`` is the seed's F.mse_loss; ``huber`` is smooth L1 with ``huber_delta``."""
-    n = td.shape[0]
-    if kind == "mse":
-        return float(np.mean(weights * td * td)), weights * td * np.float32(2.0 / n)
-    abs_td = np.abs(td)
-    quad = np.minimum(abs_td, huber_delta)
-    loss = weights * (0.5 * quad * quad + huber_delta * (abs_td - quad))
-    grad = weights * np.clip(td, -huber_delta, huber_delta) / np.float32(n)
-    return float(np.mean(loss)), grad
+    td: np.ndarray, weights: np.ndarray, huber: np.ndarray, huber_delta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per member (rows): importance-weighted mean loss of TD errors ``td = Q(s,a) - y``, and
+    its gradient wrt Q(s,a). ``mse`` is the seed's F.mse_loss; where ``huber`` is set, smooth
+    L1 with that member's ``huber_delta``."""
+    n = td.shape[1]
+    loss = weights * td * td
+    grad = weights * td * np.float32(2.0 / n)
+    if huber.any():
+        delta = huber_delta[:, None]
+        abs_td = np.abs(td)
+        quad = np.minimum(abs_td, delta)
+        h_loss = weights * (0.5 * quad * quad + delta * (abs_td - quad))
+        h_grad = weights * np.clip(td, -delta, delta) / np.float32(n)
+        loss = np.where(huber[:, None], h_loss, loss)
+        grad = np.where(huber[:, None], h_grad, grad).astype(np.float32)
+    return loss.mean(axis=1), grad
 
 
 class DQNAgent:
-    """Deep Q-learning with a replay buffer (any of ``sweeper.buffers``).
+    """K deep Q-learners with replay (any of ``sweeper.buffers``, one ring per member).
 
-    Every hyperparameter is a constructor keyword; ``buffer`` and ``rng`` are injected.
+    ``seeds`` (one per member) seed the networks; ``rngs`` (one per member) drive acting.
     ``target_update``: "hard" copies the online net every ``target_update_freq`` gradient
     steps, "soft" moves the target by ``tau`` each step, "none" bootstraps from the online
-    net itself (the seed's no-target ablation).
+    net itself (the seed's no-target ablation). Every keyword of :data:`HYPERPARAMETERS` may
+    be one value or one per member.
     """
 
     learns_from_replay = True
@@ -73,146 +110,220 @@ class DQNAgent:
         obs_dim: int,
         n_actions: int,
         buffer: Any,
-        rng: np.random.Generator,
-        seed: int = 0,
-        lr: float = 1e-3,
-        gamma: float = 0.99,
+        seeds: Sequence[int],
+        rngs: Sequence[np.random.Generator],
         hidden_sizes: Sequence[int] = (64, 64),
-        double: bool = False,
         dueling: bool = False,
-        target_update: str = "hard",
-        target_update_freq: int = 100,
-        tau: float = 0.005,
-        loss: str = "mse",
-        huber_delta: float = 1.0,
-        grad_clip: float | None = 1.0,
-        adam_eps: float = 1e-8,
-        epsilon_start: float = 1.0,
-        epsilon_end: float = 0.01,
-        epsilon_decay: float = 0.995,
-        epsilon_schedule: str = "exponential",
-        epsilon_decay_steps: int = 10_000,
+        **hyperparameters: Any,
     ) -> None:
-        if target_update not in TARGET_UPDATES:
+        unknown = set(hyperparameters) - set(HYPERPARAMETERS)
+        if unknown:
+            raise TypeError(f"unexpected agent parameters {sorted(unknown)}")
+        self.size = k = len(seeds)
+        if len(rngs) != k or buffer.members != k:
+            raise ValueError(f"{k} seeds, {len(rngs)} rngs and {buffer.members} buffer rings")
+        self.n_actions, self.buffer = int(n_actions), buffer
+        self.online = StackedMLP(k, obs_dim, n_actions, hidden_sizes, dueling)
+        self.target = StackedMLP(k, obs_dim, n_actions, hidden_sizes, dueling)
+        self.rngs = list(rngs)
+        self.seeds = [int(s) for s in seeds]
+        self.gamma = np.zeros(k)
+        self.double = np.zeros(k, dtype=bool)
+        self.target_mode = np.zeros(k, dtype=np.int64)  # index into TARGET_UPDATES
+        self.target_update_freq = np.ones(k, dtype=np.int64)
+        self.tau = np.zeros(k, dtype=np.float32)
+        self.huber = np.zeros(k, dtype=bool)
+        self.huber_delta = np.ones(k, dtype=np.float32)
+        self.grad_clip = np.full(k, np.inf)
+        self.optimizer = Adam(self.online.flat, lr=np.zeros(k))
+        self.schedule = EpsilonSchedules(k)
+        self.steps = np.zeros(k, dtype=np.int64)
+        self.episodes = np.zeros(k, dtype=np.int64)
+        self.updates = np.zeros(k, dtype=np.int64)
+        values = {
+            name: per_member(name, hyperparameters.get(name, default), k)
+            for name, default in HYPERPARAMETERS.items()
+        }
+        for member in range(k):
+            one = {name: v[member] for name, v in values.items()}
+            self._set_member(member, self.seeds[member], self.rngs[member], one)
+
+    # --- members -------------------------------------------------------------------------
+    def _set_member(
+        self, k: int, seed: int, rng: np.random.Generator, hp: Mapping[str, Any]
+    ) -> None:
+        hp = {**HYPERPARAMETERS, **hp}
+        if hp["target_update"] not in TARGET_UPDATES:
             raise ValueError(
-                f"agent.target_update must be one of {TARGET_UPDATES}, got {target_update!r}"
+                f"agent.target_update must be one of {TARGET_UPDATES}, got {hp['target_update']!r}"
             )
-        if loss not in LOSSES:
-            raise ValueError(f"agent.loss must be one of {LOSSES}, got {loss!r}")
-        self.n_actions, self.gamma, self.double = n_actions, gamma, double
-        self.target_update, self.target_update_freq, self.tau = (
-            target_update,
-            target_update_freq,
-            tau,
+        if hp["loss"] not in LOSSES:
+            raise ValueError(f"agent.loss must be one of {LOSSES}, got {hp['loss']!r}")
+        self.seeds[k], self.rngs[k] = int(seed), rng
+        net = QNetwork(
+            self.online.obs_dim,
+            self.n_actions,
+            self.online.hidden_sizes,
+            self.online.dueling,
+            seed=int(seed),
         )
-        self.loss_kind, self.huber_delta, self.grad_clip = loss, huber_delta, grad_clip
-        self.buffer, self.rng = buffer, rng
-        self.schedule = EpsilonSchedule(
-            epsilon_start, epsilon_end, epsilon_decay, epsilon_schedule, epsilon_decay_steps
+        self.online.load(k, net)
+        self.target.load(k, net)
+        self.gamma[k] = hp["gamma"]
+        self.double[k] = bool(hp["double"])
+        self.target_mode[k] = TARGET_UPDATES.index(hp["target_update"])
+        self.target_update_freq[k] = max(1, int(hp["target_update_freq"]))
+        self.tau[k] = hp["tau"]
+        self.huber[k] = hp["loss"] == "huber"
+        self.huber_delta[k] = hp["huber_delta"]
+        self.grad_clip[k] = hp["grad_clip"] if hp["grad_clip"] else np.inf
+        self.optimizer.reset_member(k, float(hp["lr"]), float(hp["adam_eps"]))
+        self.schedule.set_member(
+            k,
+            hp["epsilon_start"],
+            hp["epsilon_end"],
+            hp["epsilon_decay"],
+            hp["epsilon_schedule"],
+            hp["epsilon_decay_steps"],
         )
-        self.q_net = QNetwork(obs_dim, n_actions, hidden_sizes, dueling, seed=seed)
-        self.target_net: QNetwork | None = None
-        if target_update != "none":
-            self.target_net = QNetwork(obs_dim, n_actions, hidden_sizes, dueling, seed=seed)
-            self.target_net.load_state_dict(self.q_net.state_dict())
-        self.online = MLPKernel(self.q_net)
-        self.target = MLPKernel(self.target_net) if self.target_net is not None else None
-        self.optimizer = Adam(self.online.params, lr=lr, eps=adam_eps)
-        self.steps = self.episodes = self.updates = 0
-        self._epsilon = self.schedule(0, 0)
-        self._probe_obs: object = None
-        self._probe_q: np.ndarray | None = None
+        self.steps[k] = self.episodes[k] = self.updates[k] = 0
 
-    # --- acting -------------------------------------------------------------------------
-    @property
-    def epsilon(self) -> float:
-        return self._epsilon
+    def reset_member(
+        self,
+        member: int,
+        seed: int,
+        rng: np.random.Generator,
+        buffer_rng: np.random.Generator,
+        buffer_params: Mapping[str, Any] | None = None,
+        **hyperparameters: Any,
+    ) -> None:
+        """Member ``member`` becomes a fresh agent (a population slot taking a new trial)."""
+        self._set_member(member, seed, rng, hyperparameters)
+        self.buffer.reset_member(member, buffer_rng, **dict(buffer_params or {}))
 
-    def q_values(self, obs: np.ndarray) -> np.ndarray:
-        if obs is self._probe_obs:
-            return self._probe_q
-        return self.online.q_values(obs)
+    # --- acting --------------------------------------------------------------------------
+    def epsilon(self, members: np.ndarray) -> np.ndarray:
+        return self.schedule(members, self.steps[members], self.episodes[members])
 
-    def max_q(self, obs: np.ndarray) -> float:
-        self._probe_obs, self._probe_q = obs, self.online.q_values(obs)
-        return float(self._probe_q.max())
+    def act(self, obs: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Epsilon-greedy actions of ``members`` in ``obs`` (one row each), and the greedy
+        Q-values they were chosen from (the max-Q probe reads them)."""
+        sel = _selector(members, self.size)
+        q = self.online.forward(obs[:, None, :], sel)[0][:, 0, :]
+        actions = q.argmax(axis=1)
+        eps = self.epsilon(members)
+        for row, k in enumerate(members.tolist()):
+            rng = self.rngs[k]
+            if rng.random() < eps[row]:
+                actions[row] = rng.integers(self.n_actions)
+        return actions, q
 
-    def act(self, obs: np.ndarray, greedy: bool = False) -> int:
-        if not greedy and self.rng.random() < self._epsilon:
-            return int(self.rng.integers(self.n_actions))
-        return int(self.q_values(obs).argmax())
+    def greedy_q(self, obs: np.ndarray, members: np.ndarray) -> np.ndarray:
+        """Q-values of ``members`` on a batch of observations each: (m, E, obs_dim)."""
+        return self.online.forward(obs, _selector(members, self.size))[0]
 
-    # --- learning -----------------------------------------------------------------------
-    def observe(self, obs, action, reward, next_obs, terminated, truncated) -> None:
-        self.buffer.add(obs, action, reward, next_obs, terminated)
-        self.steps += 1
-        self._probe_obs = None
-        self._epsilon = self.schedule(self.steps, self.episodes)
+    # --- learning ------------------------------------------------------------------------
+    def observe(self, members, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+        """Store the transitions (learning happens in :meth:`update`)."""
+        self.buffer.add(members, obs, actions, rewards, next_obs, terminated)
+        self.steps[members] += 1
 
-    def end_episode(self) -> None:
-        self.episodes += 1
-        self._epsilon = self.schedule(self.steps, self.episodes)
+    def end_episode(self, members: np.ndarray) -> None:
+        self.episodes[members] += 1
 
-    def set_progress(self, fraction: float) -> None:
-        self.buffer.set_progress(fraction)
+    def set_progress(self, members: np.ndarray, fractions: np.ndarray) -> None:
+        self.buffer.set_progress(members, fractions)
 
-    def update(self) -> float | None:
-        """One gradient step on a sampled batch; returns the loss."""
-        if not self.buffer.can_sample():
-            return None
-        batch = self.buffer.sample()
-        n = batch.actions.shape[0]
-        rows = np.arange(n)
-        if self.target is None or self.double:
-            # The online net is needed on s' too: one forward over the stacked states.
-            stacked = np.concatenate((batch.observations, batch.next_observations))
-            q_all, acts = self.online.forward(stacked)
-            q, next_online = q_all[:n], q_all[n:]
-        else:
-            q_all, acts = self.online.forward(batch.observations)
-            q, next_online = q_all, None
-        if self.target is None:
+    def update(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One gradient step for each of ``members`` whose ring holds a batch; returns the
+        loss per member and which members learned (the others' loss is NaN)."""
+        losses = np.full(len(members), np.nan)
+        ready = self.buffer.can_sample(members)
+        if not ready.any():
+            return losses, ready
+        learners = members if ready.all() else members[ready]
+        sel = _selector(learners, self.size)
+        batch = self.buffer.sample(learners)
+        q, acts = self.online.forward(batch.observations, sel)
+        modes = self.target_mode[learners]
+        no_target = modes == 2
+        next_online = None
+        if no_target.any() or self.double[learners].any():
+            next_online = self.online.forward(batch.next_observations, sel)[0]
+        if no_target.all():
             next_target = next_online
         else:
-            next_target, _ = self.target.forward(batch.next_observations)
+            next_target = self.target.forward(batch.next_observations, sel)[0]
+            if no_target.any():
+                next_target = np.where(no_target[:, None, None], next_online, next_target)
         y = td_target(
             batch.rewards,
             batch.terminated,
-            self.gamma,
+            self.gamma[learners].astype(np.float32),
             next_target,
-            next_online if self.double else None,
+            next_online,
+            self.double[learners],
         )
-        td = q[rows, batch.actions] - y
-        loss, grad_td = loss_and_grad(td, batch.weights, self.loss_kind, self.huber_delta)
-        grad_q = np.zeros_like(q_all)
-        grad_q[rows, batch.actions] = grad_td
-        grads = self.online.backward(acts, grad_q)
-        if self.grad_clip:
-            clip_grad_norm(grads, self.grad_clip)
-        self.optimizer.step(grads)
-        self.buffer.update_priorities(batch.indices, np.abs(td))
-        self.updates += 1
-        self._sync_target()
-        return loss
+        # Q(s, a) of the chosen actions: flat indices into (m * B, n_actions).
+        rows = np.arange(batch.actions.size)
+        chosen = batch.actions.ravel()
+        q_rows = q.reshape(-1, self.n_actions)
+        td = (q_rows[rows, chosen]).reshape(batch.actions.shape) - y
+        loss, grad_td = loss_and_grad(
+            td, batch.weights, self.huber[learners], self.huber_delta[learners]
+        )
+        grad_q = np.zeros_like(q)
+        grad_q.reshape(-1, self.n_actions)[rows, chosen] = grad_td.ravel()
+        grads = self.online.backward(acts, grad_q, sel)
+        clip_grad_norm(grads, self.grad_clip[learners])
+        self.optimizer.step(grads, sel)
+        self.buffer.update_priorities(learners, batch.indices, np.abs(td))
+        self.updates[learners] += 1
+        self._sync_target(learners, modes)
+        losses[ready] = loss
+        return losses, ready
 
-    def _sync_target(self) -> None:
-        if self.target is None:
-            return
-        if self.target_update == "soft":
-            for t, p in zip(self.target.params, self.online.params):
-                t += (p - t) * np.float32(self.tau)
-        elif self.updates % self.target_update_freq == 0:
-            for t, p in zip(self.target.params, self.online.params):
-                np.copyto(t, p)
+    def _sync_target(self, learners: np.ndarray, modes: np.ndarray) -> None:
+        hard = learners[
+            (modes == 0) & (self.updates[learners] % self.target_update_freq[learners] == 0)
+        ]
+        if hard.size:
+            self.target.copy_from(self.online, _selector(hard, self.size))
+        soft = learners[modes == 1]
+        if soft.size:
+            sel = _selector(soft, self.size)
+            target = self.target.flat[sel]
+            target += (self.online.flat[sel] - target) * self.tau[soft][:, None]
+            if not isinstance(sel, slice):
+                self.target.flat[sel] = target
 
-    def nonfinite(self) -> str | None:
-        """Names the first network with a NaN or inf weight (a few thousand floats: ~15 us)."""
-        for name, kernel in (("online network", self.online), ("target network", self.target)):
-            if kernel is not None and not all(np.isfinite(p).all() for p in kernel.params):
-                return f"non-finite {name} weights"
+    # --- checks and files ----------------------------------------------------------------
+    def nonfinite(self, member: int) -> str | None:
+        """Names the first network of ``member`` with a NaN or inf weight."""
+        if self.online.nonfinite(member):
+            return "non-finite online network weights"
+        if self.target_mode[member] != 2 and self.target.nonfinite(member):
+            return "non-finite target network weights"
         return None
 
-    def save(self, path: Path) -> Path:
+    def save(self, member: int, path: Path) -> Path:
         out = Path(path).with_suffix(".pt")
-        torch.save({"q_net": self.q_net.state_dict(), "updates": self.updates}, out)
+        state = self.online.module(member).state_dict()
+        torch.save({"q_net": state, "updates": int(self.updates[member])}, out)
         return out
+
+    def nbytes(self) -> int:
+        opt = self.optimizer.m.nbytes + self.optimizer.v.nbytes
+        return self.online.nbytes() + self.target.nbytes() + opt + self.buffer.nbytes()
+
+
+def _selector(members: np.ndarray, size: int) -> Members:
+    """:data:`ALL` (views, in place) when ``members`` is every member (member index arrays
+    are sorted and distinct, so that is when there are ``size`` of them)."""
+    if (
+        len(members) == size
+        and (size == 1 or bool((np.diff(members) == 1).all()))
+        and (size == 0 or members[0] == 0)
+    ):
+        return ALL
+    return members

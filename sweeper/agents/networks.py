@@ -1,12 +1,17 @@
-"""MLP Q-networks (plain and dueling) and the hand-batched math that trains them.
+"""MLP Q-networks (plain and dueling) for K agents at once, and the batched math that
+trains them.
 
 Why by hand: at DQN's sizes (batch 64, 2x64 units) an eager-autograd update is almost all
-framework overhead (about 1.1 ms here, three times the env step, action and replay put
-together). The forward and backward passes of a ReLU MLP are a dozen small matrix products, so
-:class:`MLPKernel` computes them in numpy directly on zero-copy views of the torch parameters.
-The :class:`QNetwork` module stays the source of truth: its ``forward`` is the ordinary
-differentiable reference (tests check the kernel's gradients against autograd) and saving is
-the usual ``state_dict``.
+framework overhead. The forward and backward passes of a ReLU MLP are a dozen small matrix
+products, so :class:`StackedMLP` computes them in numpy for K networks of one architecture
+at once: every parameter carries a leading member axis and each product is one stacked
+``matmul`` (one BLAS call per member, no Python per member). The per-step overhead is thus
+paid once for the whole population; a single agent is K=1. Each member's slice is computed
+with the same shapes whatever K is, which is what keeps member ``k`` of a population
+bit-identical to the same agent trained alone.
+
+:class:`QNetwork` stays the differentiable reference (tests check the kernel's gradients
+against autograd), the seeded initializer, and the saved format (a ``state_dict``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
+
+#: Selects members: ``slice(None)`` (all of them: views, updated in place) or an int array.
+Members = slice | np.ndarray
+ALL: slice = slice(None)
 
 
 def _init_linear(layer: nn.Linear, generator: torch.Generator) -> None:
@@ -30,7 +39,6 @@ class QNetwork(nn.Module):
     """Q(s, .) for all actions: ReLU hidden layers, then one linear head or a dueling pair.
 
     Dueling (Wang et al. 2016): Q(s,a) = V(s) + A(s,a) - mean_a' A(s,a').
-    Parameters do not require grad: :class:`MLPKernel` updates them in place.
     """
 
     def __init__(
@@ -69,112 +77,178 @@ class QNetwork(nn.Module):
         return self.head(x)
 
 
-class MLPKernel:
-    """Forward, backward and single-state Q-values of a QNetwork, in numpy.
+def _t(w: np.ndarray) -> np.ndarray:
+    """Each member's matrix transposed (a view)."""
+    return w.transpose(0, 2, 1)
 
-    Holds views that share memory with the module's parameters, in ``parameters()`` order
-    (``params``), so in-place updates of the views are updates of the module.
+
+class StackedMLP:
+    """K QNetworks of one architecture as numpy arrays with a leading member axis.
+
+    ``params`` is in ``QNetwork.parameters()`` order, each of shape ``(K, *torch_shape)``.
+    Methods take ``members`` (:data:`ALL` or an index array); with an index array the
+    parameters of those members are gathered (copies) and the results are theirs.
     """
 
-    def __init__(self, net: QNetwork) -> None:
-        self.dueling = net.dueling
-        self.hidden = [(layer.weight.numpy(), layer.bias.numpy()) for layer in net.hidden]
-        self.heads = [(layer.weight.numpy(), layer.bias.numpy()) for layer in net.heads()]
-        self.params = [a for pair in self.hidden + self.heads for a in pair]
+    def __init__(
+        self, members: int, obs_dim: int, n_actions: int, hidden_sizes: Sequence[int], dueling: bool
+    ) -> None:
+        self.members, self.obs_dim, self.n_actions = members, obs_dim, n_actions
+        self.hidden_sizes, self.dueling = tuple(int(h) for h in hidden_sizes), dueling
+        ref = QNetwork(obs_dim, n_actions, self.hidden_sizes, dueling)
+        self.shapes = [tuple(p.shape) for p in ref.parameters()]
+        sizes = [int(np.prod(s)) for s in self.shapes]
+        self.bounds = list(zip(np.cumsum([0, *sizes[:-1]]).tolist(), np.cumsum(sizes).tolist()))
+        #: All of a member's parameters in one row: the optimizer and the gradient clipping
+        #: are then a few operations on one (K, P) array, whatever the number of layers.
+        self.flat = np.zeros((members, sizes and sum(sizes)), np.float32)
+        self.params = self.views(self.flat)
+        n_hidden = len(self.hidden_sizes)
+        self.hidden = [(self.params[2 * i], self.params[2 * i + 1]) for i in range(n_hidden)]
+        self.heads = [
+            (self.params[i], self.params[i + 1]) for i in range(2 * n_hidden, len(self.params), 2)
+        ]
 
-    def q_values(self, obs: np.ndarray) -> np.ndarray:
-        """Q(obs, .) for one observation: three small mat-vecs, ~15 us (a torch call: ~100)."""
-        x = obs
-        for w, b in self.hidden:
-            x = w @ x + b
-            np.maximum(x, 0.0, out=x)
-        if self.dueling:
-            (wv, bv), (wa, ba) = self.heads
-            adv = wa @ x + ba
-            return adv - adv.mean() + (wv @ x + bv)
-        w, b = self.heads[0]
-        return w @ x + b
+    def views(self, flat: np.ndarray) -> list[np.ndarray]:
+        """Per-parameter views (m, *shape) of a (m, P) array laid out like :attr:`flat`."""
+        m = flat.shape[0]
+        return [flat[:, a:b].reshape(m, *s) for (a, b), s in zip(self.bounds, self.shapes)]
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Q for a batch, with the activations ``backward`` needs."""
+    def load(self, member: int, net: QNetwork) -> None:
+        for mine, p in zip(self.params, net.parameters(), strict=True):
+            mine[member] = p.detach().numpy()
+
+    def copy_from(self, other: StackedMLP, members: Members = ALL) -> None:
+        self.flat[members] = other.flat[members]
+
+    def module(self, member: int) -> QNetwork:
+        """Member ``member`` as a QNetwork (for saving)."""
+        net = QNetwork(self.obs_dim, self.n_actions, self.hidden_sizes, self.dueling)
+        with torch.no_grad():
+            for p, mine in zip(net.parameters(), self.params, strict=True):
+                p.copy_(torch.from_numpy(mine[member]))
+        return net
+
+    def forward(self, x: np.ndarray, members: Members = ALL) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Q for a batch per member, ``x`` of shape (m, B, obs_dim) -> (m, B, n_actions),
+        with the activations ``backward`` needs."""
         acts = [x]
         for w, b in self.hidden:
-            x = x @ w.T
-            x += b
+            x = np.matmul(x, _t(w[members]))
+            x += b[members][:, None, :]
             np.maximum(x, 0.0, out=x)
             acts.append(x)
         if self.dueling:
             (wv, bv), (wa, ba) = self.heads
-            adv = x @ wa.T + ba
-            q = adv - adv.mean(axis=1, keepdims=True) + (x @ wv.T + bv)
+            adv = np.matmul(x, _t(wa[members]))
+            adv += ba[members][:, None, :]
+            value = np.matmul(x, _t(wv[members]))
+            value += bv[members][:, None, :]
+            q = adv - adv.mean(axis=2, keepdims=True) + value
         else:
             w, b = self.heads[0]
-            q = x @ w.T
-            q += b
+            q = np.matmul(x, _t(w[members]))
+            q += b[members][:, None, :]
         return q, acts
 
-    def backward(self, acts: list[np.ndarray], grad_q: np.ndarray) -> list[np.ndarray]:
-        """d(loss)/d(param) for every parameter (``params`` order), given d(loss)/dQ."""
+    def backward(
+        self, acts: list[np.ndarray], grad_q: np.ndarray, members: Members = ALL
+    ) -> np.ndarray:
+        """d(loss)/d(param) per member, as an (m, P) array laid out like :attr:`flat`
+        (:meth:`views` gives the per-parameter gradients), given d(loss)/dQ (m, B, n_actions).
+        """
+        grads = np.empty((grad_q.shape[0], self.flat.shape[1]), np.float32)
+        g = self.views(grads)
         h = acts[-1]
+        n = len(self.hidden)
         if self.dueling:
             (wv, _), (wa, _) = self.heads
-            grad_adv = grad_q - grad_q.mean(axis=1, keepdims=True)
-            grad_val = grad_q.sum(axis=1, keepdims=True)
-            head_grads = [grad_val.T @ h, grad_val.sum(0), grad_adv.T @ h, grad_adv.sum(0)]
-            grad_h = grad_adv @ wa + grad_val @ wv
+            grad_adv = grad_q - grad_q.mean(axis=2, keepdims=True)
+            grad_val = grad_q.sum(axis=2, keepdims=True)
+            np.matmul(_t(grad_val), h, out=g[2 * n])
+            np.sum(grad_val, axis=1, out=g[2 * n + 1])
+            np.matmul(_t(grad_adv), h, out=g[2 * n + 2])
+            np.sum(grad_adv, axis=1, out=g[2 * n + 3])
+            grad_h = np.matmul(grad_adv, wa[members]) + np.matmul(grad_val, wv[members])
         else:
             w, _ = self.heads[0]
-            head_grads = [grad_q.T @ h, grad_q.sum(0)]
-            grad_h = grad_q @ w
-        grads: list[np.ndarray] = []
-        for i in range(len(self.hidden) - 1, -1, -1):
+            np.matmul(_t(grad_q), h, out=g[2 * n])
+            np.sum(grad_q, axis=1, out=g[2 * n + 1])
+            grad_h = np.matmul(grad_q, w[members])
+        for i in range(n - 1, -1, -1):
             grad_h *= acts[i + 1] > 0
-            grads += [grad_h.sum(0), grad_h.T @ acts[i]]
+            np.sum(grad_h, axis=1, out=g[2 * i + 1])
+            np.matmul(_t(grad_h), acts[i], out=g[2 * i])
             if i:
-                grad_h = grad_h @ self.hidden[i][0]
-        return grads[::-1] + head_grads
+                grad_h = np.matmul(grad_h, self.hidden[i][0][members])
+        return grads
+
+    def nonfinite(self, member: int) -> bool:
+        return not np.isfinite(self.flat[member]).all()
+
+    def nbytes(self) -> int:
+        return self.flat.nbytes
 
 
 class Adam:
-    """torch.optim.Adam's update (no weight decay, no amsgrad), in place on numpy views.
+    """torch.optim.Adam's update (no weight decay, no amsgrad) for K members, in place on
+    the (K, P) parameter array.
 
-    Same formula and operation order as torch's single-tensor implementation; a test checks
-    that both produce the same parameters.
+    Same formula and operation order as torch's single-tensor implementation (a test checks
+    both give the same parameters); ``lr``, ``eps`` and the step count are per member, so a
+    member that starts learning later, or takes a new trial's slot, has its own bias
+    correction.
     """
 
     def __init__(
         self,
-        params: list[np.ndarray],
-        lr: float = 1e-3,
+        flat: np.ndarray,
+        lr: np.ndarray,
         betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        eps: np.ndarray | None = None,
     ) -> None:
-        self.params, self.lr, self.eps = params, lr, eps
+        k = flat.shape[0]
+        self.flat = flat
+        self.lr = np.asarray(lr, dtype=np.float64).reshape(k).copy()
+        self.eps = (
+            np.full(k, 1e-8) if eps is None else np.asarray(eps, np.float64).reshape(k).copy()
+        )
         self.beta1, self.beta2 = betas
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-        self.t = 0
+        self.m = np.zeros_like(flat)
+        self.v = np.zeros_like(flat)
+        self.t = np.zeros(k, dtype=np.int64)
 
-    def step(self, grads: list[np.ndarray]) -> None:
-        self.t += 1
+    def reset_member(self, member: int, lr: float, eps: float) -> None:
+        self.lr[member], self.eps[member], self.t[member] = lr, eps, 0
+        self.m[member] = 0.0
+        self.v[member] = 0.0
+
+    def step(self, grads: np.ndarray, members: Members = ALL) -> None:
+        """One step for ``members``, given their (m, P) ``grads``."""
+        self.t[members] += 1
+        t = self.t[members]
         b1, b2 = self.beta1, self.beta2
-        step_size = self.lr / (1 - b1**self.t)
-        bc2_sqrt = math.sqrt(1 - b2**self.t)
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m += (g - m) * np.float32(1 - b1)
-            v *= np.float32(b2)
-            v += g * g * np.float32(1 - b2)
-            denom = np.sqrt(v)
-            denom /= np.float32(bc2_sqrt)
-            denom += np.float32(self.eps)
-            p -= np.float32(step_size) * m / denom
+        step_size = (self.lr[members] / (1 - b1**t)).astype(np.float32)[:, None]
+        bc2_sqrt = np.sqrt(1 - b2**t).astype(np.float32)[:, None]
+        eps = self.eps[members].astype(np.float32)[:, None]
+        p, m, v = self.flat[members], self.m[members], self.v[members]
+        m += (grads - m) * np.float32(1 - b1)
+        v *= np.float32(b2)
+        v += grads * grads * np.float32(1 - b2)
+        denom = np.sqrt(v)
+        denom /= bc2_sqrt
+        denom += eps
+        p -= step_size * m / denom
+        if not isinstance(members, slice):  # fancy indexing gave copies: write them back
+            self.flat[members], self.m[members], self.v[members] = p, m, v
 
 
-def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> float:
-    """Scale ``grads`` in place so their global L2 norm is at most ``max_norm`` (as torch)."""
-    total = math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads))
+def clip_grad_norm(grads: np.ndarray, max_norm: np.ndarray) -> np.ndarray:
+    """Scale each member's gradient row (m, P) in place so its L2 norm is at most its
+    ``max_norm`` (as ``torch.nn.utils.clip_grad_norm_``; ``inf`` disables); return the
+    norms. The squares are summed in float64."""
+    total = np.sqrt(np.square(grads).sum(axis=1, dtype=np.float64))
     coef = max_norm / (total + 1e-6)
-    if coef < 1.0:
-        for g in grads:
-            g *= np.float32(coef)
+    if (coef < 1.0).any():
+        grads *= np.minimum(coef, 1.0).astype(np.float32)[:, None]
     return total

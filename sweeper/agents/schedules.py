@@ -1,32 +1,47 @@
-"""Exploration schedules: the seed's per-episode multiplicative decay and a linear per-step one."""
+"""Exploration schedules: the seed's per-episode multiplicative decay and a linear per-step
+one, for every member of a population at once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import numpy as np
+
+SCHEDULES = ("exponential", "linear")
 
 
-@dataclass(frozen=True)
-class EpsilonSchedule:
-    """epsilon as a pure function of (env steps, finished episodes).
+class EpsilonSchedules:
+    """epsilon of each member as a pure function of its (env steps, finished episodes).
 
     kind="exponential": ``max(end, start * decay**episodes)`` (the seed notebook, per episode).
     kind="linear": from ``start`` to ``end`` over ``decay_steps`` env steps, then ``end``.
     """
 
-    start: float = 1.0
-    end: float = 0.01
-    decay: float = 0.995
-    kind: str = "exponential"
-    decay_steps: int = 10_000
+    def __init__(self, members: int) -> None:
+        self.start = np.ones(members)
+        self.end = np.full(members, 0.01)
+        self.decay = np.full(members, 0.995)
+        self.linear = np.zeros(members, dtype=bool)
+        self.decay_steps = np.full(members, 10_000.0)
 
-    def __post_init__(self) -> None:
-        if self.kind not in ("exponential", "linear"):
-            raise ValueError(
-                f"epsilon_schedule must be 'exponential' or 'linear', got {self.kind!r}"
-            )
+    def set_member(
+        self,
+        member: int,
+        start: float = 1.0,
+        end: float = 0.01,
+        decay: float = 0.995,
+        kind: str = "exponential",
+        decay_steps: int = 10_000,
+    ) -> None:
+        if kind not in SCHEDULES:
+            raise ValueError(f"epsilon_schedule must be 'exponential' or 'linear', got {kind!r}")
+        self.start[member], self.end[member], self.decay[member] = start, end, decay
+        self.linear[member] = kind == "linear"
+        self.decay_steps[member] = max(1, int(decay_steps))
 
-    def __call__(self, steps: int, episodes: int) -> float:
-        if self.kind == "linear":
-            frac = min(1.0, steps / max(1, self.decay_steps))
-            return self.start + frac * (self.end - self.start)
-        return max(self.end, self.start * self.decay**episodes)
+    def __call__(self, members: np.ndarray, steps: np.ndarray, episodes: np.ndarray) -> np.ndarray:
+        start, end = self.start[members], self.end[members]
+        eps = np.maximum(end, start * self.decay[members] ** episodes)
+        linear = self.linear[members]
+        if linear.any():
+            frac = np.minimum(1.0, steps / self.decay_steps[members])
+            eps = np.where(linear, start + frac * (end - start), eps)
+        return eps

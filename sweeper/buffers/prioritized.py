@@ -1,108 +1,147 @@
 """Proportional prioritized experience replay (Schaul et al., 2016, "Prioritized Experience
-Replay", Algorithm 1).
+Replay", Algorithm 1), one sum tree per member of a population.
 
 Transition ``i`` is sampled with probability ``P(i) = p_i^alpha / sum_k p_k^alpha`` where
 ``p_i = |delta_i| + priority_eps`` is its last TD error magnitude. The bias this introduces
 is corrected by importance-sampling weights ``w_i = (N * P(i))^(-beta)``, normalized by the
 largest weight in the sampled batch (as in the paper's Algorithm 1 and Dopamine), so every
 weight is <= 1 and only scales the update down. ``beta`` is annealed to 1 over training via
-``set_progress``.
+``set_progress``. ``alpha``, ``beta_start`` and ``priority_eps`` may differ per member.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sweeper.buffers.sum_tree import SumTree
-from sweeper.buffers.uniform import ReplaySamples, UniformReplayBuffer
+from sweeper.buffers.uniform import ReplaySamples, UniformReplayBuffer, per_member
+
+
+def _check(alpha: float, beta_start: float, priority_eps: float) -> tuple[float, float, float]:
+    alpha, beta_start, priority_eps = float(alpha), float(beta_start), float(priority_eps)
+    if not alpha >= 0:  # also rejects NaN
+        raise ValueError(f"buffer.alpha must be >= 0, got {alpha}")
+    if not 0.0 <= beta_start <= 1.0:
+        raise ValueError(f"buffer.beta_start must be in [0, 1], got {beta_start}")
+    # Strictly positive so that no transition's sampling probability can reach zero.
+    if not priority_eps > 0:
+        raise ValueError(f"buffer.priority_eps must be > 0, got {priority_eps}")
+    return alpha, beta_start, priority_eps
 
 
 class PrioritizedReplayBuffer(UniformReplayBuffer):
-    """Uniform ring storage plus a sum tree of ``p_i^alpha`` for proportional sampling."""
+    """Uniform ring storage plus, per member, a sum tree of ``p_i^alpha``."""
 
     def __init__(
         self,
-        capacity: int,
+        capacity: int | Sequence[int],
         batch_size: int,
-        obs_shape: tuple[int, ...],
-        rng: np.random.Generator,
+        obs_shape: int | Sequence[int],
+        rng: np.random.Generator | Sequence[np.random.Generator],
         obs_dtype: npt.DTypeLike = np.float32,
-        alpha: float = 0.6,
-        beta_start: float = 0.4,
-        priority_eps: float = 1e-6,
+        alpha: float | Sequence[float] = 0.6,
+        beta_start: float | Sequence[float] = 0.4,
+        priority_eps: float | Sequence[float] = 1e-6,
     ) -> None:
         super().__init__(capacity, batch_size, obs_shape, rng, obs_dtype)
-        alpha, beta_start, priority_eps = float(alpha), float(beta_start), float(priority_eps)
-        if not alpha >= 0:  # also rejects NaN
-            raise ValueError(f"buffer.alpha must be >= 0, got {alpha}")
-        if not 0.0 <= beta_start <= 1.0:
-            raise ValueError(f"buffer.beta_start must be in [0, 1], got {beta_start}")
-        # Strictly positive so that no transition's sampling probability can reach zero.
-        if not priority_eps > 0:
-            raise ValueError(f"buffer.priority_eps must be > 0, got {priority_eps}")
-        self.alpha = alpha
-        self.beta_start = beta_start
-        self.priority_eps = priority_eps
-        self._beta = beta_start
+        k = self.members
+        checked = [
+            _check(a, b, e)
+            for a, b, e in zip(
+                per_member("alpha", alpha, k),
+                per_member("beta_start", beta_start, k),
+                per_member("priority_eps", priority_eps, k),
+                strict=True,
+            )
+        ]
+        self.alpha, self.beta_start, self.priority_eps = (list(c) for c in zip(*checked))
+        self.beta = np.array(self.beta_start, dtype=np.float64)
         # Largest raw priority p = |td| + eps seen so far; new transitions get it so they are
         # replayed at least once soon. Like the reference implementations it never
         # decreases, even after that transition is overwritten.
-        self.max_priority = 1.0
-        self.tree = SumTree(self.capacity)
+        self.max_priority = [1.0] * k
+        self.trees = [SumTree(int(c)) for c in self.capacity]
         self._strata = np.arange(self.batch_size, dtype=np.float64)
 
-    @property
-    def beta(self) -> float:
-        """Current importance-sampling exponent (beta_start annealed towards 1)."""
-        return self._beta
-
-    def set_progress(self, fraction: float) -> None:
+    def set_progress(self, members: np.ndarray, fractions: np.ndarray) -> None:
         """Anneal beta linearly: ``beta_start`` at fraction 0, 1.0 at fraction 1 (clipped)."""
-        fraction = float(fraction)
-        if fraction != fraction:  # NaN would slip through min/max below
+        fractions = np.asarray(fractions, dtype=np.float64)
+        if np.isnan(fractions).any():  # NaN would slip through the clip below
             raise ValueError("set_progress fraction must not be NaN")
-        beta = self.beta_start + fraction * (1.0 - self.beta_start)
-        self._beta = min(max(beta, self.beta_start), 1.0)
+        start = np.array(self.beta_start)[members]
+        self.beta[members] = np.clip(start + fractions * (1.0 - start), start, 1.0)
 
-    def _on_add(self, index: int) -> None:
-        self.tree.set(index, self.max_priority**self.alpha)
+    def _on_add(self, members: np.ndarray, positions: np.ndarray) -> None:
+        for k, i in zip(members.tolist(), positions.tolist()):
+            self.trees[k].set(i, self.max_priority[k] ** self.alpha[k])
 
-    def sample(self) -> ReplaySamples:
+    def _draw_weighted(self, member: int) -> tuple[np.ndarray, np.ndarray]:
         """Stratified proportional sampling: one uniform draw in each of ``batch_size``
         equal segments of the total priority mass (lower variance than i.i.d. draws)."""
-        self._check_nonempty()
-        total = self.tree.total
-        segment = total / self.batch_size
-        points = (self._strata + self.rng.random(self.batch_size)) * segment
-        indices = self.tree.find(points)
+        tree = self.trees[member]
+        segment = tree.total / self.batch_size
+        points = (self._strata + self.rngs[member].random(self.batch_size)) * segment
+        indices = tree.find(points)
         # w_i = (N P(i))^-beta / max_j w_j over the batch. N and the total cancel, and the
         # max weight belongs to the least mass: w_i = (m_i / min_j m_j)^-beta, m = p^alpha.
-        mass = self.tree.leaf_values(indices)
-        weights = (mass / mass.min()) ** (-self._beta)
-        return self._gather(indices, weights.astype(np.float32))
+        mass = tree.leaf_values(indices)
+        weights = (mass / mass.min()) ** (-self.beta[member])
+        return indices, weights.astype(np.float32)
 
-    def update_priorities(self, indices: npt.ArrayLike, td_errors: npt.ArrayLike) -> None:
-        """Set ``p_i = |td_i| + priority_eps`` for the sampled ``indices``.
+    def sample(self, members: np.ndarray) -> ReplaySamples:
+        self._check_nonempty(members)
+        drawn = [self._draw_weighted(int(k)) for k in members]
+        indices = np.stack([d[0] for d in drawn])
+        weights = np.stack([d[1] for d in drawn])
+        return self._gather(members, indices, weights)
+
+    def update_priorities(
+        self, members: np.ndarray, indices: npt.ArrayLike, td_errors: npt.ArrayLike
+    ) -> None:
+        """Set ``p_i = |td_i| + priority_eps`` for each member's sampled ``indices`` (rows
+        aligned with ``members``).
 
         Duplicated indices (sampling is with replacement) keep the last value. Non-finite
         TD errors raise: a NaN in the tree would silently break all later sampling.
-        Pass numpy (e.g. ``loss_per_sample.detach().cpu().numpy()``), not a grad tensor.
         """
-        idx = np.asarray(indices, dtype=np.int64).ravel()
-        td = np.asarray(td_errors, dtype=np.float64).ravel()
+        idx = np.asarray(indices, dtype=np.int64).reshape(len(members), -1)
+        td = np.asarray(td_errors, dtype=np.float64).reshape(len(members), -1)
         if idx.shape != td.shape:
             raise ValueError(f"{idx.size} indices but {td.size} td_errors")
+        for row, k in enumerate(members.tolist()):
+            self._update_member(k, idx[row], td[row])
+
+    def _update_member(self, k: int, idx: np.ndarray, td: np.ndarray) -> None:
         if idx.size == 0:
             return
-        if idx.min() < 0 or idx.max() >= len(self):
+        size = int(self.size[k])
+        if idx.min() < 0 or idx.max() >= size:
             raise IndexError(
-                f"priority indices must lie in [0, {len(self)}), got [{idx.min()}, {idx.max()}]"
+                f"priority indices must lie in [0, {size}), got [{idx.min()}, {idx.max()}]"
             )
-        priorities = np.abs(td) + self.priority_eps
-        mass = priorities**self.alpha
+        priorities = np.abs(td) + self.priority_eps[k]
+        mass = priorities ** self.alpha[k]
         max_p = priorities.max()
         if not (np.isfinite(max_p) and np.isfinite(mass.max())):
             raise ValueError("update_priorities got non-finite TD errors (diverged loss?)")
-        self.max_priority = max(self.max_priority, float(max_p))
-        self.tree._write(idx, mass)  # validated above
+        self.max_priority[k] = max(self.max_priority[k], float(max_p))
+        self.trees[k]._write(idx, mass)  # validated above
+
+    def reset_member(self, member: int, rng: np.random.Generator, **params: Any) -> None:
+        alpha, beta_start, eps = _check(
+            params.pop("alpha", self.alpha[member]),
+            params.pop("beta_start", self.beta_start[member]),
+            params.pop("priority_eps", self.priority_eps[member]),
+        )
+        super().reset_member(member, rng, **params)
+        self.alpha[member], self.beta_start[member], self.priority_eps[member] = (
+            alpha,
+            beta_start,
+            eps,
+        )
+        self.beta[member], self.max_priority[member] = beta_start, 1.0
+        self.trees[member] = SumTree(int(self.capacity[member]))

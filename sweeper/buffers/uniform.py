@@ -1,9 +1,15 @@
-"""Uniform experience replay (the DQN default), in the style of Stable-Baselines3.
+"""Uniform experience replay (the DQN default): one ring per member of a population.
 
-Transitions live in preallocated numpy arrays used as a ring (``pos``/``full``), so adding
-never allocates and the oldest transition is overwritten once the buffer is full.
+In the style of Stable-Baselines3's ``ReplayBuffer``: transitions live in preallocated numpy
+arrays used as rings (``pos``/``size``), so adding never allocates and the oldest transition
+is overwritten once a ring is full. A population of K agents (``sweeper.population``) keeps
+K rings in one set of arrays with a leading member axis: member ``k``'s ring is
+``observations[k, :capacity[k]]``, so every member may have its own capacity while one
+``take`` gathers the minibatches of all members at once. A single agent is the K=1 case.
+
 Only ``terminated`` is stored: a time-limit truncation is not a true end of the episode, so
-its target must still bootstrap from ``next_obs``.
+its target must still bootstrap from ``next_obs``. Randomness comes from one injected
+``np.random.Generator`` per member, so member ``k`` samples exactly what it would alone.
 """
 
 from __future__ import annotations
@@ -17,15 +23,16 @@ import numpy.typing as npt
 
 
 class ReplaySamples(NamedTuple):
-    """One minibatch; every buffer returns this type so the agent has one code path."""
+    """Minibatches of m members (leading axis); every buffer returns this type so the agent
+    has one code path."""
 
-    observations: np.ndarray  # (B, *obs_shape) float32
-    actions: np.ndarray  # (B,) int64
-    rewards: np.ndarray  # (B,) float32
-    next_observations: np.ndarray  # (B, *obs_shape) float32
-    terminated: np.ndarray  # (B,) float32, 1.0 where the episode terminated (not truncated)
-    weights: np.ndarray  # (B,) float32 importance-sampling weights (ones when uniform)
-    indices: np.ndarray  # (B,) int64 buffer positions, for priority updates
+    observations: np.ndarray  # (m, B, *obs_shape) float32
+    actions: np.ndarray  # (m, B) int64
+    rewards: np.ndarray  # (m, B) float32
+    next_observations: np.ndarray  # (m, B, *obs_shape) float32
+    terminated: np.ndarray  # (m, B) float32, 1.0 where the episode terminated (not truncated)
+    weights: np.ndarray  # (m, B) float32 importance-sampling weights (ones when uniform)
+    indices: np.ndarray  # (m, B) int64 positions in each member's ring, for priority updates
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -52,118 +59,182 @@ def _as_shape(obs_shape: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(d) for d in obs_shape)
 
 
+def per_member(name: str, value: Any, members: int) -> list[Any]:
+    """``value`` for each of ``members`` members: a scalar is shared, a sequence is one value
+    per member (ValueError naming ``buffer.<name>`` when its length is wrong)."""
+    if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
+        return [value] * members
+    values = list(value)
+    if len(values) != members:
+        raise ValueError(f"buffer.{name}: {len(values)} values for {members} members")
+    return values
+
+
+def as_rngs(rng: np.random.Generator | Sequence[np.random.Generator]) -> list[np.random.Generator]:
+    rngs = [rng] if isinstance(rng, np.random.Generator) else list(rng)
+    for r in rngs:
+        if not isinstance(r, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(r).__name__}")
+    if not rngs:
+        raise ValueError("a replay buffer needs at least one member (one rng)")
+    return rngs
+
+
 class UniformReplayBuffer:
-    """Fixed-capacity ring of transitions sampled uniformly with replacement (like SB3)."""
+    """Fixed-capacity rings of transitions sampled uniformly with replacement (like SB3).
+
+    ``rng``: one generator per member (a single generator: one member). ``capacity``: one
+    value for all members or one per member. ``batch_size`` is shared (it sets the shapes).
+    """
 
     def __init__(
         self,
-        capacity: int,
+        capacity: int | Sequence[int],
         batch_size: int,
-        obs_shape: tuple[int, ...],
-        rng: np.random.Generator,
+        obs_shape: int | Sequence[int],
+        rng: np.random.Generator | Sequence[np.random.Generator],
         obs_dtype: npt.DTypeLike = np.float32,
     ) -> None:
-        self.capacity = _positive_int("capacity", capacity)
+        self.rngs = as_rngs(rng)
+        self.members = k = len(self.rngs)
         self.batch_size = _positive_int("batch_size", batch_size)
-        if self.capacity < self.batch_size:
-            raise ValueError(
-                f"buffer.capacity ({self.capacity}) must be >= "
-                f"buffer.batch_size ({self.batch_size})"
-            )
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        self.rng = rng
+        caps = [_positive_int("capacity", c) for c in per_member("capacity", capacity, k)]
+        for c in caps:
+            if c < self.batch_size:
+                raise ValueError(
+                    f"buffer.capacity ({c}) must be >= buffer.batch_size ({self.batch_size})"
+                )
+        self.capacity = np.array(caps, dtype=np.int64)
         self.obs_shape = _as_shape(obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
-        self.pos = 0
-        self.full = False
+        self.pos = np.zeros(k, dtype=np.int64)
+        self.size = np.zeros(k, dtype=np.int64)
         self._allocate()
 
     def _allocate(self) -> None:
-        n, shape = self.capacity, self.obs_shape
-        self.observations = np.zeros((n, *shape), dtype=self.obs_dtype)
+        k, n, shape = self.members, int(self.capacity.max()), self.obs_shape
+        self.observations = np.zeros((k, n, *shape), dtype=self.obs_dtype)
         # A separate next_obs array (SB3's default, optimize_memory_usage=False) keeps
         # episode boundaries trivially correct at twice the observation memory.
-        self.next_observations = np.zeros((n, *shape), dtype=self.obs_dtype)
-        self.actions = np.zeros(n, dtype=np.int64)
-        self.rewards = np.zeros(n, dtype=np.float32)
-        self.terminated = np.zeros(n, dtype=np.float32)
+        self.next_observations = np.zeros((k, n, *shape), dtype=self.obs_dtype)
+        self.actions = np.zeros((k, n), dtype=np.int64)
+        self.rewards = np.zeros((k, n), dtype=np.float32)
+        self.terminated = np.zeros((k, n), dtype=np.float32)
+        # Flat views: row k * n + i is member k's slot i, so one take serves all members.
+        self._flat = [
+            a.reshape(k * n, *a.shape[2:])
+            for a in (
+                self.observations,
+                self.next_observations,
+                self.actions,
+                self.rewards,
+                self.terminated,
+            )
+        ]
+        self._row0 = np.arange(k, dtype=np.int64) * n
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._flat)
 
     def __len__(self) -> int:
-        return self.capacity if self.full else self.pos
+        """Transitions held by member 0 (the single-agent case); see :attr:`size`."""
+        return int(self.size[0])
 
-    def can_sample(self) -> bool:
-        return len(self) >= self.batch_size
+    def can_sample(self, members: np.ndarray) -> np.ndarray:
+        """Per member of ``members``: does its ring hold a whole batch?"""
+        return self.size[members] >= self.batch_size
 
     def add(
         self,
+        members: np.ndarray,
         obs: npt.ArrayLike,
-        action: int,
-        reward: float,
+        actions: npt.ArrayLike,
+        rewards: npt.ArrayLike,
         next_obs: npt.ArrayLike,
-        terminated: bool,
+        terminated: npt.ArrayLike,
     ) -> None:
-        """Store one transition at ``pos``, overwriting the oldest once full."""
+        """Store one transition for each of ``members`` (a leading axis on every field) at its
+        ring's ``pos``, overwriting the member's oldest transition once its ring is full."""
         obs = np.asarray(obs)
         next_obs = np.asarray(next_obs)
+        want = (len(members), *self.obs_shape)
         # Without this check numpy would silently broadcast e.g. a scalar into every slot.
-        if obs.shape != self.obs_shape or next_obs.shape != self.obs_shape:
+        if obs.shape != want or next_obs.shape != want:
             raise ValueError(
-                f"observation shape {obs.shape}/{next_obs.shape} does not match the "
-                f"buffer's obs_shape {self.obs_shape}"
+                f"observation shape {obs.shape}/{next_obs.shape} does not match "
+                f"(members, *obs_shape) = {want}"
             )
-        i = self.pos
-        self.observations[i] = obs
-        self.next_observations[i] = next_obs
-        self.actions[i] = action
-        self.rewards[i] = reward
-        self.terminated[i] = float(terminated)
-        self._on_add(i)
-        self.pos = i + 1
-        if self.pos == self.capacity:
-            self.pos = 0
-            self.full = True
+        pos = self.pos[members]
+        self.observations[members, pos] = obs
+        self.next_observations[members, pos] = next_obs
+        self.actions[members, pos] = actions
+        self.rewards[members, pos] = rewards
+        self.terminated[members, pos] = terminated
+        self._on_add(members, pos)
+        cap = self.capacity[members]
+        nxt = pos + 1
+        nxt[nxt == cap] = 0
+        self.pos[members] = nxt
+        self.size[members] = np.minimum(self.size[members] + 1, cap)
 
-    def _on_add(self, index: int) -> None:
-        """Hook for subclasses (priority of the new transition)."""
+    def _on_add(self, members: np.ndarray, positions: np.ndarray) -> None:
+        """Hook for subclasses (priority of the new transitions)."""
 
-    def _check_nonempty(self) -> None:
-        if len(self) == 0:
+    def _check_nonempty(self, members: np.ndarray) -> None:
+        if (self.size[members] == 0).any():
             raise RuntimeError("cannot sample from an empty replay buffer")
 
-    def _gather(self, indices: np.ndarray, weights: np.ndarray) -> ReplaySamples:
-        # take() copies, so callers may keep (or torch.from_numpy) the batch safely; reusing
-        # output arrays here would alias earlier batches. (take is ~4x faster than a[idx].)
-        obs = self.observations.take(indices, axis=0)
-        next_obs = self.next_observations.take(indices, axis=0)
+    def _gather(
+        self, members: np.ndarray, indices: np.ndarray, weights: np.ndarray
+    ) -> ReplaySamples:
+        # take() copies, so callers may keep the batch safely; reusing output arrays here
+        # would alias earlier batches. (take is ~4x faster than a[idx].)
+        rows = indices + self._row0[members, None]
+        obs, next_obs, actions, rewards, terminated = (a.take(rows, axis=0) for a in self._flat)
         if obs.dtype != np.float32:  # e.g. uint8 pixels; scaling is the agent's business
             obs, next_obs = obs.astype(np.float32), next_obs.astype(np.float32)
-        return ReplaySamples(
-            observations=obs,
-            actions=self.actions.take(indices),
-            rewards=self.rewards.take(indices),
-            next_observations=next_obs,
-            terminated=self.terminated.take(indices),
-            weights=weights,
-            indices=indices,
+        return ReplaySamples(obs, actions, rewards, next_obs, terminated, weights, indices)
+
+    def _draw(self, member: int) -> np.ndarray:
+        return self.rngs[member].integers(
+            0, self.size[member], size=self.batch_size, dtype=np.int64
         )
 
-    def sample(self) -> ReplaySamples:
-        """``batch_size`` transitions drawn uniformly with replacement; weights are ones."""
-        self._check_nonempty()
-        indices = self.rng.integers(0, len(self), size=self.batch_size, dtype=np.int64)
-        return self._gather(indices, np.ones(self.batch_size, dtype=np.float32))
+    def sample(self, members: np.ndarray) -> ReplaySamples:
+        """``batch_size`` transitions per member, drawn uniformly with replacement from its
+        own ring with its own generator; weights are ones."""
+        self._check_nonempty(members)
+        indices = np.stack([self._draw(int(k)) for k in members])
+        return self._gather(members, indices, np.ones(indices.shape, dtype=np.float32))
 
-    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+    def update_priorities(
+        self, members: np.ndarray, indices: np.ndarray, td_errors: np.ndarray
+    ) -> None:
         """No-op: uniform replay has no priorities (kept so the agent has one code path)."""
 
-    def set_progress(self, fraction: float) -> None:
+    def set_progress(self, members: np.ndarray, fractions: np.ndarray) -> None:
         """No-op: nothing to anneal in uniform replay."""
+
+    def reset_member(self, member: int, rng: np.random.Generator, **params: Any) -> None:
+        """Empty member ``member``'s ring and give it a new generator (a population slot that
+        takes a new trial). ``params`` may set its ``capacity`` (up to the allocated size)."""
+        if "capacity" in params:
+            cap = _positive_int("capacity", params.pop("capacity"))
+            if not self.batch_size <= cap <= self.observations.shape[1]:
+                raise ValueError(
+                    f"buffer.capacity ({cap}) must lie in [{self.batch_size}, "
+                    f"{self.observations.shape[1]}] for this population"
+                )
+            self.capacity[member] = cap
+        if params:
+            raise TypeError(f"unexpected buffer parameters {sorted(params)}")
+        self.rngs[member] = rng
+        self.pos[member] = self.size[member] = 0
 
     def __repr__(self) -> str:
         if not hasattr(self, "actions"):  # failed construction (shown in tracebacks)
             return f"<{type(self).__name__} (not initialized)>"
         return (
-            f"{type(self).__name__}(capacity={self.capacity}, batch_size={self.batch_size}, "
-            f"obs_shape={self.obs_shape}, len={len(self)})"
+            f"{type(self).__name__}(members={self.members}, capacity={self.capacity.tolist()}, "
+            f"batch_size={self.batch_size}, obs_shape={self.obs_shape})"
         )
