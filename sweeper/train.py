@@ -11,9 +11,8 @@ import math
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 import numpy as np
@@ -96,16 +95,12 @@ SHARED_KEYS = (
 )
 
 
-@dataclass
-class Built:
+class Built(NamedTuple):
     """What :func:`build` makes: K agents in one object, their K envs and the eval envs."""
 
     agent: Any
     env: Any
     eval_env: Any
-
-    def __iter__(self):  # (agent, env, eval_env) = build(cfg)
-        return iter((self.agent, self.env, self.eval_env))
 
 
 def _shared(cfgs: Sequence[DictConfig]) -> None:

@@ -315,7 +315,14 @@ class Population:
                 yield k, None, DivergenceError(int(self.episode[k]), int(self.step[k]), bad)
         if not ready:
             return
-        results = self._greedy_episodes(np.array(ready, dtype=np.int64))
+        results = evaluation(
+            self.agent,
+            self.eval_env,
+            np.array(ready, dtype=np.int64),
+            [self.members[k].seed + EVAL_SEED_OFFSET for k in ready],
+            [self.members[k].budget.eval_episodes for k in ready],
+            self.probe_max_q,
+        )
         for row, k in enumerate(ready):
             episodes = self.members[k].budget.eval_episodes
             returns = results["return"][row, :episodes]
@@ -323,7 +330,9 @@ class Population:
             metrics = {
                 "eval_return_mean": self.eval_means[k][-1],
                 "eval_return_std": float(returns.std()),
-                "eval_discounted_return": float(results["discounted"][row, :episodes].mean()),
+                "eval_discounted_return": float(
+                    results["discounted_return"][row, :episodes].mean()
+                ),
             }
             if self.probe_max_q:
                 metrics["eval_start_max_q"] = float(results["start_max_q"][row, :episodes].mean())
@@ -339,46 +348,59 @@ class Population:
                 continue
             yield k, EvalPoint(index, episode, step, metrics, member=k), None
 
-    def _greedy_episodes(self, members: np.ndarray) -> dict[str, np.ndarray]:
-        """Greedy episodes of ``members`` (m, E) in the eval env, all stepped together."""
-        m, width = len(members), self.eval_width
-        wanted = np.array([self.members[k].budget.eval_episodes for k in members.tolist()])
-        slots = members[:, None] * width + np.arange(width)
-        seeds = [
-            self.members[k].seed + EVAL_SEED_OFFSET + i
-            for k in members.tolist()
-            for i in range(width)
-        ]
-        obs = self.eval_env.reset(slots.ravel(), seeds)
-        obs = obs.reshape(m, width, *obs.shape[1:])
-        done = np.arange(width)[None, :] >= wanted[:, None]
-        returns, discounted = np.zeros((m, width)), np.zeros((m, width))
-        discount = np.ones((m, width))
-        gamma = np.asarray(self.agent.gamma, dtype=np.float64)[members][:, None]
-        start_max_q = np.full((m, width), math.nan)
-        q = self.agent.greedy_q(obs, members)
-        if self.probe_max_q:
-            start_max_q = q.max(axis=-1).astype(np.float64)
-        while not done.all():
-            live = np.flatnonzero(~done.ravel())
-            actions = q.argmax(axis=-1).ravel()[live]
-            next_obs, rewards, terminated, truncated = self.eval_env.step(
-                actions, slots.ravel()[live]
-            )
-            flat = (
-                returns.ravel(),
-                discounted.ravel(),
-                discount.ravel(),
-                obs.reshape(m * width, *obs.shape[2:]),
-            )
-            flat[0][live] += rewards
-            flat[1][live] += flat[2][live] * rewards
-            flat[2][live] *= np.broadcast_to(gamma, (m, width)).ravel()[live]
-            flat[3][live] = next_obs
-            done.ravel()[live] = terminated | truncated
-            if not done.all():
-                q = self.agent.greedy_q(obs, members)
-        return {"return": returns, "discounted": discounted, "start_max_q": start_max_q}
+
+def evaluation(
+    agent,
+    eval_env,
+    members: np.ndarray,
+    seeds: Sequence[int],
+    episodes: Sequence[int],
+    probe_max_q: bool = False,
+) -> dict[str, np.ndarray]:
+    """Greedy episodes of ``members``, all stepped together: member ``members[r]`` plays
+    ``episodes[r]`` episodes in row ``members[r]`` of ``eval_env`` (``width`` sub-envs per
+    member), episode ``i`` reset with seed ``seeds[r] + i``.
+
+    Returns (m, width) arrays, NaN-free only in the first ``episodes[r]`` columns: ``return``,
+    ``discounted_return`` (with the member's gamma, from the start state) and ``start_max_q``
+    (max_a Q(s0, a) with ``probe_max_q``, else NaN).
+    """
+    m = len(members)
+    width = eval_env.num_envs // agent.size
+    wanted = np.asarray(episodes)
+    if wanted.max(initial=0) > width:
+        raise ValueError(f"{wanted.max()} evaluation episodes, but {width} eval envs per member")
+    slots = (members[:, None] * width + np.arange(width)).ravel()
+    seeds_flat = [int(s) + i for s in seeds for i in range(width)]
+    obs = eval_env.reset(slots, seeds_flat)
+    obs = obs.reshape(m, width, *obs.shape[1:])
+    flat_obs = obs.reshape(m * width, *obs.shape[2:])  # a view: rows are updated in place
+    done = np.arange(width)[None, :] >= wanted[:, None]
+    returns, discounted = np.zeros((m, width)), np.zeros((m, width))
+    discount = np.ones((m, width))
+    gamma = np.broadcast_to(
+        np.asarray(agent.gamma, dtype=np.float64)[members][:, None], (m, width)
+    ).ravel()
+    q = agent.greedy_q(obs, members)
+    start_max_q = q.max(axis=-1).astype(np.float64) if probe_max_q else np.full((m, width), np.nan)
+    flat_done, flat_ret, flat_disc, flat_discount = (
+        done.ravel(),
+        returns.ravel(),
+        discounted.ravel(),
+        discount.ravel(),
+    )
+    while not flat_done.all():
+        live = np.flatnonzero(~flat_done)
+        actions = q.argmax(axis=-1).ravel()[live]
+        next_obs, rewards, terminated, truncated = eval_env.step(actions, slots[live])
+        flat_ret[live] += rewards
+        flat_disc[live] += flat_discount[live] * rewards
+        flat_discount[live] *= gamma[live]
+        flat_obs[live] = next_obs
+        flat_done[live] = terminated | truncated
+        if not flat_done.all():
+            q = agent.greedy_q(obs, members)
+    return {"return": returns, "discounted_return": discounted, "start_max_q": start_max_q}
 
 
 def single(steps: Generator[EvalPoint | Ended, None, None]) -> Generator[EvalPoint, None, float]:

@@ -1,5 +1,6 @@
 """Every config group option composes and instantiates; bad values fail naming the key."""
 
+import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -71,8 +72,10 @@ def test_every_agent_env_pair_composes_and_instantiates(agent, env):
     validate(cfg)
     built, env_, eval_env = build(cfg)
     assert isinstance(built, TABULAR.get(agent, DQNAgent))
-    obs, _ = env_.reset(seed=0)
-    assert env_.action_space.contains(built.act(obs))
+    members = np.array([0])
+    obs = env_.reset(members, [0])
+    actions, _ = built.act(obs, members)
+    assert env_.single_action_space.contains(int(actions[0]))
 
 
 @pytest.mark.parametrize(
@@ -89,9 +92,9 @@ def test_every_buffer_instantiates(buffer, cls):
 
 
 def test_dqn_variants_set_their_switches():
-    assert build(compose_config(["agent=double_dqn"]))[0].double
-    assert build(compose_config(["agent=dueling_dqn"]))[0].q_net.dueling
-    assert build(compose_config(["agent.target_update=none"]))[0].target_net is None
+    assert build(compose_config(["agent=double_dqn"]))[0].double.all()
+    assert build(compose_config(["agent=dueling_dqn"]))[0].online.dueling
+    assert (build(compose_config(["agent.target_update=none"]))[0].target_mode == 2).all()
 
 
 @pytest.mark.parametrize(

@@ -318,6 +318,8 @@ def test_the_app_refuses_bad_replicate_settings_with_one_line(tmp_path, override
 
 # -- evaluation() ----------------------------------------------------------------------------
 
+ZERO = np.array([0])
+
 
 def _trained(*overrides: str):
     cfg = compose_config([*BASE, *overrides])
@@ -327,24 +329,34 @@ def _trained(*overrides: str):
     return agent, eval_env
 
 
+def _evaluate(agent, eval_env, episodes: int, seed: int, probe: bool = False):
+    out = evaluation(agent, eval_env, ZERO, [seed], [episodes], probe)
+    return {k: v[0, :episodes] for k, v in out.items()}
+
+
 def test_evaluation_discounted_return_equals_return_at_gamma_one():
     agent, eval_env = _trained("agent.gamma=1.0", "train.episodes=30")
-    ev = evaluation(agent, eval_env, 4, seed=11, probe_max_q=True)
+    ev = _evaluate(agent, eval_env, 3, seed=11, probe=True)
     assert set(ev) == {"return", "discounted_return", "start_max_q"}
-    assert ev["return"].shape == (4,)
+    assert ev["return"].shape == (3,)
     np.testing.assert_allclose(ev["discounted_return"], ev["return"], rtol=0, atol=1e-12)
 
 
 def test_evaluation_discounts_with_the_agents_gamma_and_probes_the_start_state():
+    """Each greedy episode replayed by hand on a scalar env from the same reseeded start."""
+    from sweeper.envs import make_env
+
     agent, eval_env = _trained("agent.gamma=0.9", "train.episodes=30")
+    scalar = make_env("sweeper/GridWorld-v0")
     seed = 11
-    ev = evaluation(agent, eval_env, 3, seed=seed, probe_max_q=True)
-    for i in range(3):  # replay each greedy episode from the same reseeded start
-        obs, _ = eval_env.reset(seed=seed + i)
-        assert ev["start_max_q"][i] == agent.max_q(obs)
+    ev = _evaluate(agent, eval_env, 3, seed=seed, probe=True)
+    for i in range(3):
+        obs, _ = scalar.reset(seed=seed + i)
+        assert ev["start_max_q"][i] == agent.q_table[0, obs].max()
         total, discounted, discount, done = 0.0, 0.0, 1.0, False
         while not done:
-            obs, reward, terminated, truncated, _ = eval_env.step(agent.act(obs, greedy=True))
+            action = int(agent.q_table[0, obs].argmax())
+            obs, reward, terminated, truncated, _ = scalar.step(action)
             total += reward
             discounted += discount * reward
             discount *= 0.9
@@ -352,4 +364,4 @@ def test_evaluation_discounts_with_the_agents_gamma_and_probes_the_start_state()
         assert ev["return"][i] == pytest.approx(total, abs=1e-12)
         assert ev["discounted_return"][i] == pytest.approx(discounted, abs=1e-12)
     assert np.any(ev["discounted_return"] != ev["return"])  # gamma < 1 does discount
-    assert np.all(np.isnan(evaluation(agent, eval_env, 2, seed=seed)["start_max_q"]))
+    assert np.all(np.isnan(_evaluate(agent, eval_env, 2, seed=seed)["start_max_q"]))

@@ -52,6 +52,9 @@ class LatestTransitionBuffer(UniformReplayBuffer):
         return self._gather(members, indices, np.ones(indices.shape, dtype=np.float32))
 
     def reset_member(self, member: int, rng: np.random.Generator, **params: Any) -> None:
+        unknown = set(params) - {"capacity"}
+        if unknown:
+            raise TypeError(f"unexpected buffer parameters {sorted(unknown)}")
         if "capacity" in params:
             self.requested_capacity[member] = _positive_int("capacity", params.pop("capacity"))
-        super().reset_member(member, rng, **params)
+        super().reset_member(member, rng)

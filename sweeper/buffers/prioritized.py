@@ -132,6 +132,9 @@ class PrioritizedReplayBuffer(UniformReplayBuffer):
         self.trees[k]._write(idx, mass)  # validated above
 
     def reset_member(self, member: int, rng: np.random.Generator, **params: Any) -> None:
+        unknown = set(params) - {"capacity", "alpha", "beta_start", "priority_eps"}
+        if unknown:
+            raise TypeError(f"unexpected buffer parameters {sorted(unknown)}")
         alpha, beta_start, eps = _check(
             params.pop("alpha", self.alpha[member]),
             params.pop("beta_start", self.beta_start[member]),

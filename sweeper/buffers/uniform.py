@@ -71,7 +71,12 @@ def per_member(name: str, value: Any, members: int) -> list[Any]:
 
 
 def as_rngs(rng: np.random.Generator | Sequence[np.random.Generator]) -> list[np.random.Generator]:
-    rngs = [rng] if isinstance(rng, np.random.Generator) else list(rng)
+    if isinstance(rng, np.random.Generator):
+        rngs = [rng]
+    elif isinstance(rng, Sequence | np.ndarray):
+        rngs = list(rng)
+    else:
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     for r in rngs:
         if not isinstance(r, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(r).__name__}")
@@ -218,6 +223,9 @@ class UniformReplayBuffer:
     def reset_member(self, member: int, rng: np.random.Generator, **params: Any) -> None:
         """Empty member ``member``'s ring and give it a new generator (a population slot that
         takes a new trial). ``params`` may set its ``capacity`` (up to the allocated size)."""
+        unknown = set(params) - {"capacity"}
+        if unknown:
+            raise TypeError(f"unexpected buffer parameters {sorted(unknown)}")
         if "capacity" in params:
             cap = _positive_int("capacity", params.pop("capacity"))
             if not self.batch_size <= cap <= self.observations.shape[1]:
@@ -226,8 +234,6 @@ class UniformReplayBuffer:
                     f"{self.observations.shape[1]}] for this population"
                 )
             self.capacity[member] = cap
-        if params:
-            raise TypeError(f"unexpected buffer parameters {sorted(params)}")
         self.rngs[member] = rng
         self.pos[member] = self.size[member] = 0
 

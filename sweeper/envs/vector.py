@@ -13,8 +13,8 @@ scalar env. Here every sub-env owns its generator (``gymnasium.utils.seeding.np_
 seed; no autoreset), and the ``TimeLimit`` is counted per sub-env.
 
 - :class:`VectorCartPoleSimple`, :class:`VectorGridWorld`: numpy over the stepped sub-envs.
-- :class:`SyncVectorEnv`: K scalar envs in a loop; any other id, and few sub-envs, where a
-  loop beats numpy's per-call overhead (see :data:`NUMPY_MIN_ENVS`).
+- :class:`SyncVectorEnv`: K scalar envs in a loop; any other id, and CartPoleSimple with few
+  sub-envs, where the loop beats numpy's fixed per-call cost (see ``min_envs``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from sweeper.envs.factory import make_env
 from sweeper.envs.gridworld import ACTION_DELTAS, PERPENDICULAR, GridWorld
 
 __all__ = [
-    "NUMPY_MIN_ENVS",
     "SyncVectorEnv",
     "VectorCartPoleSimple",
     "VectorEnv",
@@ -49,19 +48,16 @@ __all__ = [
 CARTPOLE_ID = "sweeper/CartPoleSimple-v0"
 GRIDWORLD_ID = "sweeper/GridWorld-v0"
 
-#: From this many sub-envs on, our own ids use the numpy classes; below, a loop over scalar
-#: envs is faster (a numpy step costs ~30 ufunc calls of ~1 us each whatever K; a scalar
-#: CartPoleSimple step through its wrappers ~5 us). Both paths give identical results.
-NUMPY_MIN_ENVS = 8
-
 
 class VectorEnv(ABC):
     """K sub-envs with manual, per-sub-env resets and no autoreset.
 
     ``reset(indices, seeds)`` and ``step(actions, indices)`` touch only the sub-envs at
-    ``indices``; outputs are aligned with ``indices``. Observations are ``float``/the Box's
-    dtype with shape ``(n, *obs_shape)`` for Box spaces, ``int64`` with shape ``(n,)`` for
-    Discrete ones; rewards ``float64``; terminated and truncated ``bool``.
+    ``indices``; outputs are aligned with ``indices``. Observations have the Box's dtype
+    (float32 for our envs) and shape ``(n, *obs_shape)``, or are ``int64`` of shape ``(n,)``
+    for a Discrete space; rewards ``float64``; terminated and truncated ``bool``. Stepping a
+    sub-env that was never reset raises ``gymnasium.error.ResetNeeded``; stepping one that
+    is done goes on as the scalar env would (and keeps truncating, as ``TimeLimit`` does).
     """
 
     num_envs: int
@@ -180,6 +176,9 @@ class _NumpyVectorEnv(VectorEnv):
     """Per-sub-env generators and ``TimeLimit`` counters, shared by the numpy classes."""
 
     env_id: str
+    #: :func:`make_vector_env` uses this class from this many sub-envs on, a loop of scalar
+    #: envs below (measured; both give identical results).
+    min_envs: int
 
     def __init__(self, num_envs: int, max_episode_steps: int | None, **kwargs: Any) -> None:
         num_envs = _check_num_envs(num_envs)
@@ -282,6 +281,9 @@ class VectorCartPoleSimple(_NumpyVectorEnv):
     """
 
     env_id = CARTPOLE_ID
+    # A step is ~35 ufunc calls, ~25 us whatever K; a scalar step through its wrappers ~4 us
+    # (2-core dev VM: numpy/loop 31/11 us per call at K=1, 35/33 at 8, 47/76 at 16).
+    min_envs = 8
 
     def __init__(
         self, num_envs: int, *, max_episode_steps: int | None = None, **kwargs: Any
@@ -302,6 +304,14 @@ class VectorCartPoleSimple(_NumpyVectorEnv):
         """``(num_envs, 4)`` float64 copy of (x, x_dot, theta, theta_dot), as the scalar
         env's ``state``."""
         return self._state.T.copy()
+
+    @state.setter
+    def state(self, value: np.ndarray) -> None:
+        """Set every sub-env's state (tests), as assigning the scalar env's ``state``."""
+        value = np.asarray(value, dtype=np.float64)
+        if value.shape != (self.num_envs, 4):
+            raise ValueError(f"state must have shape ({self.num_envs}, 4), got {value.shape}")
+        self._state[:] = value.T
 
     def _reset(self, idx: np.ndarray, seeds: list[int | None]) -> np.ndarray:
         rngs = self._reseed(idx, seeds)
@@ -354,6 +364,9 @@ class VectorGridWorld(_NumpyVectorEnv):
     """
 
     env_id = GRIDWORLD_ID
+    # Table look-ups make a step ~8 us + ~0.6 us per sub-env (slip draws): numpy is no slower
+    # than the loop even at K=1 (14.6 vs 16.7 us per call on the 2-core dev VM).
+    min_envs = 1
 
     def __init__(
         self, num_envs: int, *, max_episode_steps: int | None = None, **kwargs: Any
@@ -499,11 +512,11 @@ def make_vector_env(
     env_id: str, num_envs: int, *, max_episode_steps: int | None = None, **kwargs: Any
 ) -> VectorEnv:
     """``num_envs`` copies of ``make_env(env_id, max_episode_steps=..., **kwargs)`` as one
-    :class:`VectorEnv`: numpy for our ids from :data:`NUMPY_MIN_ENVS` sub-envs on, a loop
-    otherwise. Raises ValueError naming ``env_id`` as ``make_env`` does."""
+    :class:`VectorEnv`: a numpy class for our ids from its ``min_envs`` sub-envs on, a loop of
+    scalar envs otherwise. Raises ValueError naming ``env_id`` as ``make_env`` does."""
     num_envs = _check_num_envs(num_envs)
     cls = _NUMPY_CLASSES.get(env_id)
-    if cls is not None and num_envs >= NUMPY_MIN_ENVS:
+    if cls is not None and num_envs >= cls.min_envs:
         return cls(num_envs, max_episode_steps=max_episode_steps, **kwargs)
     return SyncVectorEnv(env_id, num_envs, max_episode_steps=max_episode_steps, **kwargs)
 

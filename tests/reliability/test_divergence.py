@@ -148,7 +148,7 @@ def test_tabular_q_table_overflow_is_divergence():
     cfg = _compose("agent=q_learning", "env=gridworld")
 
     def poison(agent) -> None:
-        agent.q_table[5] = np.nan  # the wall (1, 1) of the 4x4 grid
+        agent.q_table[0, 5] = np.nan  # the wall (1, 1) of the 4x4 grid
 
     with pytest.raises(DivergenceError, match=r"at episode 10 \(.*\): non-finite Q-table$") as exc:
         _train(cfg, poison)
@@ -161,16 +161,16 @@ def test_nonfinite_names_what_holds_the_nan():
     from sweeper.train import prepare
 
     tabular, _, _ = prepare(_compose("agent=q_learning", "env=gridworld"))
-    assert tabular.nonfinite() is None
-    tabular.q_table[0, 1] = np.inf
-    assert tabular.nonfinite() == "non-finite Q-table"
+    assert tabular.nonfinite(0) is None
+    tabular.q_table[0, 0, 1] = np.inf
+    assert tabular.nonfinite(0) == "non-finite Q-table"
 
     dqn, _, _ = prepare(_compose("agent=dqn", "env=cartpole_simple"))
-    assert dqn.nonfinite() is None
-    dqn.target.params[-1][0] = np.nan
-    assert dqn.nonfinite() == "non-finite target network weights"
-    dqn.online.params[0][0, 0] = -np.inf
-    assert dqn.nonfinite() == "non-finite online network weights"
+    assert dqn.nonfinite(0) is None
+    dqn.target.params[-1][0, 0] = np.nan
+    assert dqn.nonfinite(0) == "non-finite target network weights"
+    dqn.online.params[0][0, 0, 0] = -np.inf
+    assert dqn.nonfinite(0) == "non-finite online network weights"
 
 
 def test_healthy_run_is_unaffected(tmp_path):
@@ -181,7 +181,7 @@ def test_healthy_run_is_unaffected(tmp_path):
     built = prepare(cfg)
     objective = run(cfg, tmp_path / "run", built=built)
     assert math.isfinite(objective)
-    assert built[0].nonfinite() is None
+    assert built[0].nonfinite(0) is None
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "FINISHED" and result["error"] is None
     assert np.geterr() == errors_before  # the overflow silencing stays inside train()
