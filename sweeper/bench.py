@@ -2,24 +2,43 @@
 
 Also times the seed notebook's DQN loop (transcribed below: deque replay, autograd update,
 torch action selection) on the same machine, so the speed-up is measured, not quoted.
+
+``--population`` times the population engine instead: K default DQN members on
+CartPoleSimple in lockstep (K = 1, 4, 8, 16, 32), with the arithmetic it achieves, the
+time per member-update, and the memory of a K=32 population with 50k-transition rings.
+Every figure is measured in the same run as the seed loop, so the ratios hold on a loaded
+machine even when the absolute rates do not.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
 import random
+import resource
+import subprocess
+import sys
 import time
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 
+from sweeper.agents.networks import StackedMLP
 from sweeper.callbacks import Callback
 from sweeper.config import compose_config
-from sweeper.train import budget_of, build
-from sweeper.training import train
+from sweeper.seeding import single_threaded_blas
+from sweeper.train import budget_of, build, seed_config
+from sweeper.training import Member, Population, train
 
 
 class _Counter(Callback):
@@ -97,16 +116,298 @@ def bench_seed_notebook(steps: int, seed: int = 42) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+# --- the population engine ----------------------------------------------------------------
+#: Population sizes timed by ``--population`` (1, 16 and 32 are the ones the issue asks for).
+POPULATION_SIZES = (1, 4, 8, 16, 32)
+#: Env steps per member in ``--population``: the whole run stays near a minute on 2 loaded cores.
+POPULATION_STEPS = 3_000
+#: The seed loop learns once its deque holds a batch: from its 64th step on.
+SEED_BATCH = 64
+
+
+def one_thread() -> None:
+    """One torch thread and one BLAS thread, as ``seed_everything`` sets them, before any
+    timing: the seed loop runs before :func:`build` would set them."""
+    torch.set_num_threads(1)
+    single_threaded_blas()
+
+
+def blas_threads() -> str:
+    """The BLAS thread counts in effect, as threadpoolctl sees them (``-`` when none)."""
+    from threadpoolctl import threadpool_info
+
+    counts = sorted({int(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"})
+    return ",".join(map(str, counts)) or "-"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load: the rates below mean little without it on a shared machine."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # not every platform has one
+        return "n/a"
+
+
+def population_configs(
+    size: int, steps: int, overrides: Sequence[str] = (), first_seed: int = 42
+) -> list[DictConfig]:
+    """``size`` member configs: the default DQN on CartPoleSimple, evaluation off, ``steps``
+    env steps each, seeds ``first_seed, first_seed + 1, ...``. Composed once and copied per
+    seed (``seed_config``), since composing costs ~0.1 s a config."""
+    base = compose_config(
+        [
+            "env=cartpole_simple",
+            f"train.total_steps={steps}",
+            "train.episodes=null",
+            "eval.every=0",
+            "eval.episodes=1",
+            *overrides,
+        ]
+    )
+    return [seed_config(base, first_seed + k) for k in range(size)]
+
+
+def update_flops(net: StackedMLP, batch: int) -> int:
+    """Floating-point operations of one member's gradient step, counted from the weight
+    shapes (so any ``hidden_sizes`` or dueling heads), 2*m*n*k per (m x n) @ (n x k) product:
+
+    * forward of the online net on the batch of s and of the target net on s' (one product
+      per weight matrix each);
+    * backward: the weight gradient of every layer and the input gradient of every layer but
+      the first (nothing needs d loss / d s).
+
+    Not counted: bias adds, ReLUs and their masks, bias gradients, the TD target and loss,
+    gradient clipping and Adam (~15 flops a parameter), the one-row forward that picks each
+    action (0.4% of the above at 4-64-64-2), and Double DQN's extra online forward on s'.
+    Default DQN (B=64, 4-64-64-2): forward 573,440 each, backward 1,114,112, total 2,260,992.
+    """
+    weights = [s for s in net.shapes if len(s) == 2]  # (out, in) per linear layer
+    first = weights[0]
+    products = sum(2 * batch * o * i for o, i in weights)
+    return 2 * products + products + (products - 2 * batch * first[0] * first[1])
+
+
+@dataclass(frozen=True)
+class PopulationTiming:
+    """One timed population run: K members, ``steps`` env steps each, evaluation off."""
+
+    size: int
+    steps: int
+    wall_s: float
+    updates: int
+    update_s: float  # wall time inside agent.update (all members' batched steps)
+    flops_per_update: int
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.size * self.steps / self.wall_s
+
+    @property
+    def updates_per_s(self) -> float:
+        return self.updates / self.wall_s
+
+    @property
+    def gflops(self) -> float:
+        """Achieved GFLOP/s of the counted arithmetic over the whole run's wall time."""
+        return self.flops_per_update * self.updates / self.wall_s / 1e9
+
+    @property
+    def us_per_update(self) -> float:
+        """Time inside ``agent.update`` per member-update (sampling, both forwards,
+        backward, clipping, Adam, target sync)."""
+        return self.update_s / max(self.updates, 1) * 1e6
+
+
+def _timed_population(size: int, steps: int, overrides: Sequence[str] = ()):
+    """A ready-to-run population and a one-item list accumulating the seconds spent in
+    ``agent.update`` (the instance attribute shadows the method, so the loop calls it)."""
+    cfgs = population_configs(size, steps, overrides)
+    agent, env, eval_env = build(cfgs)
+    members = [Member(budget_of(c), int(c.seed), Callback()) for c in cfgs]
+    population = Population(agent, env, eval_env, members, probe_max_q=True)
+    inner, spent = agent.update, [0.0]
+
+    def update(members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        out = inner(members)
+        spent[0] += time.perf_counter() - t0
+        return out
+
+    agent.update = update
+    return population, spent
+
+
+def bench_population(size: int, steps: int, overrides: Sequence[str] = ()) -> PopulationTiming:
+    """Build a ``size``-member population and run its events to the end; times the run only
+    (not composing, building or seeding)."""
+    population, spent = _timed_population(size, steps, overrides)
+    t0 = time.perf_counter()
+    for _ in population.events():
+        pass
+    wall = time.perf_counter() - t0
+    agent = population.agent
+    return PopulationTiming(
+        size,
+        steps,
+        wall,
+        int(agent.updates.sum()),
+        spent[0],
+        update_flops(agent.online, agent.buffer.batch_size),
+    )
+
+
+def profile_population(size: int, steps: int, top: int = 15) -> str:
+    """cProfile of one population run, the ``top`` functions by own time. Numpy ufuncs
+    (``matmul``, ``add``, ...) have no entry of their own: their time is their caller's."""
+    population, _ = _timed_population(size, steps)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in population.events():
+        pass
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def _maxrss_bytes() -> int:
+    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _touch(array: np.ndarray) -> None:
+    """Write one element per page of ``array``: ``np.zeros`` memory is mapped lazily, so a
+    ring counts in RSS only once written, as it is when full."""
+    flat = array.reshape(-1)
+    flat[:: max(1, 4096 // array.itemsize)] += 0
+
+
+def memory_probe(size: int, capacity: int, steps: int) -> dict[str, int]:
+    """Peak RSS of this process after imports, after building and a short run of a
+    ``size``-member population with ``capacity``-transition rings, and once every page of
+    the rings is written (what a run that fills them reaches); plus ``agent.nbytes()``.
+    Meant for a fresh process (:func:`bench_memory`), so the peaks are this population's."""
+    one_thread()
+    imported = _maxrss_bytes()
+    population, _ = _timed_population(size, steps, [f"buffer.capacity={capacity}"])
+    for _ in population.events():
+        pass
+    ran = _maxrss_bytes()
+    agent = population.agent
+    buffer = agent.buffer
+    for name in ("observations", "next_observations", "actions", "rewards", "terminated"):
+        _touch(getattr(buffer, name))
+    return {
+        "imported": imported,
+        "ran": ran,
+        "full": _maxrss_bytes(),
+        "nbytes": int(agent.nbytes()),
+        "buffer_nbytes": int(buffer.nbytes()),
+    }
+
+
+def bench_memory(size: int = 32, capacity: int = 50_000, steps: int = 200) -> dict[str, int]:
+    """:func:`memory_probe` in a fresh interpreter: ``ru_maxrss`` is a lifetime peak, so in
+    this process it would include the seed loop and every population timed before."""
+    code = (
+        "import json; from sweeper.bench import memory_probe; "
+        f"print(json.dumps(memory_probe({size}, {capacity}, {steps})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
+    """``--population``: the seed loop, then each population size, then memory."""
+    t_start = time.perf_counter()
+    mib = 2**20
+    print(
+        f"torch {torch.__version__}, numpy {np.__version__}; threads: torch "
+        f"{torch.get_num_threads()}, BLAS {blas_threads()}; load average {load_average()} "
+        f"on {os.cpu_count()} CPUs"
+    )
+    seed_sps = bench_seed_notebook(steps)
+    seed_ups = seed_sps * max(0, steps - SEED_BATCH + 1) / steps
+    probe = population_configs(1, steps)
+    agent = build(probe).agent
+    flops = update_flops(agent.online, agent.buffer.batch_size)
+    dims = [agent.online.obs_dim, *agent.online.hidden_sizes, agent.online.n_actions]
+    batch = agent.buffer.batch_size
+    print(
+        f"seed notebook DQN loop: {seed_sps:.0f} env-steps/s, {seed_ups:.0f} updates/s, "
+        f"{seed_ups * flops / 1e9:.2f} GFLOP/s ({steps} steps)"
+    )
+    print(
+        f"one member-update: {flops / 1e6:.3f} MFLOP (B={batch}, "
+        f"{'-'.join(map(str, dims))}: online forward on s, target forward on s', "
+        "backward; matmuls only, 2*m*n*k each)"
+    )
+    print(
+        f"population: default DQN on cartpole_simple, {steps} env steps per member, "
+        "evaluation off, max-Q probe on"
+    )
+    header = (
+        f"{'K':>3s} {'env-steps/s':>12s} {'vs seed':>8s} {'updates/s':>10s} "
+        f"{'GFLOP/s':>8s} {'us/update':>10s} {'in update':>10s} {'wall s':>7s}"
+    )
+    print(header)
+    for size in sizes:
+        r = bench_population(size, steps)
+        print(
+            f"{size:3d} {r.steps_per_s:12.0f} {r.steps_per_s / seed_sps:7.2f}x "
+            f"{r.updates_per_s:10.0f} {r.gflops:8.2f} {r.us_per_update:10.1f} "
+            f"{r.update_s / r.wall_s:9.0%} {r.wall_s:7.2f}"
+        )
+    mem = bench_memory()
+    engine = mem["nbytes"] / mib
+    print(
+        f"memory, K=32, buffer.capacity=50000 (fresh process, 200 steps a member, then every "
+        f"ring page written): engine arrays (agent.nbytes) {engine:.1f} MiB "
+        f"(rings {mem['buffer_nbytes'] / mib:.1f}); peak RSS {mem['imported'] / mib:.0f} MiB "
+        f"after imports, {mem['ran'] / mib:.0f} after the run, {mem['full'] / mib:.0f} with "
+        f"full rings (target: well under 1024)"
+    )
+    if profile:
+        print(f"\ncProfile, K=16, {steps} steps a member (top 15 by own time):")
+        print(profile_population(16, steps))
+    print(
+        f"total {time.perf_counter() - t_start:.0f} s; load average now {load_average()} "
+        "(compare ratios, measured in this run, across machines)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"env steps (default 20000; with --population, per member: {POPULATION_STEPS})",
+    )
     parser.add_argument("--skip-seed", action="store_true", help="do not time the seed loop")
+    parser.add_argument(
+        "--population", action="store_true", help="time K-member populations of default DQN"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: [int(k) for k in s.split(",")],
+        default=list(POPULATION_SIZES),
+        help="population sizes for --population, comma-separated (default 1,4,8,16,32)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="with --population: also cProfile K=16"
+    )
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.steps} env steps")
+    one_thread()
+    if args.population:
+        main_population(args.steps or POPULATION_STEPS, args.sizes, args.profile)
+        return
+    steps = args.steps or 20_000
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {steps} env steps")
     rows = []
     if not args.skip_seed:
-        seed_sps = bench_seed_notebook(args.steps)
+        seed_sps = bench_seed_notebook(steps)
         rows.append(("seed notebook DQN loop", "cartpole_simple", seed_sps, seed_sps))
     for env in ("cartpole_simple", "cartpole_v1"):
         for name, overrides in (
@@ -115,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
             ("dueling_dqn", ["agent=dueling_dqn"]),
             ("dqn + prioritized", ["buffer=prioritized"]),
         ):
-            sps, ups = bench_sweeper(env, args.steps, overrides)
+            sps, ups = bench_sweeper(env, steps, overrides)
             rows.append((name, env, sps, ups))
     print(f"{'config':24s} {'env':16s} {'steps/s':>9s} {'updates/s':>10s} {'vs seed':>8s}")
     base = rows[0][2] if not args.skip_seed else None

@@ -5,18 +5,18 @@ not noise to tune away (Agarwal et al. 2021; Eimer et al. 2023). A trial of the 
 is "N replicates of one config": its value is their aggregate (IQM by default, with a 95%
 bootstrap CI from ``sweeper.statistics``), and what its pruner sees after each evaluation
 period is the aggregate of the N evaluations, never one lucky seed. The replicates train
-together as one population (``sweeper.training.Population``: one batched update for all
-seeds), and :func:`lockstep` turns the members' evaluations into rounds of the group.
+together as members of one population (``sweeper.training.Population``: one batched update
+for all seeds), and :class:`Rounds` turns the members' evaluations into rounds of the group.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sweeper.statistics import aggregate, estimate
-from sweeper.training import DivergenceError, Ended, EvalPoint, advance
+from sweeper.training import EvalPoint
 
 #: The evaluation metric a pruner judges (its aggregate over the replicates).
 REPORT_KEY = "eval_return_mean"
@@ -49,62 +49,46 @@ def summarize(points: Sequence[EvalPoint | None], how: str) -> dict[str, float]:
     return out
 
 
-def lockstep(
-    events: Generator[EvalPoint | Ended, None, None],
-    seeds: Sequence[int],
-    how: str,
-    on_round: Callable[[Round], None],
-) -> list[float]:
-    """Drive a population whose member ``k`` is the replicate of ``seeds[k]``
-    (:class:`~sweeper.training.Population` events); call ``on_round`` once every replicate
-    has reached evaluation ``j`` or ended (it may raise, e.g. to prune the group); return
-    each replicate's objective.
+class Rounds:
+    """Turns the evaluations of N replicates, which arrive in any order (each member of a
+    population evaluates on its own schedule), into the group's rounds: round ``j`` is due
+    once every replicate has reached its evaluation ``j`` or ended; a replicate that ended
+    early (e.g. solved) keeps its last evaluation."""
 
-    A replicate that fails ends the group: a divergence names its seed (the others' files
-    stay as far as they got)."""
-    points: list[list[EvalPoint]] = [[] for _ in seeds]
-    objectives: list[float | None] = [None] * len(seeds)
-    index = 0
+    def __init__(self, n: int, how: str) -> None:
+        self.how = how
+        self.points: list[list[EvalPoint]] = [[] for _ in range(n)]
+        self.ended = [False] * n
+        self.index = 0
 
-    def publish() -> None:
-        nonlocal index
-        while True:
-            ready = all(len(p) > index or o is not None for p, o in zip(points, objectives))
-            reached = any(len(p) > index for p in points)
-            if not (ready and reached):
-                return
-            latest = tuple(p[min(index, len(p) - 1)] if p else None for p in points)
+    def add(self, row: int, point: EvalPoint) -> list[Round]:
+        self.points[row].append(point)
+        return self._due()
+
+    def end(self, row: int) -> list[Round]:
+        self.ended[row] = True
+        return self._due()
+
+    def _due(self) -> list[Round]:
+        out = []
+        j = self.index
+        while all(len(p) > j or e for p, e in zip(self.points, self.ended)) and any(
+            len(p) > j for p in self.points
+        ):
+            latest = tuple(p[min(j, len(p) - 1)] if p else None for p in self.points)
             present = [p for p in latest if p is not None]
-            on_round(
+            out.append(
                 Round(
-                    index=index,
+                    index=j,
                     episode=max(p.episode for p in present),
                     step=max(p.step for p in present),
-                    metrics=summarize(latest, how),
+                    metrics=summarize(latest, self.how),
                     points=latest,
                 )
             )
-            index += 1
-
-    while True:
-        event, _ = advance(events)
-        if event is None:
-            break
-        k = event.member
-        if isinstance(event, Ended):
-            err = event.error
-            if isinstance(err, DivergenceError):
-                raise DivergenceError(
-                    err.episode, err.step, f"{err.what} (seed {seeds[k]})"
-                ) from err
-            if err is not None:
-                err.add_note(f"in the replicate with seed {seeds[k]}")
-                raise err
-            objectives[k] = event.objective
-        else:
-            points[k].append(event)
-        publish()
-    return [float(o) for o in objectives]  # type: ignore[arg-type]
+            j += 1
+        self.index = j
+        return out
 
 
 def group_result(

@@ -27,7 +27,7 @@ from sweeper.envs.factory import is_discrete_obs, obs_shape
 from sweeper.secrets import mask_text, mask_values
 from sweeper.seeding import component_rngs, seed_everything
 from sweeper.statistics import aggregate
-from sweeper.training import Budget, DivergenceError, Member, Population, advance, single
+from sweeper.training import Budget, DivergenceError, Ended, EvalPoint, Member, Population, advance
 
 register_configs()
 
@@ -313,26 +313,6 @@ class Run:
                 cb.close(exc)
 
 
-def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None) -> float:
-    """Train one agent (a population of one) and leave the run's files in ``output_dir``;
-    return the objective. ``built``: what :func:`prepare` returned, else it is called here
-    (ConfigError for bad values, before anything is written)."""
-    agent, env, eval_env = built if built is not None else prepare(cfg)
-    record = Run(cfg, output_dir, agent, 0, callbacks)
-    population = Population(agent, env, eval_env, [record.spec()], cfg.train.probe_max_q)
-    steps = single(population.events())
-    try:
-        while True:
-            point, objective = advance(steps)
-            if point is None:
-                break
-    except BaseException as exc:
-        record.fail(exc)
-        raise
-    record.finish(objective)
-    return objective
-
-
 def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
     """The config of one replicate: ``cfg`` with ``seed`` set and no ``trial.seeds``, so its
     ``config.yaml`` (and config hash) is that of a plain single run of that seed."""
@@ -343,73 +323,172 @@ def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
     return one
 
 
+class Group:
+    """One trial as members of a population: its config on each seed of ``trial.seeds`` (a
+    replicate group, ``sweeper.replicates``), or its one run.
+
+    A replicate group trains each seed as a :class:`Run` in ``output_dir/seed_<s>/`` with
+    ``seed_callbacks(cfg, dir)``; ``callbacks`` (the trial's tracker and pruner) see the
+    group: after each round of evaluations the aggregate of each metric over the seeds, at
+    the end the aggregate objective, and ``output_dir/result.json`` holds the group's record
+    (:func:`replicates.group_result`). A single run is one :class:`Run` in ``output_dir``
+    with ``callbacks``.
+
+    :meth:`start` places it in population slots, :meth:`handle` takes its members' events
+    (and raises what ends the group, e.g. its pruner's ``TrialPruned``), :meth:`fail` ends
+    it on an error; :attr:`value` is its objective once :meth:`handle` returned True.
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        output_dir: Path,
+        callbacks: Sequence[Callback] = (),
+        seed_callbacks: Callable[[DictConfig, Path], Sequence[Callback]] = lambda c, d: (),
+    ) -> None:
+        self.cfg, self.output_dir = cfg, Path(output_dir)
+        self.replicate = bool(cfg.trial.seeds)
+        if self.replicate:
+            validate_trial(cfg.trial)
+        self.seeds = [int(s) for s in cfg.trial.seeds] if self.replicate else [int(cfg.seed)]
+        self.how = str(cfg.trial.aggregate)
+        self.configs = [seed_config(cfg, s) for s in self.seeds] if self.replicate else [cfg]
+        self.callbacks, self.seed_callbacks = list(callbacks), seed_callbacks
+        self.group = CallbackList(self.callbacks)
+        self.runs: list[Run] = []
+        self.slots: list[int] = []
+        self.objectives: list[float | None] = [None] * len(self.seeds)
+        self.rounds = replicates.Rounds(len(self.seeds), self.how)
+        self.value: float | None = None
+
+    def start(self, agent: Any, slots: Sequence[int]) -> list[Member]:
+        """Write the runs' first files; their members as the loop sees them."""
+        self.slots = [int(s) for s in slots]
+        if self.replicate:
+            write_config(self.cfg, self.output_dir)
+            t = self.cfg.train
+            self.group.on_train_start({"episodes": t.episodes, "total_steps": t.total_steps})
+        for c, s, slot in zip(self.configs, self.seeds, self.slots, strict=True):
+            if self.replicate:
+                d = self.output_dir / f"seed_{s}"
+                self.runs.append(Run(c, d, agent, slot, self.seed_callbacks(c, d)))
+            else:
+                self.runs.append(Run(c, self.output_dir, agent, slot, self.callbacks))
+        return [r.spec() for r in self.runs]
+
+    def handle(self, event: EvalPoint | Ended) -> bool:
+        """Take one of its members' events; True once the group has finished."""
+        row = self.slots.index(event.member)
+        if isinstance(event, Ended):
+            if event.error is not None:
+                raise self._named(event.error, row)
+            self.objectives[row] = event.objective
+            rounds = self.rounds.end(row)
+        else:
+            rounds = self.rounds.add(row, event)
+        if self.replicate:
+            for r in rounds:  # the pruner may raise here
+                self.group.on_eval(r.index, r.episode, r.step, r.metrics)
+        if any(o is None for o in self.objectives):
+            return False
+        self.value = self._finish()
+        return True
+
+    def _named(self, err: BaseException, row: int) -> BaseException:
+        if not self.replicate:
+            return err
+        seed = self.seeds[row]
+        if isinstance(err, DivergenceError):
+            named = DivergenceError(err.episode, err.step, f"{err.what} (seed {seed})")
+            named.__cause__ = err
+            return named
+        err.add_note(f"in the replicate with seed {seed}")
+        return err
+
+    def _finish(self) -> float:
+        objectives = [float(o) for o in self.objectives]  # type: ignore[arg-type]
+        for one, objective in zip(self.runs, objectives, strict=True):
+            one.finish(objective)
+        if not self.replicate:
+            return objectives[0]
+        value = aggregate(objectives, self.how)
+        status = "FINISHED" if math.isfinite(value) else "FAILED"
+        self._record(
+            objectives, status, None if status == "FINISHED" else f"the objective is {value}"
+        )
+        self.group.on_train_end(value, status)
+        return value
+
+    def fail(self, exc: BaseException) -> None:
+        """End the group (and its runs still open) on ``exc``."""
+        for one in self.runs:
+            if one.status is None:
+                one.fail(exc)
+        if not self.replicate:
+            return
+        status = status_of(exc)
+        error = None if status == "PRUNED" else mask_text(f"{type(exc).__name__}: {exc}")
+        self._record([None] * len(self.seeds), status, error)
+        self.group.on_train_end(math.nan, status)
+
+    def _record(self, objectives, status: str, error: str | None = None) -> None:
+        summaries = (
+            [r.history.summary() for r in self.runs] if len(self.runs) == len(self.seeds) else []
+        )
+        metrics = {k: [s[k] for s in summaries] for k in summaries[0]} if summaries else {}
+        result = {
+            "objective": None,
+            "objective_name": self.cfg.eval.objective,
+            "status": status,
+            "error": error,
+            "runs": [f"seed_{s}" for s in self.seeds],
+            **replicates.group_result(self.seeds, objectives, metrics, self.how),
+        }
+        if status == "FINISHED":
+            result["objective"] = result[f"objective_{self.how}"]
+        (self.output_dir / "result.json").write_text(json.dumps(result, indent=2))
+        self.group.on_result(result)
+
+
+def drive(group: Group, built: Built) -> float:
+    """Train ``group`` alone, as a population of its own members; return its objective."""
+    agent, env, eval_env = built
+    try:
+        members = group.start(agent, range(len(group.configs)))
+        population = Population(agent, env, eval_env, members, group.cfg.train.probe_max_q)
+        events = population.events()
+        while True:
+            event, _ = advance(events)
+            if event is None:
+                raise RuntimeError("the population ended before its trial")
+            if group.handle(event):
+                return float(group.value)  # type: ignore[arg-type]
+    except BaseException as exc:
+        group.fail(exc)
+        raise
+
+
+def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None) -> float:
+    """Train one agent (a population of one) and leave the run's files in ``output_dir``;
+    return the objective. ``built``: what :func:`prepare` returned, else it is called here
+    (ConfigError for bad values, before anything is written)."""
+    built = built if built is not None else prepare(cfg)
+    return drive(Group(cfg, output_dir, callbacks), built)
+
+
 def run_replicates(
     cfg: DictConfig,
     output_dir: Path,
     callbacks: Sequence[Callback] = (),
     seed_callbacks: Callable[[DictConfig, Path], Sequence[Callback]] = lambda c, d: (),
 ) -> float:
-    """Train ``cfg`` on each seed of ``trial.seeds`` in lockstep (``sweeper.replicates``),
-    each as a :class:`Run` in ``output_dir/seed_<s>/`` with ``seed_callbacks(cfg, dir)``;
-    ``callbacks`` (the trial's tracker and pruner) see the group: after each evaluation
-    period the aggregate of each metric over the seeds, at the end the aggregate objective.
-    ``output_dir/result.json`` holds the group's record (:func:`replicates.group_result`).
-    """
-    validate_trial(cfg.trial)
-    seeds, how = [int(s) for s in cfg.trial.seeds], str(cfg.trial.aggregate)
-    configs = [seed_config(cfg, s) for s in seeds]
-    for c in configs:
+    """Train ``cfg`` on each seed of ``trial.seeds`` as one population (a :class:`Group`);
+    return the aggregate objective."""
+    group = Group(cfg, output_dir, callbacks, seed_callbacks)
+    for c in group.configs:
         validate(c)
-    agent, env, eval_env = build(configs)  # every ConfigError before anything is written
-    output_dir = Path(output_dir)
-    write_config(cfg, output_dir)
-    group = CallbackList(list(callbacks))
-    group.on_train_start({"episodes": cfg.train.episodes, "total_steps": cfg.train.total_steps})
-    runs: list[Run] = []
-
-    def on_round(r: replicates.Round) -> None:
-        group.on_eval(r.index, r.episode, r.step, r.metrics)
-
-    def record(objectives, status: str, error: str | None = None) -> None:
-        summaries = [run.history.summary() for run in runs] if len(runs) == len(seeds) else []
-        metrics = {k: [s[k] for s in summaries] for k in summaries[0]} if summaries else {}
-        result = {
-            "objective": None,
-            "objective_name": cfg.eval.objective,
-            "status": status,
-            "error": error,
-            "runs": [f"seed_{s}" for s in seeds],
-            **replicates.group_result(seeds, objectives, metrics, how),
-        }
-        if status == "FINISHED":
-            result["objective"] = result[f"objective_{how}"]
-        (output_dir / "result.json").write_text(json.dumps(result, indent=2))
-        group.on_result(result)
-
-    try:
-        for k, (c, s) in enumerate(zip(configs, seeds, strict=True)):
-            d = output_dir / f"seed_{s}"
-            runs.append(Run(c, d, agent, k, seed_callbacks(c, d)))
-        population = Population(
-            agent, env, eval_env, [r.spec() for r in runs], cfg.train.probe_max_q
-        )
-        objectives = replicates.lockstep(population.events(), seeds, how, on_round)
-    except BaseException as exc:
-        status = status_of(exc)
-        for one in runs:
-            if one.status is None:
-                one.fail(exc)
-        error = None if status == "PRUNED" else mask_text(f"{type(exc).__name__}: {exc}")
-        record([None] * len(seeds), status, error)
-        group.on_train_end(math.nan, status)
-        raise
-    for one, objective in zip(runs, objectives, strict=True):
-        one.finish(objective)
-    value = aggregate(objectives, how)
-    status = "FINISHED" if math.isfinite(value) else "FAILED"
-    record(objectives, status, None if status == "FINISHED" else f"the objective is {value}")
-    group.on_train_end(value, status)
-    return value
+    built = build(group.configs)  # every ConfigError before anything is written
+    return drive(group, built)
 
 
 def _finish(

@@ -13,7 +13,7 @@ yields after each of its greedy evaluations (:class:`EvalPoint`) and when it end
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,6 +156,9 @@ class Population:
         self.loss_sum, self.loss_n = np.zeros(k), np.zeros(k, dtype=np.int64)
         self.q_sum, self.q_n = np.zeros(k), np.zeros(k, dtype=np.int64)
         self.eval_means: list[list[float]] = [[] for _ in range(k)]
+        #: Bumped when a slot takes a new member (:meth:`assign`): events of the old one are
+        #: dropped.
+        self.generation = np.zeros(k, dtype=np.int64)
         self.obs: np.ndarray | None = None
         self._budget_arrays()
 
@@ -171,6 +174,25 @@ class Population:
     def stop(self, member: int) -> None:
         """End ``member`` now (its driver pruned it); it yields nothing more."""
         self.alive[member] = False
+
+    def assign(self, slot: int, member: Member) -> None:
+        """Slot ``slot`` (a stopped or ended member) takes ``member`` and trains it from the
+        next step: a packed sweep's next trial. The caller has made the agent's member
+        ``slot`` a fresh agent (``reset_member``); here its env, counters and budget are.
+        """
+        if self.alive[slot]:
+            raise RuntimeError(f"population slot {slot} is still training")
+        self.members[slot] = member
+        self.generation[slot] += 1
+        self.step[slot] = self.episode[slot] = self.ep_len[slot] = 0
+        self.ep_return[slot] = self.loss_sum[slot] = self.q_sum[slot] = 0
+        self.loss_n[slot] = self.q_n[slot] = 0
+        self.eval_means[slot] = []
+        self._budget_arrays()
+        b = member.budget
+        member.callback.on_train_start({"episodes": b.episodes, "total_steps": b.total_steps})
+        self.obs[slot] = self.env.reset(np.array([slot]), [member.seed])[0]
+        self.alive[slot] = True
 
     # --- the loop ------------------------------------------------------------------------
     def events(self) -> Generator[EvalPoint | Ended, None, None]:
@@ -250,6 +272,11 @@ class Population:
         ]
         self.agent.set_progress(finished, np.array(fractions))
         epsilons = self.agent.epsilon(finished).tolist()
+        generation = self.generation.copy()
+
+        def current(k: int) -> bool:  # not stopped nor replaced while we yielded
+            return bool(self.alive[k]) and self.generation[k] == generation[k]
+
         to_eval: list[int] = []
         ended: list[Ended] = []
         restart: list[int] = []
@@ -272,7 +299,7 @@ class Population:
                 to_eval.append(k)  # the final evaluation (none fell on the last episode)
             else:
                 restart.append(k)
-        for k, point, error in self._evaluate(to_eval):
+        for k, point, error in self._evaluate(to_eval, current):
             if error is not None:
                 ended.append(Ended(k, math.nan, error))
                 continue
@@ -287,15 +314,15 @@ class Population:
                 restart.append(k)
             yield point  # the driver may stop(k) here
         for end in ended:
-            if self.alive[end.member]:
+            if current(end.member):
                 self.alive[end.member] = False
                 yield end
-        again = np.array(sorted(k for k in restart if self.alive[k]), dtype=np.int64)
+        again = np.array(sorted(k for k in restart if current(k)), dtype=np.int64)
         if again.size:
             self.obs[again] = self.env.reset(again, [None] * again.size)
 
     # --- greedy evaluation ---------------------------------------------------------------
-    def _evaluate(self, due: list[int]):
+    def _evaluate(self, due: list[int], current: Callable[[int], bool]):
         """Evaluate the ``due`` members greedily, together: ``(member, EvalPoint, None)``, or
         ``(member, None, error)`` when its parameters are non-finite or its callback raised.
 
@@ -341,6 +368,8 @@ class Population:
                 int(self.episode[k]),
                 int(self.step[k]),
             )
+            if not current(k):  # stopped or replaced while an earlier point was out
+                continue
             try:
                 self.members[k].callback.on_eval(index, episode, step, metrics)
             except BaseException as err:  # e.g. its pruner: ends this member only
