@@ -16,6 +16,7 @@ import argparse
 import cProfile
 import io
 import json
+import math
 import os
 import pstats
 import random
@@ -26,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,7 +67,8 @@ def bench_sweeper(env: str, steps: int, overrides: list[str]) -> tuple[float, fl
     t0 = time.perf_counter()
     train(agent, env_, eval_env, budget_of(cfg), cfg.seed, _Counter(), cfg.train.probe_max_q)
     dt = time.perf_counter() - t0
-    return steps / dt, agent.updates / dt
+    # ``updates`` is per member (an array of one here); sum() also takes a plain int.
+    return steps / dt, float(np.sum(agent.updates)) / dt
 
 
 def bench_seed_notebook(steps: int, seed: int = 42) -> float:
@@ -187,6 +190,36 @@ def update_flops(net: StackedMLP, batch: int) -> int:
     return 2 * products + products + (products - 2 * batch * first[0] * first[1])
 
 
+def matmul_seconds(net: StackedMLP, batch: int, repeats: int = 100) -> float:
+    """Seconds per member-update of the products :func:`update_flops` counts and nothing
+    else, in the shapes and layouts :class:`StackedMLP` uses (x @ W.T on (out, in) weight
+    views, g.T @ x, g @ W), over ``net.members`` members: the ceiling the update's
+    arithmetic allows on this machine, measured next to what it achieves."""
+    rng = np.random.default_rng(0)
+    k = net.members
+    weights = [rng.standard_normal((k, *s), dtype=np.float32) for s in net.shapes if len(s) == 2]
+    inputs = [rng.standard_normal((k, batch, w.shape[2]), dtype=np.float32) for w in weights]
+    grads = [rng.standard_normal((k, batch, w.shape[1]), dtype=np.float32) for w in weights]
+
+    def update() -> None:
+        for _ in range(2):  # online net on s, target net on s'
+            for x, w in zip(inputs, weights, strict=True):
+                np.matmul(x, w.transpose(0, 2, 1))
+        for i, (x, w, g) in enumerate(zip(inputs, weights, grads, strict=True)):
+            np.matmul(g.transpose(0, 2, 1), x)
+            if i:
+                np.matmul(g, w)
+
+    update()
+    best = math.inf
+    for _ in range(3):  # best of three: the machine may be busy
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            update()
+        best = min(best, (time.perf_counter() - t0) / repeats)
+    return best / k
+
+
 @dataclass(frozen=True)
 class PopulationTiming:
     """One timed population run: K members, ``steps`` env steps each, evaluation off."""
@@ -218,7 +251,9 @@ class PopulationTiming:
         return self.update_s / max(self.updates, 1) * 1e6
 
 
-def _timed_population(size: int, steps: int, overrides: Sequence[str] = ()):
+def _timed_population(
+    size: int, steps: int, overrides: Sequence[str] = ()
+) -> tuple[Population, list[float]]:
     """A ready-to-run population and a one-item list accumulating the seconds spent in
     ``agent.update`` (the instance attribute shadows the method, so the loop calls it)."""
     cfgs = population_configs(size, steps, overrides)
@@ -256,6 +291,11 @@ def bench_population(size: int, steps: int, overrides: Sequence[str] = ()) -> Po
     )
 
 
+def population_net(size: int, steps: int) -> StackedMLP:
+    """The online network of a ``size``-member default population (shapes only)."""
+    return build(population_configs(size, steps)).agent.online
+
+
 def profile_population(size: int, steps: int, top: int = 15) -> str:
     """cProfile of one population run, the ``top`` functions by own time. Numpy ufuncs
     (``matmul``, ``add``, ...) have no entry of their own: their time is their caller's."""
@@ -271,9 +311,23 @@ def profile_population(size: int, steps: int, top: int = 15) -> str:
 
 
 def _maxrss_bytes() -> int:
-    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    """``getrusage`` peak resident set size (Linux reports KiB, macOS bytes). On Linux a
+    child keeps its parent's peak across fork and exec, so in :func:`bench_memory`'s child it
+    is at least this bench's own peak; :func:`_peak_rss_bytes` is the child's own."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _peak_rss_bytes() -> int:
+    """Peak RSS of this process image: ``VmHWM`` (reset by exec), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return _maxrss_bytes()
 
 
 def _touch(array: np.ndarray) -> None:
@@ -286,14 +340,18 @@ def _touch(array: np.ndarray) -> None:
 def memory_probe(size: int, capacity: int, steps: int) -> dict[str, int]:
     """Peak RSS of this process after imports, after building and a short run of a
     ``size``-member population with ``capacity``-transition rings, and once every page of
-    the rings is written (what a run that fills them reaches); plus ``agent.nbytes()``.
-    Meant for a fresh process (:func:`bench_memory`), so the peaks are this population's."""
+    the rings is written (what a run that fills them reaches); plus ``agent.nbytes()`` and
+    ``ru_maxrss``. Meant for a fresh process (:func:`bench_memory`).
+
+    The short run already makes the rings resident: numpy asks for transparent huge pages
+    on arrays of 4 MiB and more, so the first transition of each member faults in 2 MiB.
+    """
     one_thread()
-    imported = _maxrss_bytes()
+    imported = _peak_rss_bytes()
     population, _ = _timed_population(size, steps, [f"buffer.capacity={capacity}"])
     for _ in population.events():
         pass
-    ran = _maxrss_bytes()
+    ran = _peak_rss_bytes()
     agent = population.agent
     buffer = agent.buffer
     for name in ("observations", "next_observations", "actions", "rewards", "terminated"):
@@ -301,7 +359,8 @@ def memory_probe(size: int, capacity: int, steps: int) -> dict[str, int]:
     return {
         "imported": imported,
         "ran": ran,
-        "full": _maxrss_bytes(),
+        "full": _peak_rss_bytes(),
+        "ru_maxrss": _maxrss_bytes(),
         "nbytes": int(agent.nbytes()),
         "buffer_nbytes": int(buffer.nbytes()),
     }
@@ -314,7 +373,16 @@ def bench_memory(size: int = 32, capacity: int = 50_000, steps: int = 200) -> di
         "import json; from sweeper.bench import memory_probe; "
         f"print(json.dumps(memory_probe({size}, {capacity}, {steps})))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # The child imports this package from where this file lies, installed or not.
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": path},
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -328,7 +396,7 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
         f"on {os.cpu_count()} CPUs"
     )
     seed_sps = bench_seed_notebook(steps)
-    seed_ups = seed_sps * max(0, steps - SEED_BATCH + 1) / steps
+    seed_ups = seed_sps * max(0, steps - SEED_BATCH + 1) / steps  # it learns from step 64
     probe = population_configs(1, steps)
     agent = build(probe).agent
     flops = update_flops(agent.online, agent.buffer.batch_size)
@@ -352,6 +420,7 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
         f"{'GFLOP/s':>8s} {'us/update':>10s} {'in update':>10s} {'wall s':>7s}"
     )
     print(header)
+    ceiling = {}
     for size in sizes:
         r = bench_population(size, steps)
         print(
@@ -359,15 +428,25 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
             f"{r.updates_per_s:10.0f} {r.gflops:8.2f} {r.us_per_update:10.1f} "
             f"{r.update_s / r.wall_s:9.0%} {r.wall_s:7.2f}"
         )
+        if size in (1, 16):
+            ceiling[size] = matmul_seconds(population_net(size, steps), batch)
+    for size, seconds in ceiling.items():
+        print(
+            f"the counted matmuls alone, K={size}: {seconds * 1e6:.1f} us per member-update, "
+            f"{flops / seconds / 1e9:.1f} GFLOP/s (the ceiling for the columns above)"
+        )
     mem = bench_memory()
-    engine = mem["nbytes"] / mib
     print(
-        f"memory, K=32, buffer.capacity=50000 (fresh process, 200 steps a member, then every "
-        f"ring page written): engine arrays (agent.nbytes) {engine:.1f} MiB "
-        f"(rings {mem['buffer_nbytes'] / mib:.1f}); peak RSS {mem['imported'] / mib:.0f} MiB "
-        f"after imports, {mem['ran'] / mib:.0f} after the run, {mem['full'] / mib:.0f} with "
-        f"full rings (target: well under 1024)"
+        f"memory, K=32, buffer.capacity=50000, fresh process: engine arrays (agent.nbytes) "
+        f"{mem['nbytes'] / mib:.1f} MiB, of which rings {mem['buffer_nbytes'] / mib:.1f}"
     )
+    print(
+        f"  peak RSS {mem['imported'] / mib:.0f} MiB after imports, {mem['ran'] / mib:.0f} "
+        f"after build + 200 steps a member, {mem['full'] / mib:.0f} with every ring page "
+        f"written (+{(mem['full'] - mem['imported']) / mib:.0f}; ru_maxrss "
+        f"{mem['ru_maxrss'] / mib:.0f}, includes this bench's peak); target: well under 1024 MiB"
+    )
+    print(f"this bench's own peak RSS (ru_maxrss): {_maxrss_bytes() / mib:.0f} MiB")
     if profile:
         print(f"\ncProfile, K=16, {steps} steps a member (top 15 by own time):")
         print(profile_population(16, steps))
@@ -404,11 +483,15 @@ def main(argv: list[str] | None = None) -> None:
         main_population(args.steps or POPULATION_STEPS, args.sizes, args.profile)
         return
     steps = args.steps or 20_000
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {steps} env steps")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()} (BLAS {blas_threads()}), "
+        f"{steps} env steps"
+    )
     rows = []
     if not args.skip_seed:
         seed_sps = bench_seed_notebook(steps)
-        rows.append(("seed notebook DQN loop", "cartpole_simple", seed_sps, seed_sps))
+        seed_ups = seed_sps * max(0, steps - SEED_BATCH + 1) / steps
+        rows.append(("seed notebook DQN loop", "cartpole_simple", seed_sps, seed_ups))
     for env in ("cartpole_simple", "cartpole_v1"):
         for name, overrides in (
             ("dqn (default)", []),

@@ -112,6 +112,28 @@ def _shared(cfgs: Sequence[DictConfig]) -> None:
             raise ConfigError(f"{key}: one population needs one value, got {values}")
 
 
+def shape_key(cfg: DictConfig) -> tuple:
+    """The values of :data:`SHARED_KEYS`: configs with equal keys can share a population."""
+    values = [OmegaConf.select(cfg, key, default=None) for key in SHARED_KEYS]
+    return tuple(
+        json.dumps(OmegaConf.to_container(v) if OmegaConf.is_config(v) else v, sort_keys=True)
+        for v in values
+    )
+
+
+def reset_member(built: Built, slot: int, cfg: DictConfig) -> None:
+    """Member ``slot`` of a built population becomes a fresh agent of ``cfg`` (its config,
+    seed and generators), as :func:`build` would have made it; ``cfg`` must have the
+    population's :func:`shape_key`."""
+    agent_rng, buffer_rng = component_rngs(cfg.seed, 2)
+    if is_tabular(cfg):
+        built.agent.reset_member(slot, agent_rng, **_per_member([cfg.agent], ()))
+        return
+    hp = _per_member([cfg.agent], ("hidden_sizes", "dueling"))
+    buffer = _per_member([cfg.buffer], ("batch_size",))
+    built.agent.reset_member(slot, int(cfg.seed), agent_rng, buffer_rng, buffer, **hp)
+
+
 def _per_member(nodes: Sequence[DictConfig], drop: Sequence[str]) -> dict[str, Any]:
     """Constructor keywords with one value per member (a shared value once)."""
     kws = [_kwargs(n) for n in nodes]

@@ -772,9 +772,7 @@ def test_reset_member_parameters() -> None:
 
     fill(pop, 2, members=np.array([1]))
     snapshot = (pop.capacity.tolist(), pop.size.tolist(), pop.pos.tolist(), list(pop.alpha))
-    with pytest.raises(ValueError, match=r"buffer\.capacity \(9\) must lie in \[2, 8\]"):
-        pop.reset_member(1, np.random.default_rng(7), capacity=9)
-    with pytest.raises(ValueError, match=r"buffer\.capacity \(1\) must lie in \[2, 8\]"):
+    with pytest.raises(ValueError, match=r"buffer\.capacity \(1\) must be >= buffer\.batch_size"):
         pop.reset_member(1, np.random.default_rng(7), capacity=1)
     with pytest.raises(ValueError, match=r"buffer\.capacity must be >= 1"):
         pop.reset_member(1, np.random.default_rng(7), capacity=0)
@@ -786,6 +784,13 @@ def test_reset_member_parameters() -> None:
         pop.reset_member(1, np.random.default_rng(7), gamma=0.9)
     # A rejected reset leaves the member as it was.
     assert (pop.capacity.tolist(), pop.size.tolist(), pop.pos.tolist(), pop.alpha) == snapshot
+    # A larger capacity than allocated grows every ring; member 0 keeps its transitions.
+    kept = pop.observations[0].copy()
+    pop.reset_member(1, np.random.default_rng(7), capacity=12)
+    assert pop.capacity.tolist() == [8, 12] and pop.observations.shape[1] == 12
+    np.testing.assert_array_equal(pop.observations[0, :8], kept)
+    fill(pop, 12, members=np.array([1]))
+    assert pop.size.tolist() == [8, 12] and len(pop.trees[1]) == 12
 
     uniform = UniformReplayBuffer(4, 2, OBS_SHAPE, rngs(0, 1))
     with pytest.raises(TypeError, match=r"unexpected buffer parameters \['alpha'\]"):

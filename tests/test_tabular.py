@@ -1,11 +1,11 @@
-"""Tabular TD control: exact update formulas, and learning checked against value iteration."""
+"""Tabular TD control: exact update formulas, learning checked against value iteration, and
+populations (member k of K learns exactly what it learns alone)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sweeper.agents.base import Agent
 from sweeper.agents.tabular import SARSA, ExpectedSARSA, QLearning, TabularAgent
 from sweeper.envs import make_env
 
@@ -66,41 +66,106 @@ def test_oracle_matches_closed_form() -> None:
     assert q[(1, 3)][0] == pytest.approx(GOAL_R) and q[(1, 3)][1] == pytest.approx(TRAP_R)
 
 
+# ---------------------------------------------------------------- driving one agent
+ONE = np.array([0])
+
+
+def act(agent: TabularAgent, obs: int, member: int = 0) -> int:
+    """Member ``member``'s epsilon-greedy action in state ``obs``."""
+    return int(agent.act(np.array([obs]), np.array([member]))[0][0])
+
+
+def observe(
+    agent: TabularAgent,
+    obs: int,
+    action: int,
+    reward: float,
+    next_obs: int,
+    terminated: bool,
+    truncated: bool,
+    member: int = 0,
+) -> float:
+    """One transition of member ``member``; its squared TD error."""
+    err = agent.observe(
+        np.array([member]),
+        np.array([obs]),
+        np.array([action]),
+        np.array([reward]),
+        np.array([next_obs]),
+        np.array([terminated]),
+        np.array([truncated]),
+    )
+    assert err.shape == (1,)
+    return float(err[0])
+
+
+def max_q(agent: TabularAgent, state: int, member: int = 0) -> float:
+    return float(agent.greedy_q(np.array([[state]]), np.array([member]))[0, 0].max())
+
+
 # ---------------------------------------------------------------- training loop
 def train(
-    agent: TabularAgent, seed: int, episodes: int, slip: float, exploring_starts: bool
+    agent: TabularAgent, seeds: list[int], episodes: int, slip: float, exploring_starts: bool
 ) -> TabularAgent:
-    """The training loop's contract: reset / act / step / observe / end_episode.
+    """The training loop's contract, for member ``k`` of ``agent`` on its own grid seeded
+    ``seeds[k]``: reset / act / step / observe / end_episode, all members in lockstep (each
+    resets its grid when its episode ends, and stops after ``episodes`` episodes). Member
+    ``k`` does exactly what a K=1 agent does alone (see the population tests below).
 
     ``exploring_starts`` draws the start cell and first action uniformly: on-policy agents
     otherwise lock in the pessimistic values they learned while epsilon was high (the
     epsilon-soft optimum differs from the optimum at (2,1) for epsilon >= ~0.6) and rarely
     retry the optimal action afterwards.
     """
-    env = make_env("sweeper/GridWorld-v0", slip=slip)  # TimeLimit(200) gives truncation
-    env.reset(seed=seed)
-    loop_rng = np.random.default_rng([seed, 1])
-    for _ in range(episodes):
+    k = len(seeds)
+    assert agent.size == k
+    # TimeLimit(200) gives truncation
+    envs = [make_env("sweeper/GridWorld-v0", slip=slip) for _ in seeds]
+    loop_rngs = [np.random.default_rng([seed, 1]) for seed in seeds]
+    obs = np.zeros(k, dtype=np.int64)
+    chosen = np.full(k, -1)  # the first action of an exploring start, else -1: ask the agent
+    left = np.full(k, episodes)
+
+    def start(member: int) -> None:
         if exploring_starts:
-            start = DECISION_CELLS[loop_rng.integers(len(DECISION_CELLS))]
-            obs, _ = env.reset(options={"start": start})
-            action = int(loop_rng.integers(4))
+            rng = loop_rngs[member]
+            cell = DECISION_CELLS[rng.integers(len(DECISION_CELLS))]
+            obs[member] = envs[member].reset(options={"start": cell})[0]
+            chosen[member] = int(rng.integers(4))
         else:
-            obs, _ = env.reset()
-            action = agent.act(obs)
-        while True:
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            agent.observe(obs, action, reward, next_obs, terminated, truncated)
-            if terminated or truncated:
-                break
-            obs = next_obs
-            action = agent.act(obs)
-        agent.end_episode()
+            obs[member] = envs[member].reset()[0]
+
+    for member, (env, seed) in enumerate(zip(envs, seeds)):
+        env.reset(seed=seed)
+        start(member)
+    members = np.arange(k)
+    while members.size:
+        actions = chosen[members]
+        ask = actions < 0
+        if ask.any():
+            actions[ask] = agent.act(obs[members[ask]], members[ask])[0]
+        chosen[members] = -1
+        steps = [envs[m].step(int(a)) for m, a in zip(members.tolist(), actions.tolist())]
+        next_obs = np.array([s[0] for s in steps])
+        terminated = np.array([s[2] for s in steps])
+        truncated = np.array([s[3] for s in steps])
+        rewards = np.array([s[1] for s in steps])
+        agent.observe(members, obs[members], actions, rewards, next_obs, terminated, truncated)
+        obs[members] = next_obs
+        done = members[terminated | truncated]
+        if done.size:
+            agent.end_episode(done)
+            left[done] -= 1
+            for member in done.tolist():
+                if left[member]:
+                    start(member)
+            members = np.flatnonzero(left > 0)
     return agent
 
 
-def _make(cls: type[TabularAgent], seed: int, **kwargs) -> TabularAgent:
-    return cls(n_states=SIZE * SIZE, n_actions=4, rng=np.random.default_rng([seed, 0]), **kwargs)
+def _make(cls: type[TabularAgent], seeds: list[int], **kwargs) -> TabularAgent:
+    rngs = [np.random.default_rng([seed, 0]) for seed in seeds]
+    return cls(n_states=SIZE * SIZE, n_actions=4, rngs=rngs, **kwargs)
 
 
 def _non_optimal_cells(q_table: np.ndarray, q_star: dict) -> list:
@@ -116,37 +181,37 @@ def _non_optimal_cells(q_table: np.ndarray, q_star: dict) -> list:
 # ---------------------------------------------------------------- learning (slow)
 @pytest.mark.slow
 @pytest.mark.parametrize("cls", [QLearning, SARSA, ExpectedSARSA])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_learns_the_optimal_policy_on_the_deterministic_grid(
-    cls: type[TabularAgent], seed: int
-) -> None:
+def test_learns_the_optimal_policy_on_the_deterministic_grid(cls: type[TabularAgent]) -> None:
     # The seed's schedule (1.0, x0.995 per episode) with a lower floor so that SARSA's
     # sampled bootstrap stops jittering near the trap. Validated on 100 seeds per agent.
-    agent = _make(cls, seed, alpha=0.1, gamma=GAMMA, epsilon_end=0.001)
-    train(agent, seed, episodes=2500, slip=0.0, exploring_starts=True)
-    assert _non_optimal_cells(agent.q_table, value_iteration(slip=0.0)) == []
+    # Seeds 0, 1, 2 as one population: member k is the run of seed k.
+    seeds = [0, 1, 2]
+    agent = _make(cls, seeds, alpha=0.1, gamma=GAMMA, epsilon_end=0.001)
+    train(agent, seeds, episodes=2500, slip=0.0, exploring_starts=True)
+    q_star = value_iteration(slip=0.0)
+    bad = {seed: _non_optimal_cells(agent.q_table[k], q_star) for k, seed in enumerate(seeds)}
+    assert bad == dict.fromkeys(seeds, [])
 
 
 @pytest.mark.slow
 def test_q_learning_converges_to_q_star_on_the_greedy_path() -> None:
-    agent = train(_make(QLearning, 0), 0, episodes=2500, slip=0.0, exploring_starts=True)
+    agent = train(_make(QLearning, [0]), [0], episodes=2500, slip=0.0, exploring_starts=True)
     q_star = value_iteration(slip=0.0)
     for cell in [(3, 0), (2, 0), (1, 0), (0, 0), (0, 1), (0, 2)]:
-        assert agent.max_q(_index(cell)) == pytest.approx(q_star[cell].max(), abs=0.02)
+        assert max_q(agent, _index(cell)) == pytest.approx(q_star[cell].max(), abs=0.02)
 
 
 @pytest.mark.slow
 def test_sarsa_is_more_cautious_next_to_the_trap_than_q_learning() -> None:
     """The seed's claim: on-policy values price in the agent's own exploration near danger."""
-    next_to_trap = [_index(c) for c in [(1, 3), (2, 2), (3, 3)]]
-    seeds = range(5)
-    q_means, sarsa_means = [], []
-    for seed in seeds:
-        for cls, out in ((QLearning, q_means), (SARSA, sarsa_means)):
-            agent = _make(cls, seed, alpha=0.1, gamma=GAMMA, epsilon_end=0.1)
-            train(agent, seed, episodes=2000, slip=0.1, exploring_starts=False)
-            out.append(np.mean([agent.max_q(s) for s in next_to_trap]))
-    q_means, sarsa_means = np.array(q_means), np.array(sarsa_means)
+    next_to_trap = np.array([[_index(c) for c in [(1, 3), (2, 2), (3, 3)]]] * 5)
+    seeds = list(range(5))
+    means = {}
+    for cls in (QLearning, SARSA):
+        agent = _make(cls, seeds, alpha=0.1, gamma=GAMMA, epsilon_end=0.1)
+        train(agent, seeds, episodes=2000, slip=0.1, exploring_starts=False)
+        means[cls] = agent.greedy_q(next_to_trap, np.arange(5)).max(axis=2).mean(axis=1)
+    q_means, sarsa_means = means[QLearning], means[SARSA]
     assert q_means.mean() > sarsa_means.mean() + 0.03  # ~0.14 on average over 60 seeds
     assert np.sum(q_means > sarsa_means) >= 3  # a majority; 93% of single seeds agree
 
@@ -159,31 +224,31 @@ def _agent(cls: type[TabularAgent], epsilon: float, seed: int = 0) -> TabularAge
     agent = cls(
         n_states=2,
         n_actions=2,
-        rng=np.random.default_rng(seed),
+        rngs=[np.random.default_rng(seed)],
         alpha=0.5,
         gamma=0.9,
         epsilon_start=epsilon,
         epsilon_end=epsilon,
     )
-    agent.q_table[:] = Q0
+    agent.q_table[0] = Q0
     return agent
 
 
 @pytest.mark.parametrize("cls", [QLearning, SARSA, ExpectedSARSA])
 def test_terminated_cuts_the_bootstrap(cls: type[TabularAgent]) -> None:
     agent = _agent(cls, epsilon=0.3)
-    err = agent.observe(0, 1, 4.0, 1, terminated=True, truncated=False)
-    assert agent.q_table[0, 1] == pytest.approx(2.0 + 0.5 * (4.0 - 2.0))
+    err = observe(agent, 0, 1, 4.0, 1, terminated=True, truncated=False)
+    assert agent.q_table[0, 0, 1] == pytest.approx(2.0 + 0.5 * (4.0 - 2.0))
     assert err == pytest.approx((4.0 - 2.0) ** 2)
-    assert agent.q_table[1].tolist() == Q0[1].tolist()
+    assert agent.q_table[0, 1].tolist() == Q0[1].tolist()
 
 
 @pytest.mark.parametrize("truncated", [False, True])
 def test_q_learning_target_bootstraps_on_the_max(truncated: bool) -> None:
     agent = _agent(QLearning, epsilon=1.0)  # behaviour is irrelevant to the target
-    err = agent.observe(0, 0, 1.0, 1, terminated=False, truncated=truncated)
+    err = observe(agent, 0, 0, 1.0, 1, terminated=False, truncated=truncated)
     target = 1.0 + 0.9 * 5.0
-    assert agent.q_table[0, 0] == pytest.approx(1.0 + 0.5 * (target - 1.0))
+    assert agent.q_table[0, 0, 0] == pytest.approx(1.0 + 0.5 * (target - 1.0))
     assert err == pytest.approx((target - 1.0) ** 2)
 
 
@@ -191,76 +256,78 @@ def test_q_learning_target_bootstraps_on_the_max(truncated: bool) -> None:
 @pytest.mark.parametrize("truncated", [False, True])
 def test_expected_sarsa_target_is_the_policy_average(epsilon: float, truncated: bool) -> None:
     agent = _agent(ExpectedSARSA, epsilon=epsilon)
-    agent.observe(0, 0, 1.0, 1, terminated=False, truncated=truncated)
+    observe(agent, 0, 0, 1.0, 1, terminated=False, truncated=truncated)
     expected_next = (epsilon / 2) * (3.0 + 5.0) + (1 - epsilon) * 5.0
     target = 1.0 + 0.9 * expected_next
-    assert agent.q_table[0, 0] == pytest.approx(1.0 + 0.5 * (target - 1.0))
+    assert agent.q_table[0, 0, 0] == pytest.approx(1.0 + 0.5 * (target - 1.0))
 
 
 def test_expected_sarsa_ties_follow_the_lowest_index_like_act() -> None:
     agent = _agent(ExpectedSARSA, epsilon=0.0)
-    agent.q_table[1] = [4.0, 4.0]
-    agent.observe(0, 0, 0.0, 1, terminated=False, truncated=False)
-    assert agent.q_table[0, 0] == pytest.approx(1.0 + 0.5 * (0.9 * 4.0 - 1.0))
+    agent.q_table[0, 1] = [4.0, 4.0]
+    observe(agent, 0, 0, 0.0, 1, terminated=False, truncated=False)
+    assert agent.q_table[0, 0, 0] == pytest.approx(1.0 + 0.5 * (0.9 * 4.0 - 1.0))
 
 
 def test_sarsa_target_uses_the_action_it_then_takes() -> None:
     seen = set()
     for seed in range(40):
         agent = _agent(SARSA, epsilon=1.0, seed=seed)  # uniform a2: both branches occur
-        agent.observe(0, 0, 1.0, 1, terminated=False, truncated=False)
-        a2 = agent.act(1)  # must be the action the update bootstrapped on
+        observe(agent, 0, 0, 1.0, 1, terminated=False, truncated=False)
+        a2 = act(agent, 1)  # must be the action the update bootstrapped on
         target = 1.0 + 0.9 * Q0[1, a2]
-        assert agent.q_table[0, 0] == pytest.approx(1.0 + 0.5 * (target - 1.0))
+        assert agent.q_table[0, 0, 0] == pytest.approx(1.0 + 0.5 * (target - 1.0))
         seen.add(a2)
     assert seen == {0, 1}
 
 
-def test_sarsa_cache_is_consumed_once_and_ignored_by_greedy_acts() -> None:
+def test_sarsa_cache_is_consumed_once_and_ignored_by_greedy_evaluation() -> None:
     agent = _agent(SARSA, epsilon=1.0, seed=3)
-    agent.observe(0, 0, 1.0, 1, terminated=False, truncated=False)
+    observe(agent, 0, 0, 1.0, 1, terminated=False, truncated=False)
     # Q[0,0] moved to 1 + 0.5 * (1 + 0.9 * Q0[1, a2] - 1): recover which a2 was drawn.
-    a2 = 0 if agent.q_table[0, 0] == pytest.approx(2.35) else 1
-    assert agent.act(1, greedy=True) == 1  # greedy: argmax, cache untouched
-    assert agent.act(1) == a2
+    a2 = 0 if agent.q_table[0, 0, 0] == pytest.approx(2.35) else 1
+    q = agent.greedy_q(np.array([[1, 1]]), ONE)  # greedy evaluation: cache untouched
+    assert q.shape == (1, 2, 2) and q[0].argmax(axis=1).tolist() == [1, 1]
+    assert act(agent, 1) == a2
     # Once consumed, acting draws fresh epsilon-greedy actions from the rng.
-    draws = {agent.act(1) for _ in range(50)}
+    draws = {act(agent, 1) for _ in range(50)}
     assert draws == {0, 1}
 
 
 def test_sarsa_cache_is_only_used_in_the_state_it_was_drawn_for() -> None:
     agent = _agent(SARSA, epsilon=0.0)
-    agent.q_table[1] = [9.0, 0.0]  # a2 drawn greedily in state 1 -> 0
-    agent.observe(0, 1, 0.0, 1, terminated=False, truncated=False)
-    assert agent.act(0) == 1  # state 0's greedy action, not the cached 0
+    agent.q_table[0, 1] = [9.0, 0.0]  # a2 drawn greedily in state 1 -> 0
+    observe(agent, 0, 1, 0.0, 1, terminated=False, truncated=False)
+    assert act(agent, 0) == 1  # state 0's greedy action, not the cached 0
 
 
 @pytest.mark.parametrize("how", ["truncated", "end_episode"])
 def test_sarsa_cache_is_dropped_when_the_episode_ends(how: str) -> None:
     agent = _agent(SARSA, epsilon=0.0)
-    agent.observe(0, 0, 1.0, 1, terminated=False, truncated=how == "truncated")
+    observe(agent, 0, 0, 1.0, 1, terminated=False, truncated=how == "truncated")
     if how == "end_episode":
-        agent.end_episode()
+        agent.end_episode(ONE)
     # Truncation still bootstraps on Q[s2, a2] (a2 greedy with epsilon 0).
-    assert agent.q_table[0, 0] == pytest.approx(1.0 + 0.5 * (1.0 + 0.9 * 5.0 - 1.0))
-    agent.q_table[1] = [7.0, 0.0]  # greedy in state 1 is now 0; a stale cache would say 1
-    assert agent.act(1) == 0
+    assert agent.q_table[0, 0, 0] == pytest.approx(1.0 + 0.5 * (1.0 + 0.9 * 5.0 - 1.0))
+    agent.q_table[0, 1] = [7.0, 0.0]  # greedy in state 1 is now 0; a stale cache would say 1
+    assert act(agent, 1) == 0
 
 
-# ---------------------------------------------------------------- acting, schedules, protocol
+# ---------------------------------------------------------------- acting, schedules, interface
 def test_greedy_ties_break_to_lowest_index() -> None:
-    agent = QLearning(n_states=3, n_actions=4, rng=np.random.default_rng(0), epsilon_start=0.0)
-    agent.q_table[2] = [0.0, 1.0, 1.0, 1.0]
-    assert agent.act(2) == 1 and agent.act(2, greedy=True) == 1
-    assert agent.act(0) == 0
+    agent = QLearning(n_states=3, n_actions=4, rngs=[np.random.default_rng(0)], epsilon_start=0.0)
+    agent.q_table[0, 2] = [0.0, 1.0, 1.0, 1.0]
+    assert act(agent, 2) == 1
+    assert agent.greedy_q(np.array([[2, 0]]), ONE)[0].argmax(axis=1).tolist() == [1, 0]
+    assert act(agent, 0) == 0
 
 
 def test_exploration_rate_and_rng_determinism() -> None:
     def draws(seed: int) -> list[int]:
         rng = np.random.default_rng(seed)
-        agent = QLearning(n_states=1, n_actions=4, rng=rng, epsilon_start=0.4, epsilon_end=0.4)
-        agent.q_table[0] = [0.0, 0.0, 9.0, 0.0]
-        return [agent.act(0) for _ in range(4000)]
+        agent = QLearning(n_states=1, n_actions=4, rngs=[rng], epsilon_start=0.4, epsilon_end=0.4)
+        agent.q_table[0, 0] = [0.0, 0.0, 9.0, 0.0]
+        return [act(agent, 0) for _ in range(4000)]
 
     actions = np.array(draws(1))
     assert draws(1) == actions.tolist() and draws(2) != actions.tolist()
@@ -269,44 +336,202 @@ def test_exploration_rate_and_rng_determinism() -> None:
 
 
 def test_epsilon_follows_episodes_exponentially_and_steps_linearly() -> None:
-    exp = QLearning(n_states=2, n_actions=2, rng=np.random.default_rng(0))
-    assert exp.epsilon == 1.0
+    exp = QLearning(n_states=2, n_actions=2, rngs=[np.random.default_rng(0)])
+    assert exp.epsilon(ONE)[0] == 1.0
     for _ in range(3):
-        exp.end_episode()
-    assert exp.epsilon == pytest.approx(0.995**3)
+        exp.end_episode(ONE)
+    assert exp.epsilon(ONE)[0] == pytest.approx(0.995**3)
     lin = SARSA(
         n_states=2,
         n_actions=2,
-        rng=np.random.default_rng(0),
+        rngs=[np.random.default_rng(0)],
         epsilon_start=1.0,
         epsilon_end=0.0,
         epsilon_schedule="linear",
         epsilon_decay_steps=10,
     )
     for _ in range(4):
-        lin.observe(0, 0, 0.0, 1, terminated=False, truncated=False)
-    assert lin.steps == 4 and lin.epsilon == pytest.approx(0.6)
+        observe(lin, 0, 0, 0.0, 1, terminated=False, truncated=False)
+    assert lin.steps[0] == 4 and lin.epsilon(ONE)[0] == pytest.approx(0.6)
     with pytest.raises(ValueError, match="epsilon_schedule"):
-        QLearning(n_states=2, n_actions=2, rng=np.random.default_rng(0), epsilon_schedule="x")
+        QLearning(n_states=2, n_actions=2, rngs=[np.random.default_rng(0)], epsilon_schedule="x")
 
 
 @pytest.mark.parametrize("cls", [QLearning, SARSA, ExpectedSARSA])
-def test_agent_protocol(cls: type[TabularAgent], tmp_path) -> None:
-    agent: Agent = _agent(cls, epsilon=0.1)
+def test_agent_interface(cls: type[TabularAgent], tmp_path) -> None:
+    """What the training loop calls: no replay, update() learns nothing, set_progress is a
+    no-op, greedy_q probes, save(k) writes member k's table, nonfinite(k) checks it."""
+    agent = _agent(cls, epsilon=0.1)
     assert agent.learns_from_replay is False
-    assert agent.update() is None
-    agent.set_progress(0.5)
-    assert agent.max_q(1) == 5.0 and agent.max_q(np.int64(0)) == 2.0
-    path = agent.save(tmp_path / "run" / "qtable")
+    losses, learned = agent.update(ONE)
+    assert np.isnan(losses).all() and learned.tolist() == [False]
+    agent.set_progress(ONE, np.array([0.5]))
+    assert max_q(agent, 1) == 5.0 and max_q(agent, np.int64(0)) == 2.0
+    path = agent.save(0, tmp_path / "run" / "qtable")
     assert path == tmp_path / "run" / "qtable.npy"
     np.testing.assert_array_equal(np.load(path), Q0)
+    assert agent.nonfinite(0) is None
+    agent.q_table[0, 1, 1] = np.inf
+    assert agent.nonfinite(0) == "non-finite Q-table"
 
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"n_states": 0}, "n_states"), ({"alpha": 0.0}, "alpha"), ({"gamma": 1.5}, "gamma")],
+    [
+        ({"n_states": 0}, "n_states"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"gamma": 1.5}, "gamma"),
+        ({"alpha": [0.1, 1.5]}, "alpha"),
+        ({"alpha": [0.1, 0.2, 0.3]}, "alpha"),
+    ],
 )
 def test_constructor_validation(kwargs: dict, name: str) -> None:
-    args = {"n_states": 2, "n_actions": 2, "rng": np.random.default_rng(0)} | kwargs
+    rngs = [np.random.default_rng(0), np.random.default_rng(1)]
+    args = {"n_states": 2, "n_actions": 2, "rngs": rngs} | kwargs
     with pytest.raises(ValueError, match=name):
         QLearning(**args)
+
+
+def test_unknown_hyperparameters_are_rejected() -> None:
+    with pytest.raises(TypeError, match="lr"):
+        QLearning(n_states=2, n_actions=2, rngs=[np.random.default_rng(0)], lr=0.1)
+
+
+# ---------------------------------------------------------------- populations
+MIXED = {
+    "alpha": [0.1, 0.5, 1.0],
+    "gamma": [0.9, 0.99, 0.5],
+    "epsilon_start": [1.0, 0.3, 0.8],
+    "epsilon_end": [0.01, 0.3, 0.05],
+    "epsilon_decay": [0.9, 0.995, 0.995],
+    "epsilon_schedule": ["exponential", "exponential", "linear"],
+    "epsilon_decay_steps": [10_000, 10_000, 300],
+}
+
+
+@pytest.mark.parametrize("cls", [QLearning, SARSA, ExpectedSARSA])
+def test_member_of_a_population_learns_what_it_learns_alone(cls: type[TabularAgent]) -> None:
+    """Three members with different alphas, gammas and epsilon schedules, each on its own
+    slippery grid and acting in varying subsets (a member that sits a step out keeps its
+    state, SARSA's cached action included), end with the Q-table of a K=1 agent with the
+    same generator fed the same transitions: bitwise, step for step."""
+    seeds = [0, 1, 2]
+    population = cls(16, 4, [np.random.default_rng([s, 0]) for s in seeds], **MIXED)
+    alone = [
+        cls(16, 4, [np.random.default_rng([s, 0])], **{n: [v[k]] for n, v in MIXED.items()})
+        for k, s in enumerate(seeds)
+    ]
+    envs = [make_env("sweeper/GridWorld-v0", slip=0.2, max_episode_steps=30) for _ in seeds]
+    state = np.array([env.reset(seed=100 + s)[0] for env, s in zip(envs, seeds)])
+    schedule = [np.arange(3), np.array([0, 2]), np.arange(3), np.array([1]), np.array([1, 2])]
+    ended = 0
+    for t in range(1500):
+        members = schedule[t % len(schedule)]
+        obs = state[members]
+        actions, q = population.act(obs, members)
+        steps = [envs[k].step(int(a)) for k, a in zip(members.tolist(), actions.tolist())]
+        next_obs = np.array([s[0] for s in steps])
+        rewards = np.array([s[1] for s in steps])
+        terminated = np.array([s[2] for s in steps])
+        truncated = np.array([s[3] for s in steps])
+        errors = population.observe(members, obs, actions, rewards, next_obs, terminated, truncated)
+        done = terminated | truncated
+        population.end_episode(members[done])
+        for row, k in enumerate(members.tolist()):
+            one = alone[k]
+            a1, q1 = one.act(obs[row : row + 1], ONE)
+            assert a1[0] == actions[row] and np.array_equal(q1[0], q[row])
+            e1 = one.observe(
+                ONE,
+                obs[row : row + 1],
+                a1,
+                rewards[row : row + 1],
+                next_obs[row : row + 1],
+                terminated[row : row + 1],
+                truncated[row : row + 1],
+            )
+            assert e1[0] == errors[row]
+            if done[row]:
+                one.end_episode(ONE)
+                next_obs[row] = envs[k].reset()[0]
+                ended += 1
+        state[members] = next_obs
+    assert ended > 30
+    for k in range(3):
+        assert np.array_equal(population.q_table[k], alone[k].q_table[0])
+        assert population.steps[k] == alone[k].steps[0]
+        assert population.episodes[k] == alone[k].episodes[0]
+        assert population.epsilon(np.array([k]))[0] == alone[k].epsilon(ONE)[0]
+    assert len({population.q_table[k].tobytes() for k in range(3)}) == 3
+
+
+def test_sarsa_caches_one_next_action_per_member() -> None:
+    """Members 0 and 1 act greedily (epsilon 0), member 2 uniformly (epsilon 1). Each acts
+    on its own cached a2; ending member 0's episode drops its cache only."""
+    agent = SARSA(
+        2,
+        2,
+        [np.random.default_rng(s) for s in range(3)],
+        alpha=0.5,
+        gamma=0.9,
+        epsilon_start=[0.0, 0.0, 1.0],
+        epsilon_end=[0.0, 0.0, 1.0],
+    )
+    agent.q_table[:] = Q0
+    everyone = np.arange(3)
+    zeros, ones = np.zeros(3, dtype=np.int64), np.ones(3, dtype=np.int64)
+    no = np.zeros(3, dtype=bool)
+    agent.observe(everyone, zeros, zeros, np.ones(3), ones, no, no)
+    # Q[0,0] = 1 + 0.5 * (1 + 0.9 * Q0[1, a2] - 1): 2.35 for a2 = 0, 3.25 for a2 = 1.
+    a2 = [0 if agent.q_table[k, 0, 0] == pytest.approx(2.35) else 1 for k in range(3)]
+    assert a2[:2] == [1, 1]
+    agent.q_table[:, 1] = [7.0, 0.0]  # greedy in state 1 is now 0: a cache says otherwise
+    assert act(agent, 1, member=2) == a2[2]
+    agent.end_episode(np.array([0]))
+    actions, _ = agent.act(np.array([1, 1]), np.array([0, 1]))
+    assert actions.tolist() == [0, 1]  # member 0: fresh greedy draw; member 1: its cache
+
+    # Many members with uniform a2: every member bootstraps on the action it then takes.
+    k = 40
+    many = SARSA(
+        2,
+        2,
+        [np.random.default_rng(s) for s in range(k)],
+        alpha=0.5,
+        gamma=0.9,
+        epsilon_start=1.0,
+        epsilon_end=1.0,
+    )
+    many.q_table[:] = Q0
+    members = np.arange(k)
+    zeros, ones, no = np.zeros(k, np.int64), np.ones(k, np.int64), np.zeros(k, dtype=bool)
+    many.observe(members, zeros, zeros, np.ones(k), ones, no, no)
+    order = np.random.default_rng(0).permutation(k)
+    taken = np.empty(k, dtype=np.int64)
+    for half in (np.sort(order[: k // 2]), np.sort(order[k // 2 :])):
+        taken[half] = many.act(ones[: len(half)], half)[0]
+    np.testing.assert_allclose(many.q_table[:, 0, 0], 1.0 + 0.5 * 0.9 * Q0[1, taken])
+    assert set(taken.tolist()) == {0, 1}
+
+
+def test_reset_member_makes_a_fresh_agent_in_its_slot() -> None:
+    agent = _make(SARSA, [0, 1], alpha=0.1)
+    train(agent, [0, 1], episodes=5, slip=0.0, exploring_starts=False)
+    member0 = agent.q_table[0].copy()
+    agent.reset_member(1, np.random.default_rng([5, 0]), alpha=0.5, epsilon_end=0.2)
+    assert not agent.q_table[1].any() and agent.steps[1] == agent.episodes[1] == 0
+    assert agent.alpha.tolist() == [0.1, 0.5] and np.array_equal(agent.q_table[0], member0)
+    fresh = _make(SARSA, [5], alpha=0.5, epsilon_end=0.2)
+    for a, b in ((agent, 1), (fresh, 0)):
+        for s, s2 in ((14, 13), (13, 9)):
+            observe(a, s, act(a, s, member=b), -0.04, s2, False, False, member=b)
+    assert np.array_equal(agent.q_table[1], fresh.q_table[0])
+    assert np.array_equal(agent.q_table[0], member0)
+
+
+def test_population_save_and_nonfinite_are_per_member(tmp_path) -> None:
+    agent = QLearning(4, 2, [np.random.default_rng(s) for s in range(3)])
+    agent.q_table[1] = np.arange(8.0).reshape(4, 2)
+    agent.q_table[2, 0, 0] = np.nan
+    np.testing.assert_array_equal(np.load(agent.save(1, tmp_path / "q")), agent.q_table[1])
+    assert [agent.nonfinite(k) for k in range(3)] == [None, None, "non-finite Q-table"]

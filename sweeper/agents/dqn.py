@@ -141,7 +141,7 @@ class DQNAgent:
         self.episodes = np.zeros(k, dtype=np.int64)
         self.updates = np.zeros(k, dtype=np.int64)
         values = {
-            name: per_member(name, hyperparameters.get(name, default), k)
+            name: per_member(f"agent.{name}", hyperparameters.get(name, default), k)
             for name, default in HYPERPARAMETERS.items()
         }
         for member in range(k):

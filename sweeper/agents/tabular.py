@@ -62,7 +62,7 @@ class TabularAgent:
         self.steps = np.zeros(k, dtype=np.int64)
         self.episodes = np.zeros(k, dtype=np.int64)
         values = {
-            name: per_member(name, hyperparameters.get(name, default), k)
+            name: per_member(f"agent.{name}", hyperparameters.get(name, default), k)
             for name, default in HYPERPARAMETERS.items()
         }
         for member in range(k):

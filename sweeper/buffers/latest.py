@@ -40,7 +40,7 @@ class LatestTransitionBuffer(UniformReplayBuffer):
     ) -> None:
         rngs = as_rngs(np.random.default_rng(0) if rng is None else rng)
         self.requested_capacity = [
-            _positive_int("capacity", c) for c in per_member("capacity", capacity, len(rngs))
+            _positive_int("capacity", c) for c in per_member("buffer.capacity", capacity, len(rngs))
         ]
         self.requested_batch_size = _positive_int("batch_size", batch_size)
         super().__init__(1, 1, obs_shape, rngs, obs_dtype)

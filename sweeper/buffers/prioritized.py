@@ -52,9 +52,9 @@ class PrioritizedReplayBuffer(UniformReplayBuffer):
         checked = [
             _check(a, b, e)
             for a, b, e in zip(
-                per_member("alpha", alpha, k),
-                per_member("beta_start", beta_start, k),
-                per_member("priority_eps", priority_eps, k),
+                per_member("buffer.alpha", alpha, k),
+                per_member("buffer.beta_start", beta_start, k),
+                per_member("buffer.priority_eps", priority_eps, k),
                 strict=True,
             )
         ]

@@ -61,12 +61,12 @@ def _as_shape(obs_shape: int | Sequence[int]) -> tuple[int, ...]:
 
 def per_member(name: str, value: Any, members: int) -> list[Any]:
     """``value`` for each of ``members`` members: a scalar is shared, a sequence is one value
-    per member (ValueError naming ``buffer.<name>`` when its length is wrong)."""
+    per member (ValueError naming the key ``name`` when its length is wrong)."""
     if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
         return [value] * members
     values = list(value)
     if len(values) != members:
-        raise ValueError(f"buffer.{name}: {len(values)} values for {members} members")
+        raise ValueError(f"{name}: {len(values)} values for {members} members")
     return values
 
 
@@ -103,7 +103,7 @@ class UniformReplayBuffer:
         self.rngs = as_rngs(rng)
         self.members = k = len(self.rngs)
         self.batch_size = _positive_int("batch_size", batch_size)
-        caps = [_positive_int("capacity", c) for c in per_member("capacity", capacity, k)]
+        caps = [_positive_int("capacity", c) for c in per_member("buffer.capacity", capacity, k)]
         for c in caps:
             if c < self.batch_size:
                 raise ValueError(
@@ -222,18 +222,26 @@ class UniformReplayBuffer:
 
     def reset_member(self, member: int, rng: np.random.Generator, **params: Any) -> None:
         """Empty member ``member``'s ring and give it a new generator (a population slot that
-        takes a new trial). ``params`` may set its ``capacity`` (up to the allocated size)."""
+        takes a new trial). ``params`` may set its ``capacity`` (the rings grow when it is larger
+        than what they hold)."""
         unknown = set(params) - {"capacity"}
         if unknown:
             raise TypeError(f"unexpected buffer parameters {sorted(unknown)}")
         if "capacity" in params:
             cap = _positive_int("capacity", params.pop("capacity"))
-            if not self.batch_size <= cap <= self.observations.shape[1]:
+            if cap < self.batch_size:
                 raise ValueError(
-                    f"buffer.capacity ({cap}) must lie in [{self.batch_size}, "
-                    f"{self.observations.shape[1]}] for this population"
+                    f"buffer.capacity ({cap}) must be >= buffer.batch_size ({self.batch_size})"
                 )
+            allocated = self.observations.shape[1]
             self.capacity[member] = cap
+            if cap > allocated:  # the rings grow; the other members' transitions stay
+                old = [a.copy() for a in self._flat]
+                self._allocate()
+                for new, kept in zip(self._flat, old, strict=True):
+                    new.reshape(self.members, -1, *new.shape[1:])[:, :allocated] = kept.reshape(
+                        self.members, allocated, *kept.shape[1:]
+                    )
         self.rngs[member] = rng
         self.pos[member] = self.size[member] = 0
 

@@ -145,6 +145,15 @@ def _supports_replicates(task_cfg: DictConfig) -> bool:
     return isinstance(trial, DictConfig) and "seeds" in trial and "test_of" in trial
 
 
+def _supports_population(task_cfg: DictConfig) -> bool:
+    """Whether the trials are this project's app (``sweeper.train``), whose configs the
+    population engine can build; ``hydra.sweeper.population`` needs it."""
+    return (
+        _supports_replicates(task_cfg)
+        and OmegaConf.select(task_cfg, "train.probe_max_q") is not None
+    )
+
+
 def _owner() -> dict[str, Any]:
     pid = os.getpid()
     return {"host": socket.gethostname(), "pid": pid, "start": process_start(pid)}
@@ -230,8 +239,10 @@ class OptunaSweeperImpl(Sweeper):
         seeds: int = 1,
         aggregate: str = "iqm",
         retest: Any = None,
+        population: int = 1,
     ) -> None:
         self.direction = str(direction).lower()
+        self.population = population
         self.seeds = seeds
         self.aggregate = str(aggregate)
         self.retest_cfg = {"enabled": True, "top_k": 3, "seeds": 10, **(_plain(retest) or {})}
@@ -376,6 +387,17 @@ class OptunaSweeperImpl(Sweeper):
                 f"got {self.max_failures}"
             )
         self._check_replicates()
+        if isinstance(self.population, bool) or not isinstance(self.population, int):
+            raise SweepError(
+                f"hydra.sweeper.population: must be an int >= 1, got {self.population!r}"
+            )
+        if self.population < 1:
+            raise SweepError(f"hydra.sweeper.population: must be >= 1, got {self.population}")
+        if self.population > 1 and self.n_jobs > 1:
+            raise SweepError(
+                "hydra.sweeper.population: a population trains its trials in one process; "
+                f"set hydra.sweeper.n_jobs=1 (got {self.n_jobs})"
+            )
         self.validator = self._load_validator()
         space = build_search_space(self.params, arguments)
         validate_space(space)
@@ -449,6 +471,11 @@ class OptunaSweeperImpl(Sweeper):
                     "(sweeper.config.TrialConfig): it cannot train replicates"
                 )
             tuning_seeds = []
+        if self.population > 1 and not _supports_population(base_cfg):
+            raise SweepError(
+                "hydra.sweeper.population: this app is not sweeper.train: its trials cannot "
+                "train as one population"
+            )
         study.set_user_attr(PRUNER_ATTR, pspec)
         study.set_user_attr(SEEDS_ATTR, {"sweep_seed": sweep_seed, "tune": tuning_seeds})
         study.set_user_attr("sweeper:search_space", space.describe())
@@ -610,8 +637,21 @@ class OptunaSweeperImpl(Sweeper):
                 errors.append(exc)
                 self._stop.set()
 
+        def packed() -> None:
+            from sweeper.sweeps.packing import Packed
+
+            try:
+                Packed(self, plan, progress, self.population).run()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+                self._stop.set()
+
         try:
-            if slots == 1:
+            if self.population > 1:
+                packed()
+            elif slots == 1:
                 slot()
             else:
                 threads = [
@@ -756,29 +796,39 @@ class OptunaSweeperImpl(Sweeper):
             except Exception as err:  # noqa: BLE001 - a hook never fails a trial
                 log.warning("study hook %s on trial %d: %s", type(hook).__name__, number, err)
 
+    def _next_trial(self, plan: _Plan) -> tuple[optuna.trial.Trial, list[str], list[str]] | None:
+        """Ask and claim the next trial: ``(trial, job overrides, sampled overrides)``, or
+        None when the study has its trials (or this run stops)."""
+        study = plan.study
+        with self._lock:
+            if self._stop.is_set():
+                return None
+            self._fail_stale(plan)
+            if n_counted(tally(study.get_trials(deepcopy=False))) >= plan.n_trials:
+                return None
+            trial = study.ask(fixed_distributions=plan.space.distributions)
+            self._running[trial.number] = trial
+        self._run_due_hooks(plan)
+        try:
+            overrides, shown = self._claim(plan, trial)
+        except _Surplus:
+            self._run_due_hooks(plan)
+            return None
+        except Exception:  # the storage failed right after ask: no trial stays RUNNING
+            with contextlib.suppress(Exception):
+                self._finish_uncounted(
+                    plan, trial.number, "interrupted: storage error", dict(trial.params)
+                )
+            raise
+        return trial, overrides, shown
+
     def _slot(self, plan: _Plan, progress: SweepProgress) -> None:
         study = plan.study
         while not self._stop.is_set():
-            with self._lock:
-                if self._stop.is_set():
-                    return
-                self._fail_stale(plan)
-                if n_counted(tally(study.get_trials(deepcopy=False))) >= plan.n_trials:
-                    return
-                trial = study.ask(fixed_distributions=plan.space.distributions)
-                self._running[trial.number] = trial
-            self._run_due_hooks(plan)
-            try:
-                overrides, shown = self._claim(plan, trial)
-            except _Surplus:
-                self._run_due_hooks(plan)
+            asked = self._next_trial(plan)
+            if asked is None:
                 return
-            except Exception:  # the storage failed right after ask: no trial stays RUNNING
-                with contextlib.suppress(Exception):
-                    self._finish_uncounted(
-                        plan, trial.number, "interrupted: storage error", dict(trial.params)
-                    )
-                raise
+            trial, overrides, shown = asked
             progress.trial_started(trial.number, " ".join(shown))
             try:
                 ret: JobReturn | BaseException = self.launcher.launch(
