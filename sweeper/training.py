@@ -203,36 +203,45 @@ class Population:
             m.callback.on_train_start({"episodes": b.episodes, "total_steps": b.total_steps})
         self.obs = env.reset(everyone, [m.seed for m in self.members])
         self.alive[:] = True
-        while self.alive.any():
-            members = everyone if self.alive.all() else np.flatnonzero(self.alive)
-            obs = self.obs if len(members) == len(everyone) else self.obs[members]
+        n_alive = len(everyone)
+        while n_alive:
+            # Every member training: slices (views, in place); else index arrays.
+            full = n_alive == len(everyone)
+            members = everyone if full else np.flatnonzero(self.alive)
+            at = slice(None) if full else members
+            obs = self.obs if full else self.obs[members]
             actions, q = agent.act(obs, members)
             if self.probe_max_q:
-                self.q_sum[members] += q.max(axis=1)
-                self.q_n[members] += 1
-            next_obs, rewards, terminated, truncated = env.step(actions, members)
+                self.q_sum[at] += q.max(axis=1)
+                self.q_n[at] += 1
+            next_obs, rewards, terminated, truncated = env.step(actions, None if full else members)
             losses = agent.observe(members, obs, actions, rewards, next_obs, terminated, truncated)
-            self.step[members] += 1
-            step = self.step[members]
+            self.step[at] += 1
+            step = self.step[at]
             if agent.learns_from_replay:
-                learn = (step > self.learning_starts[members]) & (
-                    step % self.train_freq[members] == 0
-                )
+                learn = step > self.learning_starts[at]
+                learn &= step % self.train_freq[at] == 0
                 learners = members[learn] if not learn.all() else members
-                for g in range(int(self.gradient_steps[learners].max(initial=0))):
-                    sub = learners[self.gradient_steps[learners] > g]
-                    self._add_losses(sub, *agent.update(sub))
+                if learners.size:
+                    gradient_steps = self.gradient_steps[learners]
+                    for g in range(int(gradient_steps.max())):
+                        sub = learners if g == 0 else learners[gradient_steps > g]
+                        self._add_losses(sub, *agent.update(sub))
             else:
-                self._add_losses(members, losses, np.ones(len(members), dtype=bool))
-            self.ep_return[members] += rewards
-            self.ep_len[members] += 1
-            self.obs[members] = next_obs
-            done = terminated | truncated | (step >= self.step_cap[members])
+                self._add_losses(members, losses, None)
+            self.ep_return[at] += rewards
+            self.ep_len[at] += 1
+            self.obs[at] = next_obs
+            done = terminated | truncated
+            done |= step >= self.step_cap[at]
             if done.any():
                 yield from self._end_episodes(members[done])
+                n_alive = int(np.count_nonzero(self.alive))
 
-    def _add_losses(self, members: np.ndarray, losses: np.ndarray, learned: np.ndarray) -> None:
-        if not learned.all():
+    def _add_losses(
+        self, members: np.ndarray, losses: np.ndarray, learned: np.ndarray | None
+    ) -> None:
+        if learned is not None and not learned.all():
             members, losses = members[learned], losses[learned]
         self.loss_sum[members] += losses
         self.loss_n[members] += 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -74,15 +74,15 @@ def td_target(
 
 
 def loss_and_grad(
-    td: np.ndarray, weights: np.ndarray, huber: np.ndarray, huber_delta: np.ndarray
+    td: np.ndarray, weights: np.ndarray, huber: np.ndarray | None, huber_delta: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per member (rows): importance-weighted mean loss of TD errors ``td = Q(s,a) - y``, and
     its gradient wrt Q(s,a). ``mse`` is the seed's F.mse_loss; where ``huber`` is set, smooth
-    L1 with that member's ``huber_delta``."""
+    L1 with that member's ``huber_delta`` (``huber`` None: no member)."""
     n = td.shape[1]
     loss = weights * td * td
     grad = weights * td * np.float32(2.0 / n)
-    if huber.any():
+    if huber is not None and huber.any():
         delta = huber_delta[:, None]
         abs_td = np.abs(td)
         quad = np.minimum(abs_td, delta)
@@ -140,6 +140,8 @@ class DQNAgent:
         self.steps = np.zeros(k, dtype=np.int64)
         self.episodes = np.zeros(k, dtype=np.int64)
         self.updates = np.zeros(k, dtype=np.int64)
+        self._all: _Switches | None = None
+        self._row_index = np.arange(0)
         values = {
             name: per_member(f"agent.{name}", hyperparameters.get(name, default), k)
             for name, default in HYPERPARAMETERS.items()
@@ -187,6 +189,7 @@ class DQNAgent:
             hp["epsilon_decay_steps"],
         )
         self.steps[k] = self.episodes[k] = self.updates[k] = 0
+        self._all = None  # the switches of all members changed
 
     def reset_member(
         self,
@@ -234,63 +237,93 @@ class DQNAgent:
     def set_progress(self, members: np.ndarray, fractions: np.ndarray) -> None:
         self.buffer.set_progress(members, fractions)
 
+    def _switches(self, idx: Members) -> _Switches:
+        """The per-member switches of ``idx`` (cached for all members: they change only when
+        a member is set)."""
+        if isinstance(idx, slice) and self._all is not None:
+            return self._all
+        modes = self.target_mode[idx]
+        double, huber = self.double[idx], self.huber[idx]
+        clip = self.grad_clip[idx]
+        out = _Switches(
+            gamma=self.gamma[idx].astype(np.float32),
+            double=double if double.any() else None,
+            no_target=modes == 2,
+            any_no_target=bool((modes == 2).any()),
+            all_no_target=bool((modes == 2).all()),
+            huber=huber,
+            any_huber=bool(huber.any()),
+            huber_delta=self.huber_delta[idx],
+            clip=clip if np.isfinite(clip).any() else None,
+            hard=modes == 0,
+            any_soft=bool((modes == 1).any()),
+        )
+        if isinstance(idx, slice):
+            self._all = out
+        return out
+
     def update(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One gradient step for each of ``members`` whose ring holds a batch; returns the
         loss per member and which members learned (the others' loss is NaN)."""
-        losses = np.full(len(members), np.nan)
         ready = self.buffer.can_sample(members)
-        if not ready.any():
-            return losses, ready
-        learners = members if ready.all() else members[ready]
+        if ready.all():
+            learners = members
+        elif not ready.any():
+            return np.full(len(members), np.nan), ready
+        else:
+            learners = members[ready]
         sel = _selector(learners, self.size)
+        sw = self._switches(sel)
         batch = self.buffer.sample(learners)
         q, acts = self.online.forward(batch.observations, sel)
-        modes = self.target_mode[learners]
-        no_target = modes == 2
         next_online = None
-        if no_target.any() or self.double[learners].any():
+        if sw.any_no_target or sw.double is not None:
             next_online = self.online.forward(batch.next_observations, sel)[0]
-        if no_target.all():
+        if sw.all_no_target:
             next_target = next_online
         else:
             next_target = self.target.forward(batch.next_observations, sel)[0]
-            if no_target.any():
-                next_target = np.where(no_target[:, None, None], next_online, next_target)
+            if sw.any_no_target:
+                next_target = np.where(sw.no_target[:, None, None], next_online, next_target)
         y = td_target(
-            batch.rewards,
-            batch.terminated,
-            self.gamma[learners].astype(np.float32),
-            next_target,
-            next_online,
-            self.double[learners],
+            batch.rewards, batch.terminated, sw.gamma, next_target, next_online, sw.double
         )
         # Q(s, a) of the chosen actions: flat indices into (m * B, n_actions).
-        rows = np.arange(batch.actions.size)
+        rows = self._rows(batch.actions.size)
         chosen = batch.actions.ravel()
-        q_rows = q.reshape(-1, self.n_actions)
-        td = (q_rows[rows, chosen]).reshape(batch.actions.shape) - y
+        td = q.reshape(-1, self.n_actions)[rows, chosen].reshape(batch.actions.shape)
+        td -= y
         loss, grad_td = loss_and_grad(
-            td, batch.weights, self.huber[learners], self.huber_delta[learners]
+            td, batch.weights, sw.huber if sw.any_huber else None, sw.huber_delta
         )
         grad_q = np.zeros_like(q)
         grad_q.reshape(-1, self.n_actions)[rows, chosen] = grad_td.ravel()
         grads = self.online.backward(acts, grad_q, sel)
-        clip_grad_norm(grads, self.grad_clip[learners])
+        if sw.clip is not None:
+            clip_grad_norm(grads, sw.clip)
         self.optimizer.step(grads, sel)
         self.buffer.update_priorities(learners, batch.indices, np.abs(td))
-        self.updates[learners] += 1
-        self._sync_target(learners, modes)
+        self.updates[sel] += 1
+        self._sync_target(learners, sel, sw)
+        if sel is ALL or len(learners) == len(members):
+            return loss, ready
+        losses = np.full(len(members), np.nan)
         losses[ready] = loss
         return losses, ready
 
-    def _sync_target(self, learners: np.ndarray, modes: np.ndarray) -> None:
-        hard = learners[
-            (modes == 0) & (self.updates[learners] % self.target_update_freq[learners] == 0)
-        ]
-        if hard.size:
+    def _rows(self, n: int) -> np.ndarray:
+        rows = self._row_index
+        if rows.size != n:
+            rows = self._row_index = np.arange(n)
+        return rows
+
+    def _sync_target(self, learners: np.ndarray, sel: Members, sw: _Switches) -> None:
+        due = sw.hard & (self.updates[sel] % self.target_update_freq[sel] == 0)
+        if due.any():
+            hard = learners[due]
             self.target.copy_from(self.online, _selector(hard, self.size))
-        soft = learners[modes == 1]
-        if soft.size:
+        if sw.any_soft:
+            soft = learners[self.target_mode[sel] == 1]
             sel = _selector(soft, self.size)
             target = self.target.flat[sel]
             target += (self.online.flat[sel] - target) * self.tau[soft][:, None]
@@ -317,13 +350,23 @@ class DQNAgent:
         return self.online.nbytes() + self.target.nbytes() + opt + self.buffer.nbytes()
 
 
+class _Switches(NamedTuple):
+    """Per-member switches of the members being updated, in the update's dtypes."""
+
+    gamma: np.ndarray  # float32
+    double: np.ndarray | None  # None: no member is double
+    no_target: np.ndarray
+    any_no_target: bool
+    all_no_target: bool
+    huber: np.ndarray
+    any_huber: bool
+    huber_delta: np.ndarray
+    clip: np.ndarray | None  # None: no member clips
+    hard: np.ndarray
+    any_soft: bool
+
+
 def _selector(members: np.ndarray, size: int) -> Members:
     """:data:`ALL` (views, in place) when ``members`` is every member (member index arrays
     are sorted and distinct, so that is when there are ``size`` of them)."""
-    if (
-        len(members) == size
-        and (size == 1 or bool((np.diff(members) == 1).all()))
-        and (size == 0 or members[0] == 0)
-    ):
-        return ALL
-    return members
+    return ALL if len(members) == size else members

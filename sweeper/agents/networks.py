@@ -108,6 +108,7 @@ class StackedMLP:
         self.heads = [
             (self.params[i], self.params[i + 1]) for i in range(2 * n_hidden, len(self.params), 2)
         ]
+        self._all_layers: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def views(self, flat: np.ndarray) -> list[np.ndarray]:
         """Per-parameter views (m, *shape) of a (m, P) array laid out like :attr:`flat`."""
@@ -129,26 +130,36 @@ class StackedMLP:
                 p.copy_(torch.from_numpy(mine[member]))
         return net
 
+    def _layers(self, members: Members) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(W^T, b) per layer for ``members``, shaped for (m, B, in) @ (m, in, out) + b;
+        for all members these are views of :attr:`flat`, made once."""
+        if isinstance(members, slice):
+            if self._all_layers is None:
+                self._all_layers = [(_t(w), b[:, None, :]) for w, b in (*self.hidden, *self.heads)]
+            return self._all_layers
+        return [(_t(w[members]), b[members][:, None, :]) for w, b in (*self.hidden, *self.heads)]
+
     def forward(self, x: np.ndarray, members: Members = ALL) -> tuple[np.ndarray, list[np.ndarray]]:
         """Q for a batch per member, ``x`` of shape (m, B, obs_dim) -> (m, B, n_actions),
         with the activations ``backward`` needs."""
+        layers = self._layers(members)
         acts = [x]
-        for w, b in self.hidden:
-            x = np.matmul(x, _t(w[members]))
-            x += b[members][:, None, :]
+        for w_t, b in layers[: len(self.hidden)]:
+            x = np.matmul(x, w_t)
+            x += b
             np.maximum(x, 0.0, out=x)
             acts.append(x)
         if self.dueling:
-            (wv, bv), (wa, ba) = self.heads
-            adv = np.matmul(x, _t(wa[members]))
-            adv += ba[members][:, None, :]
-            value = np.matmul(x, _t(wv[members]))
-            value += bv[members][:, None, :]
+            (wv_t, bv), (wa_t, ba) = layers[len(self.hidden) :]
+            adv = np.matmul(x, wa_t)
+            adv += ba
+            value = np.matmul(x, wv_t)
+            value += bv
             q = adv - adv.mean(axis=2, keepdims=True) + value
         else:
-            w, b = self.heads[0]
-            q = np.matmul(x, _t(w[members]))
-            q += b[members][:, None, :]
+            w_t, b = layers[-1]
+            q = np.matmul(x, w_t)
+            q += b
         return q, acts
 
     def backward(
@@ -217,6 +228,9 @@ class Adam:
         self.m = np.zeros_like(flat)
         self.v = np.zeros_like(flat)
         self.t = np.zeros(k, dtype=np.int64)
+        # scratch rows: the step allocates nothing (a dozen (K, P) temporaries otherwise)
+        self._tmp = np.empty_like(flat)
+        self._den = np.empty_like(flat)
 
     def reset_member(self, member: int, lr: float, eps: float) -> None:
         self.lr[member], self.eps[member], self.t[member] = lr, eps, 0
@@ -232,13 +246,28 @@ class Adam:
         bc2_sqrt = np.sqrt(1 - b2**t).astype(np.float32)[:, None]
         eps = self.eps[members].astype(np.float32)[:, None]
         p, m, v = self.flat[members], self.m[members], self.v[members]
-        m += (grads - m) * np.float32(1 - b1)
+        tmp, denom = self._tmp[: len(p)], self._den[: len(p)]
+        # Subnormals flush to zero during the step (this thread's FTZ/DAZ bits, which numpy
+        # obeys): the first moments of units whose gradient stays 0 decay into subnormals and
+        # stay there (rounding keeps them a few ulp above 0), and arithmetic on subnormals
+        # is slow in hardware: after 3000 updates a quarter of the moments were subnormal
+        # and the step took 2.6x as long. Deterministic; only values below 1e-38 change.
+        torch.set_flush_denormal(True)
+        # m += (g - m) * (1 - b1); v = v * b2 + g * g * (1 - b2); p -= step * m / denom
+        np.subtract(grads, m, out=tmp)
+        tmp *= np.float32(1 - b1)
+        m += tmp
         v *= np.float32(b2)
-        v += grads * grads * np.float32(1 - b2)
-        denom = np.sqrt(v)
+        np.multiply(grads, grads, out=tmp)
+        tmp *= np.float32(1 - b2)
+        v += tmp
+        np.sqrt(v, out=denom)
         denom /= bc2_sqrt
         denom += eps
-        p -= step_size * m / denom
+        np.multiply(step_size, m, out=tmp)
+        tmp /= denom
+        p -= tmp
+        torch.set_flush_denormal(False)
         if not isinstance(members, slice):  # fancy indexing gave copies: write them back
             self.flat[members], self.m[members], self.v[members] = p, m, v
 

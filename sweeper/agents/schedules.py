@@ -21,6 +21,7 @@ class EpsilonSchedules:
         self.decay = np.full(members, 0.995)
         self.linear = np.zeros(members, dtype=bool)
         self.decay_steps = np.full(members, 10_000.0)
+        self.any_linear = False
 
     def set_member(
         self,
@@ -35,13 +36,14 @@ class EpsilonSchedules:
             raise ValueError(f"epsilon_schedule must be 'exponential' or 'linear', got {kind!r}")
         self.start[member], self.end[member], self.decay[member] = start, end, decay
         self.linear[member] = kind == "linear"
+        self.any_linear = bool(self.linear.any())
         self.decay_steps[member] = max(1, int(decay_steps))
 
     def __call__(self, members: np.ndarray, steps: np.ndarray, episodes: np.ndarray) -> np.ndarray:
         start, end = self.start[members], self.end[members]
         eps = np.maximum(end, start * self.decay[members] ** episodes)
-        linear = self.linear[members]
-        if linear.any():
+        if self.any_linear:
+            linear = self.linear[members]
             frac = np.minimum(1.0, steps / self.decay_steps[members])
             eps = np.where(linear, start + frac * (end - start), eps)
         return eps

