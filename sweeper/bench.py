@@ -3,7 +3,8 @@
 Also times the seed notebook's DQN loop (transcribed below: deque replay, autograd update,
 torch action selection) on the same machine, so the speed-up is measured, not quoted.
 
-``--population`` times the population engine instead: K default DQN members on
+``--main-job`` runs the README's main job end to end and compares it with the seed loop on
+the same env steps. ``--population`` times the population engine instead: K default DQN members on
 CartPoleSimple in lockstep (K = 1, 4, 8, 16, 32), with the arithmetic it achieves, the
 time per member-update, and the memory of a K=32 population with 50k-transition rings.
 Every figure is measured in the same run as the seed loop, so the ratios hold on a loaded
@@ -456,6 +457,52 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
     )
 
 
+MAIN_JOB = ("+sweep=sensitivity",)
+
+
+def run_env_steps(sweep_dir: Path) -> list[int]:
+    """The env steps of every run a sweep left (the last ``step`` of each ``episodes.csv``)."""
+    import csv
+
+    steps = []
+    for path in sorted(sweep_dir.rglob("episodes.csv")):
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+        steps.append(int(rows[-1]["step"]) if rows else 0)
+    return steps
+
+
+def main_job(overrides: Sequence[str], seed_steps: int) -> None:
+    """The README's main job end to end in a fresh directory, against the seed notebook's loop
+    on the same total of env steps.
+
+    The seed's loop is timed here on ``seed_steps`` steps and its time for the job is its
+    rate times the job's env steps, summed over every run the job trained (tuning and test
+    runs). That is what running the same runs one after another would cost it, without the
+    greedy evaluations our runs also do.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sweeper-main-job-") as tmp:
+        cmd = [sys.executable, "-m", "sweeper.train", *MAIN_JOB, *overrides]
+        print("main job:", " ".join(cmd[1:]), flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"the main job failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        steps = run_env_steps(Path(tmp) / "outputs")
+    seed_sps = bench_seed_notebook(seed_steps)
+    total = sum(steps)
+    seed_seconds = total / seed_sps
+    print(f"{len(steps)} runs, {total} env steps in {wall:.0f} s: {total / wall:.0f} env-steps/s")
+    print(f"seed notebook loop: {seed_sps:.0f} env-steps/s ({seed_steps} steps timed)")
+    print(
+        f"the seed loop on the same runs, one after another: {seed_seconds:.0f} s; "
+        f"the main job is {seed_seconds / wall:.1f}x faster ({load_average()})"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -477,8 +524,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--profile", action="store_true", help="with --population: also cProfile K=16"
     )
+    parser.add_argument(
+        "--main-job",
+        nargs="*",
+        metavar="OVERRIDE",
+        default=None,
+        help="time the README's main job (+sweep=sensitivity, plus these overrides) end to end "
+        "against the seed loop",
+    )
     args = parser.parse_args(argv)
     one_thread()
+    if args.main_job is not None:
+        main_job(args.main_job, args.steps or 20_000)
+        return
     if args.population:
         main_population(args.steps or POPULATION_STEPS, args.sizes, args.profile)
         return

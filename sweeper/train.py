@@ -233,14 +233,17 @@ def status_of(exc: BaseException) -> str:
     return "FAILED"
 
 
-def integrations(cfg: DictConfig, output_dir: Path) -> list[Callback]:
-    """Callbacks of the optional integrations: Optuna pruning inside a trial, MLflow tracking."""
+def integrations(
+    cfg: DictConfig, output_dir: Path, tracking_mode: str = "process"
+) -> list[Callback]:
+    """Callbacks of the optional integrations: Optuna pruning inside a trial, MLflow tracking
+    (``tracking_mode``: where its calls run, ``sweeper.tracking.tracker.MlflowTracker``)."""
     callbacks: list[Callback] = []
     # Tracking first: it must see an evaluation before the pruner raises from it.
     if cfg.tracking.enabled:
         from sweeper.tracking import tracking_callback
 
-        callbacks.append(tracking_callback(cfg, output_dir))
+        callbacks.append(tracking_callback(cfg, output_dir, tracking_mode))
     if cfg.trial.number is not None:
         from sweeper.sweeps.trial import pruning_callback
 

@@ -188,7 +188,7 @@ class Packed:
         from sweeper.train import Group, integrations, replicate_callbacks
 
         with _hydra_job(claimed):  # the MLflow run's tags read the job's Hydra config
-            callbacks = integrations(claimed.cfg, claimed.output_dir)
+            callbacks = integrations(claimed.cfg, claimed.output_dir, _tracking_mode(claimed.cfg))
         claimed.callbacks = callbacks
         seed_callbacks = (
             replicate_callbacks(claimed.cfg, callbacks) if claimed.cfg.trial.seeds else None
@@ -229,6 +229,17 @@ class Packed:
             self._end(claimed.trial, claimed, exc)
             return None
         return claimed
+
+
+def _tracking_mode(cfg: DictConfig) -> str:
+    """Where the packed runs' MLflow calls run: in this process for a local store (one
+    logging child per run would be K * (seeds + 1) processes), a child per run otherwise (a
+    server can hang; the child keeps that off the training loop)."""
+    from sweeper.tracking import store
+    from sweeper.tracking.worker import is_remote
+
+    uri = store.resolve_tracking_uri(cfg.tracking.get("tracking_uri"))
+    return "process" if is_remote(uri) else "sync"
 
 
 @contextlib.contextmanager

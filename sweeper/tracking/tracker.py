@@ -189,9 +189,12 @@ class MlflowTracker(Callback):
     The MLflow calls run in a logging child process (``sweeper.tracking.worker``, the
     default, ``mode="process"``): importing mlflow and opening the store (~2.5 s of CPU) and
     each evaluation's ``log_batch`` never hold up the training loop. ``mode="sync"`` makes
-    the calls in this process. The child is joined at ``on_train_end`` (or ``close``); an
-    MLflow error is printed once on stderr (by the child when it hit it, else here) and kept
-    in :attr:`tracking_error`, never raised: see the module docstring.
+    the calls in this process: for a local store only (a packed sweep's many runs share the
+    sweeper's process, ``sweeper.sweeps.packing``; a child per run would be a hundred
+    processes), since nothing there can hang on a network. The child is joined at
+    ``on_train_end`` (or ``close``); an MLflow error is printed once on stderr (by the child
+    when it hit it, else here) and kept in :attr:`tracking_error`, never raised: see the
+    module docstring.
     """
 
     def __init__(
@@ -232,6 +235,7 @@ class MlflowTracker(Callback):
         self._error: str | None = None
         self._info: dict[str, Any] | None = None
         self._uri = spec["uri"]
+        self.mode = mode
         self.tracking_error: str | None = None  # why this run's MLflow record is incomplete
         if mode == "process":
             self._proc = ProcessExecutor.acquire()
@@ -240,7 +244,8 @@ class MlflowTracker(Callback):
         elif mode == "sync":
             self._proc = None
             self._exec = Executor()
-            self._info = self._exec.apply("start", spec=spec)
+            self._info = {}
+            self._sync("start", spec=spec)
         else:
             raise ValueError(f"MlflowTracker mode must be process or sync, got {mode!r}")
 
@@ -251,7 +256,23 @@ class MlflowTracker(Callback):
         if self._proc is not None:
             self._proc.send(op, **kw)
         else:
-            self._exec.apply(op, **kw)
+            self._sync(op, **kw)
+
+    def _sync(self, op: str, **kw: Any) -> None:
+        """One op in this process; after a failure none more (as the logging child does)."""
+        if self._error is not None:
+            return
+        try:
+            answer = self._exec.apply(op, **kw)
+        except Exception as err:  # noqa: BLE001 - tracking never fails training
+            from sweeper.secrets import mask_text
+            from sweeper.tracking.worker import failure_line
+
+            self._error = mask_text(f"{type(err).__name__}: {err}")
+            print(failure_line(self._uri, self._error), file=sys.stderr, flush=True)
+            return
+        if op == "start":
+            self._info = answer or {}
 
     def _started(self) -> dict[str, Any]:
         """The run's ids (waits for the logging process to have created the run)."""
@@ -271,6 +292,7 @@ class MlflowTracker(Callback):
             return
         self._ended = True
         if self._proc is None:
+            self.tracking_error = self._error  # already said, in _sync
             return
         self._started()
         answer = self._proc.end()
@@ -399,7 +421,7 @@ def _error_tag(error: BaseException | None) -> dict[str, str]:
     return {"error": mask_text(f"{type(error).__name__}: {error}")}
 
 
-def tracking_callback(cfg, output_dir: Path | str) -> MlflowTracker:
+def tracking_callback(cfg, output_dir: Path | str, mode: str = "process") -> MlflowTracker:
     """The callback ``sweeper.train.integrations`` adds when ``tracking.enabled``.
 
     Outside a sweep the tracking URI is checked first (:func:`check_uri`, ConfigError), before
@@ -408,7 +430,7 @@ def tracking_callback(cfg, output_dir: Path | str) -> MlflowTracker:
     """
     if cfg.trial.get("number") is None:
         check_uri(cfg)
-    return MlflowTracker(cfg, output_dir)
+    return MlflowTracker(cfg, output_dir, mode=mode)
 
 
 def replicate_tracker(cfg, output_dir: Path | str, group: MlflowTracker) -> MlflowTracker | None:
@@ -424,7 +446,12 @@ def replicate_tracker(cfg, output_dir: Path | str, group: MlflowTracker) -> Mlfl
     with read_write(one), open_dict(one):
         one.trial.parent_run_id = parent
     name = f"{run_name(cfg)}/seed-{cfg.seed}"
-    return MlflowTracker(one, output_dir, extra_tags={"mlflow.runName": name, "replicate": "true"})
+    return MlflowTracker(
+        one,
+        output_dir,
+        extra_tags={"mlflow.runName": name, "replicate": "true"},
+        mode=group.mode,
+    )
 
 
 def check_uri(cfg, timeout: float = 5.0) -> None:

@@ -90,7 +90,7 @@ class Executor:
     def _remote(self):
         """Calls that may wait for a server (not the direct SQLite writer): no heartbeat
         while they run, a beat when each returns (see :class:`Progress`)."""
-        if self.progress is None or not _is_remote(self.uri):
+        if self.progress is None or not is_remote(self.uri):
             yield
             return
         self.progress.remote = True
@@ -224,7 +224,7 @@ class Executor:
         self.terminated = True
 
 
-def _is_remote(uri: str | None) -> bool:
+def is_remote(uri: str | None) -> bool:
     """A store behind a network (a tracking server, a database server), not a local file."""
     if not uri or store.sqlite_path(uri) is not None:
         return False
