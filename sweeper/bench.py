@@ -491,7 +491,8 @@ def main_job(overrides: Sequence[str], seed_steps: int) -> None:
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"the main job failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        steps = run_env_steps(Path(tmp) / "outputs")
+        # the sweep's own run folders (outputs/mlartifacts holds MLflow's copies of them)
+        steps = run_env_steps(Path(tmp) / "outputs" / "multirun")
     seed_sps = bench_seed_notebook(seed_steps)
     total = sum(steps)
     seed_seconds = total / seed_sps
