@@ -108,10 +108,10 @@ def test_packed_trials_are_their_own_trials_and_runs_pruned_alone_without_a_barr
 
 def test_a_packed_trial_equals_the_same_trial_run_alone(tmp_path):
     """Packing changes no trial's numbers: each packed trial's value is the one the same
-    config and seeds give in an ordinary sweep (one job per trial)."""
+    config and seeds give in an ordinary sweep (one job per trial), and its MLflow runs carry
+    the same config hashes (what ``sweeper reproduce`` finds a run by)."""
     args = [
         *TABULAR,
-        "tracking.enabled=false",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.seeds=2",
         "hydra/sweeper/sampler=grid",
@@ -131,6 +131,15 @@ def test_a_packed_trial_equals_the_same_trial_run_alone(tmp_path):
         return {tuple(sorted(t.params.items())): t.value for t in study.get_trials()}
 
     assert values(packed) == values(alone) and len(values(packed)) == 4
+
+    def hashes(where: Path) -> set:
+        return {
+            (r.data.params["agent.alpha"], r.data.params["agent.gamma"], r.data.tags["config_hash"])
+            for r in mlflow_runs(where)
+            if "trial_number" in r.data.tags
+        }
+
+    assert hashes(packed) == hashes(alone) and len(hashes(packed)) == 12  # 4 trials + 8 seeds
 
 
 def test_resume_after_kill_9_counts_exactly(tmp_path):
