@@ -147,7 +147,6 @@ class Population:
         k = len(self.members)
         if agent.size != k or env.num_envs != k:
             raise ValueError(f"{k} members, {agent.size} agents, {env.num_envs} envs")
-        self.eval_width = eval_env.num_envs // k
         self.alive = np.zeros(k, dtype=bool)
         self.step = np.zeros(k, dtype=np.int64)
         self.episode = np.zeros(k, dtype=np.int64)
