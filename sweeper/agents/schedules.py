@@ -22,6 +22,9 @@ class EpsilonSchedules:
         self.linear = np.zeros(members, dtype=bool)
         self.decay_steps = np.full(members, 10_000.0)
         self.any_linear = False
+        #: the exponential schedule's epsilon at each member's current episode count (it
+        #: changes only when an episode ends: acting reads it instead of recomputing it)
+        self.value = np.ones(members)
 
     def set_member(
         self,
@@ -38,6 +41,13 @@ class EpsilonSchedules:
         self.linear[member] = kind == "linear"
         self.any_linear = bool(self.linear.any())
         self.decay_steps[member] = max(1, int(decay_steps))
+        self.episodes_ended(np.array([member]), np.zeros(1, dtype=np.int64))
+
+    def episodes_ended(self, members: np.ndarray, episodes: np.ndarray) -> None:
+        """``members`` have now finished ``episodes`` episodes: refresh :attr:`value`."""
+        self.value[members] = np.maximum(
+            self.end[members], self.start[members] * self.decay[members] ** episodes
+        )
 
     def __call__(self, members: np.ndarray, steps: np.ndarray, episodes: np.ndarray) -> np.ndarray:
         start, end = self.start[members], self.end[members]

@@ -92,6 +92,8 @@ class TabularAgent:
         self._forget(np.array([member]))
 
     def epsilon(self, members: np.ndarray) -> np.ndarray:
+        if not self.schedule.any_linear:
+            return self.schedule.value[members]
         return self.schedule(members, self.steps[members], self.episodes[members])
 
     def _explore(self, k: int, s: int, eps: float) -> int:
@@ -151,6 +153,7 @@ class TabularAgent:
 
     def end_episode(self, members: np.ndarray) -> None:
         self.episodes[members] += 1
+        self.schedule.episodes_ended(members, self.episodes[members])
         self._forget(members)
 
     def set_progress(self, members: np.ndarray, fractions: np.ndarray) -> None:

@@ -94,9 +94,10 @@ class PrioritizedReplayBuffer(UniformReplayBuffer):
 
     def sample(self, members: np.ndarray) -> ReplaySamples:
         self._check_nonempty(members)
-        drawn = [self._draw_weighted(int(k)) for k in members]
-        indices = np.stack([d[0] for d in drawn])
-        weights = np.stack([d[1] for d in drawn])
+        indices = np.empty((len(members), self.batch_size), np.int64)
+        weights = np.empty((len(members), self.batch_size), np.float32)
+        for row, k in enumerate(members.tolist()):
+            indices[row], weights[row] = self._draw_weighted(k)
         return self._gather(members, indices, weights)
 
     def update_priorities(
