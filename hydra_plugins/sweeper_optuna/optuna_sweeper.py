@@ -62,8 +62,10 @@ class SweeperOptunaConf:
     storage: str | None = None  # None: journal:outputs/optuna/journal.log; or an RDB URL
     n_trials: int = 20  # in total over all runs/workers of the study
     n_jobs: int = 1  # parallel slots (needs a process launcher, e.g. hydra/launcher=isolated)
-    # K > 1: K trials train as members of one vectorized population in the sweeper's process,
-    # each still its own Optuna trial and MLflow run (sweeper.sweeps.packing); needs n_jobs=1
+    # K > 1: K trials train as members of one vectorized population, each still its own
+    # Optuna trial and MLflow run (sweeper.sweeps.packing): in the sweeper's process with
+    # n_jobs=1, else one population per slot on a worker process (needs
+    # hydra/launcher=isolated; sweeper.sweeps.packed_workers); the re-test runs are packed too
     population: int = 1
     # each trial trains its config on this many tuning seeds (derived from the task's `seed`);
     # its value is their aggregate: iqm | mean | median | min

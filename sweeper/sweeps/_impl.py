@@ -11,6 +11,9 @@ Flow of ``sweep(arguments)``:
    job -> tell*. A slot that finishes starts the next trial at once (no batch barrier). The
    basic launcher mutates process-global state (``HydraConfig``, logging, cwd), so with it the
    sweep runs one slot in the main thread; process launchers (joblib) run slots concurrently.
+   With ``population=K`` each slot trains a population of up to K trials instead of one job
+   (``sweeper.sweeps.packing``; in this process with one slot, else one worker process per
+   slot: ``sweeper.sweeps.packed_workers``, which needs ``hydra/launcher=isolated``).
 3. **Results**: summary table, ``optimization_results.yaml``, study hooks.
 
 Counting (resume, several workers): the study is done when the trials that *count* reach
@@ -393,10 +396,15 @@ class OptunaSweeperImpl(Sweeper):
             )
         if self.population < 1:
             raise SweepError(f"hydra.sweeper.population: must be >= 1, got {self.population}")
-        if self.population > 1 and self.n_jobs > 1:
+        if self.population > 1 and self.n_jobs > 1 and not self._isolated() and not self._basic():
+            # J populations train on J worker processes of this sweeper's own (packed_workers),
+            # which keep the isolated launcher's contract (a dead worker fails its trials
+            # alone); joblib's loky would fail every trial in flight. The basic launcher runs
+            # everything in this process: one population here, with the warning of _slots
             raise SweepError(
-                "hydra.sweeper.population: a population trains its trials in one process; "
-                f"set hydra.sweeper.n_jobs=1 (got {self.n_jobs})"
+                f"hydra.sweeper.population={self.population} with hydra.sweeper.n_jobs="
+                f"{self.n_jobs} trains {self.n_jobs} populations on worker processes: needs "
+                f"hydra/launcher=isolated (got {self._launcher_name()}), or n_jobs=1"
             )
         self.validator = self._load_validator()
         space = build_search_space(self.params, arguments)
@@ -540,6 +548,19 @@ class OptunaSweeperImpl(Sweeper):
             )
         return study
 
+    def _isolated(self) -> bool:
+        return type(self.launcher).__name__ == "IsolatedLauncher"
+
+    def _basic(self) -> bool:
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        return isinstance(self.launcher, BasicLauncher)
+
+    def _launcher_name(self) -> str:
+        choices = OmegaConf.select(self.config, "hydra.runtime.choices") or {}
+        name = choices.get("hydra/launcher") if hasattr(choices, "get") else None
+        return str(name or type(self.launcher).__name__)
+
     # -- running -------------------------------------------------------------------------------
     def _slots(self) -> int:
         from hydra._internal.core_plugins.basic_launcher import BasicLauncher
@@ -547,8 +568,8 @@ class OptunaSweeperImpl(Sweeper):
         if self.n_jobs > 1 and isinstance(self.launcher, BasicLauncher):
             log.warning(
                 "hydra.sweeper.n_jobs=%d with the basic launcher: it runs jobs in this process "
-                "and changes process-global state, so trials run one at a time; use "
-                "hydra/launcher=isolated for parallel slots",
+                "and changes process-global state, so trials (or populations) run one at a "
+                "time; use hydra/launcher=isolated for parallel slots",
                 self.n_jobs,
             )
             return 1
@@ -558,6 +579,8 @@ class OptunaSweeperImpl(Sweeper):
                 "trial in flight; hydra/launcher=isolated fails only the trial that died"
             )
         launcher_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs")
+        if self.population > 1:  # packed slots own their workers, not the launcher's
+            return self.n_jobs
         if isinstance(launcher_jobs, int) and 0 < launcher_jobs < self.n_jobs:
             log.warning(
                 "hydra.launcher.n_jobs=%d < hydra.sweeper.n_jobs=%d: slots will wait for workers",
@@ -638,10 +661,16 @@ class OptunaSweeperImpl(Sweeper):
                 self._stop.set()
 
         def packed() -> None:
-            from sweeper.sweeps.packing import Packed
+            from sweeper.sweeps.packed_workers import run_packed
+            from sweeper.sweeps.packing import TuningFeed
 
+            # J slots: at most an equal share of the trials left each, so that no population
+            # takes them all while another slot idles
+            share = -(-max(1, plan.n_trials - done_before) // slots)
+            capacity = self.population if slots == 1 else min(self.population, share)
+            width = max(1, len(plan.tuning_seeds))  # members per trial
             try:
-                Packed(self, plan, progress, self.population).run()
+                run_packed(TuningFeed(self, plan, progress), capacity, width, slots, self._stop)
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
@@ -703,7 +732,8 @@ class OptunaSweeperImpl(Sweeper):
     def _retest(self, plan: _Plan) -> None:
         """Re-train the best ``retest.top_k`` configs on ``retest.seeds`` test seeds, disjoint
         from the tuning seeds (``sweeper.sweeps.retest``); one job per (config, seed) on the
-        launcher, so every slot stays busy."""
+        launcher, so every slot stays busy; with ``population`` > 1 the jobs train packed,
+        spread evenly over the slots' populations (one population per slot)."""
         from sweeper.sweeps import retest
 
         cfg = self.retest_cfg
@@ -737,10 +767,20 @@ class OptunaSweeperImpl(Sweeper):
             len(jobs),
         )
         first = 1 + max(t.number for t in plan.study.get_trials(deepcopy=False))
-        rets = self.launcher.launch(jobs, initial_job_idx=first)
+        if self.population > 1:  # packed too: the runs of one population share its shapes
+            from sweeper.sweeps.packed_workers import run_tests
+
+            capacity = self.population * max(1, len(plan.tuning_seeds))  # same member count
+            done = run_tests(
+                self, [(first + i, j) for i, j in enumerate(jobs)], capacity, self._slots()
+            )
+            failed = Outcome(TrialState.FAIL, error="not run")
+            outcomes = [done.get(first + i, failed) for i in range(len(jobs))]
+        else:
+            rets = self.launcher.launch(jobs, initial_job_idx=first)
+            outcomes = [outcome_of(ret) for ret in rets]
         values: dict[int, list[float | None]] = {}
-        for (number, out_dir), ret in zip(where, rets, strict=True):
-            outcome = outcome_of(ret)
+        for (number, out_dir), outcome in zip(where, outcomes, strict=True):
             if outcome.state != TrialState.COMPLETE:
                 log.warning("test run %s of trial %d: %s", out_dir.name, number, outcome.error)
             values.setdefault(number, []).append(

@@ -12,10 +12,18 @@ Trials of one population must share what sets the array shapes (``sweeper.train.
 env, network sizes, dueling, batch size, buffer kind). An asked trial that differs waits
 until the current population has drained, then starts the next one; asking stops meanwhile.
 
-The population runs in the sweeper's own process (like Hydra's basic launcher runs jobs):
-there is one slot (``n_jobs`` must be 1) and no job process per trial. A kill -9 of the
-sweeper leaves its trials RUNNING; the next run of the same command fails them as stale and
-asks again, so the count of finished trials stays exact.
+Who does what: :class:`Packed` only trains. It takes its jobs from a *trial source*
+(``claim`` -> :class:`Job` or None, ``end(number, outcome)``, ``stopped``) and computes each
+job's :class:`~sweeper.sweeps._impl.Outcome` itself, after closing the job's callbacks. The
+sweeper's side of a source (asking, claiming, composing the job's config, telling Optuna,
+the progress lines) is a *feed*: :class:`TuningFeed` for the sweep's trials, :class:`TestFeed`
+for the re-test runs. With ``n_jobs=1`` the feed is the source and the population runs in the
+sweeper's process; with ``n_jobs=J`` each of J worker processes runs one population and its
+source is a pipe to a slot thread that serves the feed (``sweeper.sweeps.packed_workers``).
+
+A kill -9 of the sweeper leaves its trials RUNNING (its workers die with it); the next run of
+the same command fails them as stale and asks again, so the count of finished trials stays
+exact.
 """
 
 from __future__ import annotations
@@ -23,104 +31,77 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sweeper.sweeps._impl import OptunaSweeperImpl, _Plan
+    from sweeper.sweeps._impl import OptunaSweeperImpl, Outcome, _Plan
     from sweeper.sweeps.progress import SweepProgress
 
 log = logging.getLogger(__name__)
 
+WORKER_PID = "sweeper:worker_pid"  # trial user attr: the process that trained it (n_jobs > 1)
+
+
+@dataclass
+class Job:
+    """A trial (or a test run) ready to train: what a population needs, all picklable."""
+
+    number: int
+    job_cfg: DictConfig  # the Hydra job config (the MLflow run's tags read it)
+    cfg: DictConfig  # the task config
+    output_dir: Path
+    key: tuple  # sweeper.train.shape_key(cfg)
+
+
+class Source(Protocol):
+    """Where a population gets its jobs and tells how they ended."""
+
+    def claim(self) -> Job | None: ...  # None: no more jobs (or the sweep stops)
+
+    def end(self, number: int, outcome: Outcome) -> None: ...
+
+    def stopped(self) -> bool: ...
+
 
 @dataclass
 class Claimed:
-    """An asked trial ready to train: its task config and its output directory."""
+    """A job in a population: its group of runs and callbacks once started."""
 
-    trial: optuna.trial.Trial
-    cfg: DictConfig
-    output_dir: Path
-    key: tuple
-    job_cfg: DictConfig | None = None
+    job: Job
     group: Any = None  # sweeper.train.Group once started
     callbacks: list[Any] = field(default_factory=list)
 
 
 class Packed:
-    """Drives one sweep's trials through populations of ``capacity`` trials each."""
+    """Drives a source's jobs through populations of ``capacity`` jobs of ``width`` members."""
 
-    def __init__(
-        self, sweeper: OptunaSweeperImpl, plan: _Plan, progress: SweepProgress, capacity: int
-    ) -> None:
-        self.sweeper, self.plan, self.progress = sweeper, plan, progress
-        self.capacity = capacity
-        self.width = max(1, len(plan.tuning_seeds))  # members per trial
+    def __init__(self, source: Source, capacity: int, width: int) -> None:
+        self.source = source
+        self.capacity = max(1, capacity)
+        self.width = max(1, width)  # members per job
         self.pending: deque[Claimed] = deque()
+        self.built: Any = None
 
-    # --- trials ------------------------------------------------------------------------
+    # --- jobs ------------------------------------------------------------------------------
     def _claim(self) -> Claimed | None:
-        """The next asked trial (None: enough trials, or the sweep stops)."""
-        from sweeper.train import shape_key
+        job = self.source.claim()
+        return None if job is None else Claimed(job)
 
-        while True:
-            asked = self.sweeper._next_trial(self.plan)
-            if asked is None:
-                return None
-            trial, overrides, shown = asked
-            self.progress.trial_started(trial.number, " ".join(shown))
-            try:
-                job_cfg, cfg, output_dir = self._job(trial.number, overrides)
-                return Claimed(trial, cfg, output_dir, shape_key(cfg), job_cfg)
-            except Exception as exc:  # noqa: BLE001 - this trial fails, the sweep goes on
-                self._end(trial, None, exc)
-
-    def _job(self, number: int, overrides: list[str]) -> tuple[DictConfig, DictConfig, Path]:
-        """The trial's task config and output dir, as a launcher would compose them."""
-        from sweeper.config import validate
-
-        job_cfg = self.sweeper._compose(overrides)
-        with open_dict(job_cfg):
-            job_cfg.hydra.job.num = number
-            job_cfg.hydra.job.id = f"{job_cfg.hydra.job.name}_{number}"
-        output_dir = Path(str(job_cfg.hydra.sweep.dir)) / str(job_cfg.hydra.sweep.subdir)
-        cfg = OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"])
-        validate(cfg)
-        return job_cfg, cfg, output_dir
-
-    def _end(self, trial: optuna.trial.Trial, claimed: Claimed | None, exc: BaseException | None):
-        """Tell Optuna (and the hooks, the progress line) how ``trial`` ended."""
-        from sweeper.sweeps._impl import OUTPUT_DIR, Outcome, _error_text, result_attrs
-
-        attrs: dict[str, Any] = {}
-        value = None
-        if claimed is not None:
-            attrs = {OUTPUT_DIR: str(claimed.output_dir), **result_attrs(claimed.output_dir)}
-            for cb in claimed.callbacks:  # e.g. the MLflow run logs the files and ends
-                if hasattr(cb, "close"):
-                    with contextlib.suppress(Exception):
-                        cb.close(exc)
-            if claimed.group is not None and exc is None:
-                value = claimed.group.value
-        if exc is None and value is not None and math.isfinite(value):
-            outcome = Outcome(TrialState.COMPLETE, value=float(value), attrs=attrs)
-        elif exc is None:
-            outcome = Outcome(TrialState.FAIL, error=f"the objective is {value}", attrs=attrs)
-        elif isinstance(exc, optuna.TrialPruned):
-            outcome = Outcome(TrialState.PRUNED, attrs=attrs)
-        else:
-            outcome = Outcome(TrialState.FAIL, error=_error_text(exc), attrs=attrs)
-        self.sweeper._tell(self.plan, trial, outcome)
-        self.progress.trial_finished(self.plan.study, trial.number, outcome)
+    def _end(self, claimed: Claimed, exc: BaseException | None) -> None:
+        self.source.end(claimed.job.number, outcome(claimed, exc))
 
     # --- populations ---------------------------------------------------------------------
     def run(self) -> None:
-        while not self.sweeper._stop.is_set():
+        while not self.source.stopped():
             first = self.pending.popleft() if self.pending else self._claim()
             if first is None:
                 return
@@ -129,22 +110,24 @@ class Packed:
                 nxt = self._claim()
                 if nxt is None:
                     break
-                if nxt.key != first.key:
+                if nxt.job.key != first.job.key:
                     self.pending.append(nxt)  # waits for a population of its own shape
                     break
                 batch.append(nxt)
             self._population(batch)
+        # (the sweep stopped: a job still pending was claimed but never started; its feed
+        # releases it, see TuningFeed.release)
 
     def _population(self, batch: list[Claimed]) -> None:
         from sweeper.train import build
         from sweeper.training import Population, advance
 
-        configs = [c for claimed in batch for c in self._group(claimed).configs]
         try:
+            configs = [c for claimed in batch for c in self._group(claimed).configs]
             self.built = build(configs)
         except Exception as exc:  # noqa: BLE001 - e.g. the env failed: these trials fail
             for claimed in batch:
-                self._end(claimed.trial, claimed, exc)
+                self._end(claimed, exc)
             return
         members = []
         blocks: list[Claimed | None] = []
@@ -152,7 +135,7 @@ class Packed:
         for b, claimed in enumerate(batch):
             members += self._start(claimed, agent, b)
             blocks.append(claimed)
-        population = Population(agent, env, eval_env, members, batch[0].cfg.train.probe_max_q)
+        population = Population(agent, env, eval_env, members, batch[0].job.cfg.train.probe_max_q)
         events = population.events()
         while any(b is not None for b in blocks):
             try:
@@ -161,7 +144,7 @@ class Packed:
                 for claimed in blocks:
                     if claimed is not None:
                         claimed.group.fail(exc)
-                        self._end(claimed.trial, claimed, exc)
+                        self._end(claimed, exc)
                 return
             if event is None:
                 break
@@ -177,24 +160,23 @@ class Packed:
                 for slot in claimed.group.slots:
                     population.stop(slot)
                 claimed.group.fail(exc)
-                self._end(claimed.trial, claimed, exc)
-                blocks[b] = self._refill(population, b, batch[0].key)
+                self._end(claimed, exc)
+                blocks[b] = self._refill(population, b, batch[0].job.key)
                 continue
             if finished:
-                self._end(claimed.trial, claimed, None)
-                blocks[b] = self._refill(population, b, batch[0].key)
+                self._end(claimed, None)
+                blocks[b] = self._refill(population, b, batch[0].job.key)
 
     def _group(self, claimed: Claimed):
         from sweeper.train import Group, integrations, replicate_callbacks
 
-        with _hydra_job(claimed):  # the MLflow run's tags read the job's Hydra config
-            callbacks = integrations(claimed.cfg, claimed.output_dir, _tracking_mode(claimed.cfg))
+        job = claimed.job
+        with _hydra_job(job):  # the MLflow run's tags read the job's Hydra config
+            callbacks = integrations(job.cfg, job.output_dir, _tracking_mode(job.cfg))
         claimed.callbacks = callbacks
-        seed_callbacks = (
-            replicate_callbacks(claimed.cfg, callbacks) if claimed.cfg.trial.seeds else None
-        )
+        seed_callbacks = replicate_callbacks(job.cfg, callbacks) if job.cfg.trial.seeds else None
         claimed.group = Group(
-            claimed.cfg, claimed.output_dir, callbacks, seed_callbacks or (lambda c, d: ())
+            job.cfg, job.output_dir, callbacks, seed_callbacks or (lambda c, d: ())
         )
         return claimed.group
 
@@ -203,15 +185,15 @@ class Packed:
         return claimed.group.start(agent, slots)
 
     def _refill(self, population: Any, block: int, key: tuple) -> Claimed | None:
-        """The next trial in ``block``'s slots, when it has this population's shape."""
+        """The next job in ``block``'s slots, when it has this population's shape."""
         from sweeper.train import reset_member
 
-        if self.pending or self.sweeper._stop.is_set():
+        if self.pending or self.source.stopped():
             return None
         claimed = self._claim()
         if claimed is None:
             return None
-        if claimed.key != key:
+        if claimed.job.key != key:
             self.pending.append(claimed)
             return None
         try:
@@ -226,9 +208,135 @@ class Packed:
         except Exception as exc:  # noqa: BLE001 - this trial fails, the slots stay free
             if claimed.group is not None:
                 claimed.group.fail(exc)
-            self._end(claimed.trial, claimed, exc)
+            self._end(claimed, exc)
             return None
         return claimed
+
+
+def outcome(claimed: Claimed, exc: BaseException | None) -> Outcome:
+    """How a packed job ended, after closing its callbacks (e.g. the MLflow run logs the
+    files and ends): COMPLETE with its value, PRUNED, or FAIL with the error."""
+    from sweeper.sweeps._impl import OUTPUT_DIR, Outcome, _error_text, result_attrs
+
+    job = claimed.job
+    for cb in claimed.callbacks:
+        if hasattr(cb, "close"):
+            with contextlib.suppress(Exception):
+                cb.close(exc)
+    attrs = {OUTPUT_DIR: str(job.output_dir), **result_attrs(job.output_dir)}
+    value = claimed.group.value if claimed.group is not None and exc is None else None
+    if exc is None and value is not None and math.isfinite(value):
+        return Outcome(TrialState.COMPLETE, value=float(value), attrs=attrs)
+    if exc is None:
+        return Outcome(TrialState.FAIL, error=f"the objective is {value}", attrs=attrs)
+    if isinstance(exc, optuna.TrialPruned):
+        return Outcome(TrialState.PRUNED, attrs=attrs)
+    return Outcome(TrialState.FAIL, error=_error_text(exc), attrs=attrs)
+
+
+# --- the sweeper's side: feeds ---------------------------------------------------------------
+def compose_job(sweeper: OptunaSweeperImpl, number: int, overrides: Sequence[str]) -> Job:
+    """The job's Hydra and task configs and output dir, as a launcher would compose them."""
+    from sweeper.config import validate
+    from sweeper.train import shape_key
+
+    job_cfg = sweeper._compose(overrides)
+    with open_dict(job_cfg):
+        job_cfg.hydra.job.num = number
+        job_cfg.hydra.job.id = f"{job_cfg.hydra.job.name}_{number}"
+    output_dir = Path(str(job_cfg.hydra.sweep.dir)) / str(job_cfg.hydra.sweep.subdir)
+    cfg = OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"])
+    validate(cfg)
+    return Job(number, job_cfg, cfg, output_dir, shape_key(cfg))
+
+
+class TuningFeed:
+    """The sweep's trials: ask and claim (``_next_trial``), compose; tell and print the end.
+    Safe to serve from several slot threads."""
+
+    def __init__(self, sweeper: OptunaSweeperImpl, plan: _Plan, progress: SweepProgress):
+        self.sweeper, self.plan, self.progress = sweeper, plan, progress
+        self.trials: dict[int, optuna.trial.Trial] = {}
+
+    def claim(self) -> Job | None:
+        from sweeper.sweeps._impl import Outcome, _error_text
+
+        while True:
+            asked = self.sweeper._next_trial(self.plan)
+            if asked is None:
+                return None
+            trial, overrides, shown = asked
+            self.trials[trial.number] = trial
+            self.progress.trial_started(trial.number, " ".join(shown))
+            try:
+                return compose_job(self.sweeper, trial.number, overrides)
+            except Exception as exc:  # noqa: BLE001 - this trial fails, the sweep goes on
+                self.end(trial.number, Outcome(TrialState.FAIL, error=_error_text(exc)))
+
+    def end(self, number: int, outcome: Outcome) -> None:
+        trial = self.trials.pop(number, None)
+        if trial is None:  # released meanwhile (the sweep was interrupted)
+            return
+        self.sweeper._tell(self.plan, trial, outcome)
+        self.progress.trial_finished(self.plan.study, number, outcome)
+
+    def stopped(self) -> bool:
+        return self.sweeper._stop.is_set()
+
+    def release(self) -> None:
+        """Un-claim the trials handed out but never ended (the sweep stopped while they
+        waited for a population of their shape): they do not count, their point is asked
+        again by the next run."""
+        for number, trial in list(self.trials.items()):
+            self.trials.pop(number, None)
+            self.sweeper._finish_uncounted(
+                self.plan, number, "interrupted: the sweep stopped", dict(trial.params)
+            )
+
+    def handed(self, number: int, pid: int) -> None:
+        """Trial ``number`` trains in worker process ``pid`` (kept as a user attr)."""
+        from sweeper.sweeps._impl import _safe
+
+        trial = self.trials.get(number)
+        if trial is not None:
+            _safe(trial.set_user_attr, WORKER_PID, pid)
+
+
+class TestFeed:
+    """The re-test runs (one job per (config, test seed)): compose; keep each outcome."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, sweeper: OptunaSweeperImpl, jobs: Sequence[tuple[int, list[str]]]):
+        self.sweeper = sweeper
+        self.todo = deque(jobs)
+        self.outcomes: dict[int, Outcome] = {}
+        self._lock = threading.Lock()
+
+    def claim(self) -> Job | None:
+        from sweeper.sweeps._impl import Outcome, _error_text
+
+        while True:
+            with self._lock:
+                if not self.todo:
+                    return None
+                number, overrides = self.todo.popleft()
+            try:
+                return compose_job(self.sweeper, number, overrides)
+            except Exception as exc:  # noqa: BLE001 - this run fails, the others go on
+                self.end(number, Outcome(TrialState.FAIL, error=_error_text(exc)))
+
+    def end(self, number: int, outcome: Outcome) -> None:
+        self.outcomes[number] = outcome
+
+    def stopped(self) -> bool:
+        return False
+
+    def release(self) -> None:
+        pass
+
+    def handed(self, number: int, pid: int) -> None:
+        pass
 
 
 def _tracking_mode(cfg: DictConfig) -> str:
@@ -243,15 +351,15 @@ def _tracking_mode(cfg: DictConfig) -> str:
 
 
 @contextlib.contextmanager
-def _hydra_job(claimed: Claimed):
-    """The trial's Hydra job config as the current HydraConfig while its callbacks are made,
-    as the launcher would have set it in the job's process (the MLflow run's tags read it)."""
+def _hydra_job(job: Job):
+    """The job's Hydra config as the current HydraConfig while its callbacks are made, as
+    the launcher would have set it in the job's process (the MLflow run's tags read it)."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
-    if claimed.job_cfg is not None:
-        hydra_config.set_config(claimed.job_cfg)
+    if job.job_cfg is not None:
+        hydra_config.set_config(job.job_cfg)
     try:
         yield
     finally:

@@ -11,7 +11,9 @@ Test seeds come from the same sweep seed as the tuning seeds, from a disjoint ra
 (``sweeper.seeding.replicate_seeds``). Each (config, test seed) is one plain single run: its
 own MLflow run tagged ``phase=test`` and ``test_of_trial=<n>`` under the study's parent run,
 reproducible from its config hash like any run. The sweeper launches these jobs at the end
-of a sweep with its launcher; ``sweeper retest`` runs them as subprocesses. Both build the
+of a sweep with its launcher (with ``hydra.sweeper.population`` > 1 it trains them packed,
+several runs per population, one population per slot: ``sweeper.sweeps.packed_workers``);
+``sweeper retest`` runs them as subprocesses. Both build the
 jobs and read the results with this module. The outcome is kept in the study (user attr
 ``sweeper:retest``), so ``sweeper report`` shows it too.
 """

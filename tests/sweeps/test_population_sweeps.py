@@ -7,6 +7,7 @@ pruned alone, and hand its slot to the next trial at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,9 +17,18 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sweep_helpers import clean_env, journal, only_study, run_sweep, states, sweep_cmd
+from sweep_helpers import (
+    clean_env,
+    journal,
+    only_study,
+    run_sweep,
+    states,
+    sweep_children,
+    sweep_cmd,
+)
 
 from sweeper.sweeps._impl import counts
+from sweeper.sweeps.packing import WORKER_PID
 
 TABULAR = [
     "hydra/sweeper=sweeper_optuna",
@@ -30,6 +40,7 @@ TABULAR = [
     "train.plot=false",
     "train.progress=false",
 ]
+PARALLEL = ["hydra/launcher=isolated", "hydra.sweeper.n_jobs=2"]  # J populations, J workers
 
 
 def _ok(proc: subprocess.CompletedProcess) -> None:
@@ -142,12 +153,17 @@ def test_a_packed_trial_equals_the_same_trial_run_alone(tmp_path):
     assert hashes(packed) == hashes(alone) and len(hashes(packed)) == 12  # 4 trials + 8 seeds
 
 
-def test_resume_after_kill_9_counts_exactly(tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_resume_after_kill_9_counts_exactly(tmp_path, jobs):
+    """kill -9 of the sweeper (its population workers, n_jobs=2, die with it): the same
+    command fails the trials it left RUNNING as stale and runs only the missing ones."""
+    n_trials = 7 if jobs == 1 else 10
     args = [
         *TABULAR,
+        *(PARALLEL if jobs > 1 else []),
         "tracking.enabled=false",
         "hydra.sweeper.population=3",
-        "hydra.sweeper.n_trials=7",
+        f"hydra.sweeper.n_trials={n_trials}",
         "hydra.sweeper.pruner.name=none",
         "train.episodes=3000",
         "eval.every=500",
@@ -174,29 +190,37 @@ def test_resume_after_kill_9_counts_exactly(tmp_path):
         except (AssertionError, Exception):  # noqa: BLE001 - not created yet
             return False
         done = len(study.get_trials(states=(TrialState.COMPLETE,)))
-        return done >= 1 and len(study.get_trials(states=(TrialState.RUNNING,))) == 3
+        return done >= 1 and len(study.get_trials(states=(TrialState.RUNNING,))) == 3 * jobs
 
     try:
         end = time.time() + 180
         while time.time() < end and not midway():
             time.sleep(0.2)
         assert midway(), "the sweep never got going"
+        children = sweep_children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # the sweeper alone: its workers must follow it
+        proc.wait()
+        end = time.time() + 20
+        while time.time() < end and any(Path(f"/proc/{c}").exists() for c in children):
+            time.sleep(0.2)
+        assert not any(Path(f"/proc/{c}").exists() for c in children), children
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the group is gone, as it should be
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     study = only_study(journal(tmp_path))
     killed = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
-    assert len(killed) == 3
+    assert len(killed) == 3 * jobs
     restart = run_sweep(tmp_path, "app", *args, timeout=400)  # the same command
     _ok(restart)
     study = only_study(journal(tmp_path))
     trials = study.get_trials()
-    assert len([t for t in trials if counts(t)]) == 7
-    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 7
+    assert len([t for t in trials if counts(t)]) == n_trials
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == n_trials
     stale = [t for t in trials if not counts(t)]
     assert {t.number for t in stale} == killed
     assert all(t.state == TrialState.FAIL for t in stale)
-    assert len(trials) == 10  # 7 counted + the 3 killed; only the missing trials ran
+    assert len(trials) == n_trials + len(killed)  # only the missing trials ran
 
 
 @pytest.mark.parametrize(
@@ -204,8 +228,9 @@ def test_resume_after_kill_9_counts_exactly(tmp_path):
     [
         (["hydra.sweeper.population=0"], "hydra.sweeper.population: must be >= 1"),
         (
-            ["hydra.sweeper.population=2", "hydra.sweeper.n_jobs=2"],
-            "hydra.sweeper.population: a population trains its trials in one process",
+            ["hydra.sweeper.population=3", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib"],
+            "hydra.sweeper.population=3 with hydra.sweeper.n_jobs=2 trains 2 populations on "
+            "worker processes: needs hydra/launcher=isolated (got joblib)",
         ),
     ],
 )
@@ -214,6 +239,7 @@ def test_bad_population_settings_fail_before_any_trial_with_one_line(tmp_path, o
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("sweeper: ") and message in lines[-1], proc.stderr[-2000:]
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "outputs").exists()
     assert not (tmp_path / "journal.log").exists() or not optuna.get_all_study_names(
         optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))
@@ -225,3 +251,127 @@ def test_the_toy_app_cannot_be_packed(tmp_path):
     proc = run_sweep(tmp_path, "toy", "x=interval(-2,2)", "hydra.sweeper.population=2")
     assert proc.returncode != 0
     assert "hydra.sweeper.population: this app is not sweeper.train" in proc.stderr
+
+
+# -- J populations on J worker processes (n_jobs > 1) ------------------------------------------
+
+
+def test_packed_slots_on_worker_processes_give_the_values_of_a_plain_sweep(tmp_path):
+    """population=2 with n_jobs=2: two worker processes, each training a population of two
+    trials (two seeds each); every trial and every re-test run has the value the same grid
+    gives one job per trial in the sweeper's process, with its own MLflow run and params."""
+    args = [
+        *[a for a in TABULAR if not a.startswith("hydra.sweeper.retest")],
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.seeds=2",
+        "hydra.sweeper.retest.top_k=2",
+        "hydra.sweeper.retest.seeds=2",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.pruner.name=none",
+        "train.episodes=40",
+        "agent.alpha=choice(0.1,0.5)",
+        "agent.gamma=choice(0.9,0.99)",
+    ]
+    packed, alone = tmp_path / "packed", tmp_path / "alone"
+    packed.mkdir()
+    alone.mkdir()
+    _ok(run_sweep(packed, "app", *args, *PARALLEL, "hydra.sweeper.population=2"))
+    _ok(run_sweep(alone, "app", *args))
+
+    def values(where: Path) -> dict:
+        study = only_study(journal(where))
+        assert all(t.state == TrialState.COMPLETE for t in study.get_trials()), states(study)
+        return {tuple(sorted(t.params.items())): t.value for t in study.get_trials()}
+
+    def tests(where: Path) -> dict:
+        retest = only_study(journal(where)).user_attrs["sweeper:retest"]
+        return {tuple(sorted(r["params"].items())): r["test_per_seed"] for r in retest["configs"]}
+
+    assert values(packed) == values(alone) and len(values(packed)) == 4
+    assert tests(packed) == tests(alone) and len(tests(packed)) == 2
+    assert all(v is not None for vs in tests(packed).values() for v in vs)
+    study = only_study(journal(packed))
+    pids = {t.user_attrs[WORKER_PID] for t in study.get_trials()}
+    assert len(pids) == 2 and os.getpid() not in pids, pids
+    runs = [r for r in mlflow_runs(packed) if "trial_number" in r.data.tags]
+    for t in study.get_trials():
+        (run,) = [
+            r
+            for r in runs
+            if int(r.data.tags["trial_number"]) == t.number
+            and r.data.tags.get("replicate") != "true"
+        ]
+        assert run.info.status == "FINISHED"
+        assert float(run.data.params["agent.alpha"]) == t.params["agent.alpha"]
+        assert float(run.data.params["agent.gamma"]) == t.params["agent.gamma"]
+
+
+def test_kill_9_of_a_packed_worker_fails_only_its_trials(tmp_path):
+    """kill -9 of one of the two population workers: exactly the trials it held FAIL naming
+    SIGKILL, the other worker's population trains on, a fresh worker takes the rest and the
+    sweep ends with all its trials counted."""
+    args = [
+        *TABULAR,
+        *PARALLEL,
+        "tracking.enabled=false",
+        "hydra.sweeper.population=2",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.pruner.name=none",
+        "train.episodes=2000",
+        "eval.every=500",
+        "agent.alpha=interval(0.05,0.5)",
+    ]
+    cmd = sweep_cmd(
+        "app", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"hydra.sweeper.storage={journal(tmp_path)}"
+    )
+    proc = subprocess.Popen(
+        [*cmd, *args],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+    def victim() -> int | None:
+        """A worker (a child of the sweeper) holding two RUNNING trials, once both hold two."""
+        try:
+            running = only_study(journal(tmp_path)).get_trials(states=(TrialState.RUNNING,))
+        except Exception:  # noqa: BLE001 - not created yet
+            return None
+        held: dict[int, int] = {}
+        for t in running:
+            pid = t.user_attrs.get(WORKER_PID)
+            if pid is not None:
+                held[pid] = held.get(pid, 0) + 1
+        children = sweep_children(proc.pid)
+        both = len(held) == 2 and all(n == 2 for n in held.values())
+        return min(held) if both and set(held) <= children else None
+
+    try:
+        end = time.time() + 120
+        pid = victim()
+        while pid is None and time.time() < end and proc.poll() is None:
+            time.sleep(0.2)
+            pid = victim()
+        assert pid is not None, "the two populations never got going"
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    study = only_study(journal(tmp_path))
+    trials = study.get_trials()
+    assert len([t for t in trials if counts(t)]) == 6 and len(trials) == 6, states(study)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 2, states(study)
+    for t in failed:
+        assert t.user_attrs[WORKER_PID] == pid
+        assert "WorkerDied" in t.user_attrs["sweeper:error"]
+        assert "SIGKILL" in t.user_attrs["sweeper:error"]
+    others = [t for t in trials if t.state != TrialState.FAIL]
+    assert all(t.state == TrialState.COMPLETE for t in others), states(study)
+    assert {t.user_attrs[WORKER_PID] for t in others} - {pid}, "no other worker finished"

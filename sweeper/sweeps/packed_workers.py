@@ -1,0 +1,217 @@
+"""``hydra.sweeper.population=K`` with ``hydra.sweeper.n_jobs=J``: J populations, one per
+worker process.
+
+Why: one population trains in one process, so one population uses one core. With J slots
+each slot thread of the sweeper owns a worker process (``sweeper.sweeps.workers``: spawned,
+dies with the sweeper) that runs one population at a time (:class:`~sweeper.sweeps.packing.
+Packed`) and only trains. The sweeper keeps everything else: asking and claiming trials,
+composing and validating their configs, telling Optuna, the progress lines, the hooks, the
+heartbeat. Worker and slot talk over a pipe:
+
+* ``("claim",)`` -> a :class:`~sweeper.sweeps.packing.Job` or None (no more trials, or the
+  sweep stops);
+* ``("end", number, outcome)`` -> whether the sweep stops (the worker then takes no new
+  trial and lets its population drain);
+* ``("done",)``: the worker's population drained and it has no more trials; it exits.
+
+A worker that dies (kill -9, out of memory) fails exactly the trials it held, with the
+signal that killed it (:class:`~sweeper.sweeps.workers.WorkerDied`); the slot starts a fresh
+worker if trials remain, and the other slots' populations never notice. A trial that
+trained in a worker keeps its pid (user attr ``sweeper:worker_pid``). MLflow runs are made in
+the worker as in a packed sweep in one process; pruning goes through the Optuna storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sweeper.sweeps.packing import Job, Packed, Source
+from sweeper.sweeps.workers import WorkerDied, _death, process_start, watch_parent
+
+log = logging.getLogger(__name__)
+
+
+# -- the worker process --------------------------------------------------------------------------
+class PipeSource:
+    """A worker's trial source: its slot thread in the sweeper, over ``conn``."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._stopped = False
+
+    def claim(self) -> Job | None:
+        if self._stopped:
+            return None
+        self.conn.send(("claim",))
+        job = self.conn.recv()
+        if job is None:
+            self._stopped = True
+        return job
+
+    def end(self, number: int, outcome: Any) -> None:
+        self.conn.send(("end", number, outcome))
+        self._stopped = self._stopped or bool(self.conn.recv())
+
+    def stopped(self) -> bool:
+        return self._stopped
+
+
+def _worker_main(
+    conn: Connection, parent_pid: int, parent_start: str | None, capacity: int, width: int
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweeper's to handle
+    watch_parent(parent_pid, parent_start)
+    logging.basicConfig(
+        level=logging.WARNING,
+        format=f"[%(asctime)s][%(name)s][%(levelname)s] - [worker {os.getpid()}] %(message)s",
+    )
+    Packed(PipeSource(conn), capacity, width).run()
+    conn.send(("done",))
+
+
+# -- the sweeper's side --------------------------------------------------------------------------
+class Slot:
+    """One slot of a packed sweep: serves ``feed`` to a worker process; starts a fresh one
+    when its worker dies and jobs remain."""
+
+    def __init__(self, feed: Any, capacity: int, width: int, index: int = 0) -> None:
+        self.feed, self.capacity, self.width, self.index = feed, capacity, width, index
+        self._ctx = multiprocessing.get_context("spawn")
+        self.proc: Any = None
+
+    def kill(self) -> None:
+        """End the worker now (the sweep was interrupted; its trials were released)."""
+        proc = self.proc
+        if proc is not None and proc.is_alive():
+            proc.kill()
+
+    def run(self) -> None:
+        from optuna.trial import TrialState
+
+        from sweeper.sweeps._impl import Outcome, _error_text
+
+        first = self.feed.claim()  # a worker only when there is work for it
+        while first is not None:
+            held: set[int] = {first.number}
+            try:
+                self._serve(first, held)
+                return
+            except WorkerDied as err:
+                log.warning("packed slot %d: %s", self.index, err)
+                failed = Outcome(TrialState.FAIL, error=_error_text(err))
+                for number in sorted(held):
+                    self.feed.end(number, failed)
+            if self.feed.stopped():
+                return
+            first = self.feed.claim()
+
+    def _serve(self, first: Job, held: set[int]) -> None:
+        conn, child = self._ctx.Pipe(duplex=True)
+        me = os.getpid()
+        proc = self._ctx.Process(
+            target=_worker_main,
+            args=(child, me, process_start(me), self.capacity, self.width),
+            name=f"sweeper-population-{self.index}",
+        )
+        proc.daemon = False  # daemonic processes may not have children (MLflow loggers)
+        proc.start()
+        child.close()
+        self.proc = proc
+        log.info("packed slot %d: worker process %d", self.index, proc.pid)
+        queued: list[Job] = [first]
+        try:
+            while True:
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    proc.join(timeout=10)
+                    raise WorkerDied(_death(proc.pid, proc.exitcode)) from None
+                if msg[0] == "claim":
+                    job = queued.pop() if queued else self.feed.claim()
+                    if job is not None:
+                        held.add(job.number)
+                        self.feed.handed(job.number, proc.pid)
+                    self._send(conn, proc, job)
+                elif msg[0] == "end":
+                    _, number, outcome = msg
+                    held.discard(number)
+                    self.feed.end(number, outcome)
+                    self._send(conn, proc, self.feed.stopped())
+                elif msg[0] == "done":
+                    return
+        finally:
+            conn.close()
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+
+    @staticmethod
+    def _send(conn: Connection, proc: Any, message: Any) -> None:
+        try:
+            conn.send(message)
+        except (OSError, BrokenPipeError):
+            proc.join(timeout=10)
+            raise WorkerDied(_death(proc.pid, proc.exitcode)) from None
+
+
+def run_packed(
+    feed: Any, capacity: int, width: int, n_slots: int, stop: threading.Event | None = None
+) -> None:
+    """Train ``feed``'s jobs in populations of ``capacity`` jobs of ``width`` members: in this
+    process when ``n_slots`` is 1, else on ``n_slots`` worker processes. Raises the first
+    error of a slot (e.g. the storage failed; ``stop`` is set then, so that the other slots
+    take no new job), after the other slots ended."""
+    if n_slots <= 1:
+        source: Source = feed
+        try:
+            Packed(source, capacity, width).run()
+        finally:
+            feed.release()
+        return
+    errors: list[BaseException] = []
+    slots = [Slot(feed, capacity, width, i) for i in range(n_slots)]
+
+    def slot(i: int) -> None:
+        try:
+            slots[i].run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread
+            errors.append(exc)
+            if stop is not None:
+                stop.set()
+
+    threads = [
+        threading.Thread(target=slot, args=(i,), name=f"sweeper-population-{i}", daemon=True)
+        for i in range(n_slots)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    finally:
+        feed.release()
+        if any(t.is_alive() for t in threads):  # interrupted: no worker outlives the sweep
+            for s in slots:
+                s.kill()
+    if errors:
+        raise errors[0]
+
+
+def run_tests(sweeper: Any, jobs: list[tuple[int, list[str]]], capacity: int, n_slots: int):
+    """The re-test runs (``(number, overrides)``, one seed each), packed: up to ``capacity``
+    runs per population, spread over ``n_slots`` populations. Their outcomes by number."""
+    from sweeper.sweeps.packing import TestFeed
+
+    feed = TestFeed(sweeper, jobs)
+    n_slots = max(1, min(n_slots, len(jobs)))
+    per_slot = -(-len(jobs) // n_slots)  # every slot gets its share at once
+    run_packed(feed, min(capacity, per_slot), 1, n_slots)
+    return feed.outcomes
