@@ -396,7 +396,13 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
         f"{torch.get_num_threads()}, BLAS {blas_threads()}; load average {load_average()} "
         f"on {os.cpu_count()} CPUs"
     )
-    seed_sps = bench_seed_notebook(steps)
+    # The seed loop is timed before and after the populations, and the ratios use the mean:
+    # a shared VM's speed drifts by 10-20% within a minute, which a single timing puts
+    # entirely into the ratios.
+    seed_before = bench_seed_notebook(steps)
+    timings = [bench_population(size, steps) for size in sizes]
+    seed_after = bench_seed_notebook(steps)
+    seed_sps = (seed_before + seed_after) / 2
     seed_ups = seed_sps * max(0, steps - SEED_BATCH + 1) / steps  # it learns from step 64
     probe = population_configs(1, steps)
     agent = build(probe).agent
@@ -405,7 +411,8 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
     batch = agent.buffer.batch_size
     print(
         f"seed notebook DQN loop: {seed_sps:.0f} env-steps/s, {seed_ups:.0f} updates/s, "
-        f"{seed_ups * flops / 1e9:.2f} GFLOP/s ({steps} steps)"
+        f"{seed_ups * flops / 1e9:.2f} GFLOP/s ({steps} steps; the mean of {seed_before:.0f} "
+        f"before and {seed_after:.0f} after the populations)"
     )
     print(
         f"one member-update: {flops / 1e6:.3f} MFLOP (B={batch}, "
@@ -422,8 +429,7 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
     )
     print(header)
     ceiling = {}
-    for size in sizes:
-        r = bench_population(size, steps)
+    for size, r in zip(sizes, timings, strict=True):
         print(
             f"{size:3d} {r.steps_per_s:12.0f} {r.steps_per_s / seed_sps:7.2f}x "
             f"{r.updates_per_s:10.0f} {r.gflops:8.2f} {r.us_per_update:10.1f} "
