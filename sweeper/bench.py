@@ -482,13 +482,14 @@ def main_job(overrides: Sequence[str], seed_steps: int) -> None:
     """The README's main job end to end in a fresh directory, against the seed notebook's loop
     on the same total of env steps.
 
-    The seed's loop is timed here on ``seed_steps`` steps and its time for the job is its
-    rate times the job's env steps, summed over every run the job trained (tuning and test
-    runs). That is what running the same runs one after another would cost it, without the
+    The seed's loop is timed here on ``seed_steps`` steps (before and after the job, the mean
+    taken) and its time for the job is its rate times the job's env steps, summed over every
+    run the job trained (tuning and test runs). That is what running the same runs one after another would cost it, without the
     greedy evaluations our runs also do.
     """
     import tempfile
 
+    seed_before = bench_seed_notebook(seed_steps)
     with tempfile.TemporaryDirectory(prefix="sweeper-main-job-") as tmp:
         cmd = [sys.executable, "-m", "sweeper.train", *MAIN_JOB, *overrides]
         print("main job:", " ".join(cmd[1:]), flush=True)
@@ -499,11 +500,17 @@ def main_job(overrides: Sequence[str], seed_steps: int) -> None:
             raise SystemExit(f"the main job failed ({proc.returncode}): {proc.stderr[-2000:]}")
         # the sweep's own run folders (outputs/mlartifacts holds MLflow's copies of them)
         steps = run_env_steps(Path(tmp) / "outputs" / "multirun")
-    seed_sps = bench_seed_notebook(seed_steps)
+    # timed before and after the job, the mean taken: a shared VM's speed drifts by 10-20%
+    # over minutes, which one timing would put entirely into the ratio
+    seed_after = bench_seed_notebook(seed_steps)
+    seed_sps = (seed_before + seed_after) / 2
     total = sum(steps)
     seed_seconds = total / seed_sps
     print(f"{len(steps)} runs, {total} env steps in {wall:.0f} s: {total / wall:.0f} env-steps/s")
-    print(f"seed notebook loop: {seed_sps:.0f} env-steps/s ({seed_steps} steps timed)")
+    print(
+        f"seed notebook loop: {seed_sps:.0f} env-steps/s ({seed_steps} steps timed before the "
+        f"job, {seed_before:.0f}, and after it, {seed_after:.0f})"
+    )
     print(
         f"the seed loop on the same runs, one after another: {seed_seconds:.0f} s; "
         f"the main job is {seed_seconds / wall:.1f}x faster ({load_average()})"

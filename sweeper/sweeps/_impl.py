@@ -771,8 +771,13 @@ class OptunaSweeperImpl(Sweeper):
             from sweeper.sweeps.packed_workers import run_tests
 
             capacity = self.population * max(1, len(plan.tuning_seeds))  # same member count
+            cost = {t.number: retest.run_cost(t.user_attrs.get(OUTPUT_DIR)) for t in trials}
             done = run_tests(
-                self, [(first + i, j) for i, j in enumerate(jobs)], capacity, self._slots()
+                self,
+                [(first + i, j) for i, j in enumerate(jobs)],
+                capacity,
+                self._slots(),
+                [cost[number] for number, _ in where],
             )
             failed = Outcome(TrialState.FAIL, error="not run")
             outcomes = [done.get(first + i, failed) for i in range(len(jobs))]

@@ -165,10 +165,13 @@ def run_packed(
     feed: Any, capacity: int, width: int, n_slots: int, stop: threading.Event | None = None
 ) -> None:
     """Train ``feed``'s jobs in populations of ``capacity`` jobs of ``width`` members: in this
-    process when ``n_slots`` is 1, else on ``n_slots`` worker processes. Raises the first
-    error of a slot (e.g. the storage failed; ``stop`` is set then, so that the other slots
-    take no new job), after the other slots ended."""
+    process when ``n_slots`` is 1, else on ``n_slots`` worker processes (``feed`` may be a
+    list, one feed per slot). Raises the first error of a slot (e.g. the storage failed;
+    ``stop`` is set then, so that the other slots take no new job), after the other slots
+    ended."""
+    feeds = list(feed) if isinstance(feed, list) else [feed] * n_slots
     if n_slots <= 1:
+        feed = feeds[0]
         source: Source = feed
         try:
             Packed(source, capacity, width).run()
@@ -176,7 +179,7 @@ def run_packed(
             feed.release()
         return
     errors: list[BaseException] = []
-    slots = [Slot(feed, capacity, width, i) for i in range(n_slots)]
+    slots = [Slot(feeds[i], capacity, width, i) for i in range(n_slots)]
 
     def slot(i: int) -> None:
         try:
@@ -197,7 +200,9 @@ def run_packed(
             while t.is_alive():
                 t.join(0.5)
     finally:
-        feed.release()
+        for i, each in enumerate(feeds):
+            if all(each is not other for other in feeds[:i]):  # each feed once
+                each.release()
         if any(t.is_alive() for t in threads):  # interrupted: no worker outlives the sweep
             for s in slots:
                 s.kill()
@@ -205,13 +210,41 @@ def run_packed(
         raise errors[0]
 
 
-def run_tests(sweeper: Any, jobs: list[tuple[int, list[str]]], capacity: int, n_slots: int):
+def balanced_shares(jobs: list[Any], costs: list[float], n: int) -> list[list[Any]]:
+    """``jobs`` split into ``n`` shares of about equal total cost: the longest job first,
+    each to the share with the least cost so far (then the fewest jobs); a share keeps the
+    jobs' order."""
+    shares: list[list[int]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for i in sorted(range(len(jobs)), key=lambda i: -costs[i]):
+        share = min(range(n), key=lambda s: (load[s], len(shares[s])))
+        shares[share].append(i)
+        load[share] += costs[i]
+    return [[jobs[i] for i in sorted(share)] for share in shares]
+
+
+def run_tests(
+    sweeper: Any,
+    jobs: list[tuple[int, list[str]]],
+    capacity: int,
+    n_slots: int,
+    costs: list[float] | None = None,
+):
     """The re-test runs (``(number, overrides)``, one seed each), packed: up to ``capacity``
-    runs per population, spread over ``n_slots`` populations. Their outcomes by number."""
+    runs per population over ``n_slots`` populations. With ``costs`` (one estimate per job,
+    ``retest.run_cost``) each slot gets its own runs, the longest first to the least loaded
+    slot, so that the slots' work, not their number of runs, is even: a population ends with
+    its longest run, and one slot with all the long runs kept the other core idle for a third
+    of the re-test. Their outcomes by number."""
     from sweeper.sweeps.packing import TestFeed
 
-    feed = TestFeed(sweeper, jobs)
     n_slots = max(1, min(n_slots, len(jobs)))
-    per_slot = -(-len(jobs) // n_slots)  # every slot gets its share at once
-    run_packed(feed, min(capacity, per_slot), 1, n_slots)
-    return feed.outcomes
+    if costs is None or n_slots == 1:
+        feed = TestFeed(sweeper, jobs)
+        per_slot = -(-len(jobs) // n_slots)  # every slot gets its share at once
+        run_packed(feed, min(capacity, per_slot), 1, n_slots)
+        return feed.outcomes
+    shares = balanced_shares(jobs, costs, n_slots)
+    feeds = [TestFeed(sweeper, share) for share in shares]
+    run_packed(feeds, min(capacity, max(len(share) for share in shares)), 1, n_slots)
+    return {number: outcome for feed in feeds for number, outcome in feed.outcomes.items()}

@@ -20,6 +20,7 @@ jobs and read the results with this module. The outcome is kept in the study (us
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -61,6 +62,26 @@ def job_overrides(
         f"trial.test_of={int(trial_number)}",
         *extra,
     ]
+
+
+def run_cost(output_dir: Path | str | None) -> float:
+    """What one test run of a trial's config will cost, estimated from the trial's tuning
+    runs in ``output_dir``: their mean env steps (the last ``step`` of each
+    ``seed_*/episodes.csv``); 1.0 when unknown. A config that learned runs long episodes, so
+    its runs cost several times a failing config's: packed re-tests use this to give every
+    slot an even share of the work, not of the runs."""
+    if not output_dir:
+        return 1.0
+    steps = []
+    for path in Path(output_dir).glob("seed_*/episodes.csv"):
+        try:
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            if rows:
+                steps.append(float(rows[-1]["step"]))
+        except (OSError, KeyError, ValueError):
+            continue
+    return sum(steps) / len(steps) if steps else 1.0
 
 
 def run_dir(root: Path, trial_number: int, seed: int) -> Path:

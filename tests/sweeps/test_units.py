@@ -400,3 +400,25 @@ def test_root_cause_skips_links_of_the_chain_that_say_nothing():
     assert root_cause(err) == "ConnectionError: administrator command"
     err = chain(InvalidatePoolError(), RuntimeError("OperationalError: gone"))
     assert root_cause(err) == "RuntimeError: OperationalError: gone"
+
+
+def test_retest_shares_are_even_in_cost_and_run_cost_reads_the_tuning_runs(tmp_path):
+    """Packed re-tests give each slot an even share of the work: the 5 runs of a config that
+    learned (long episodes) are not all on one slot."""
+    from sweeper.sweeps.packed_workers import balanced_shares
+    from sweeper.sweeps.retest import run_cost
+
+    jobs = [f"trial{t}-seed{s}" for t in range(3) for s in range(5)]
+    costs = [120_000.0] * 5 + [60_000.0] * 5 + [30_000.0] * 5
+    shares = balanced_shares(jobs, costs, 2)
+    assert sorted(j for share in shares for j in share) == sorted(jobs)
+    totals = [sum(costs[jobs.index(j)] for j in share) for share in shares]
+    assert abs(totals[0] - totals[1]) <= max(costs)
+    assert all(0 < sum(j.startswith("trial0") for j in share) < 5 for share in shares)
+    # run_cost: the mean of the tuning runs' last env step; 1.0 when there is nothing to read
+    for seed, last in ((1, 300), (2, 500)):
+        run = tmp_path / f"seed_{seed}"
+        run.mkdir()
+        (run / "episodes.csv").write_text(f"episode,step,return\n1,10,10\n2,{last},290\n")
+    assert run_cost(tmp_path) == 400.0
+    assert run_cost(tmp_path / "missing") == 1.0 and run_cost(None) == 1.0
