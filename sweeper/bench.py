@@ -484,8 +484,8 @@ def main_job(overrides: Sequence[str], seed_steps: int) -> None:
 
     The seed's loop is timed here on ``seed_steps`` steps (before and after the job, the mean
     taken) and its time for the job is its rate times the job's env steps, summed over every
-    run the job trained (tuning and test runs). That is what running the same runs one after another would cost it, without the
-    greedy evaluations our runs also do.
+    run the job trained (tuning and test runs). That is what running the same runs one after
+    another would cost it, without the greedy evaluations our runs also do.
     """
     import tempfile
 
