@@ -40,9 +40,13 @@ by importance, even in an older study that swept it as a parameter.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -425,6 +429,12 @@ def importance_params(study: optuna.Study, params: Sequence[str] | None = None) 
     return out
 
 
+#: Importances already computed (or being computed), by everything they are computed from.
+_FITTED: OrderedDict[tuple, Future] = OrderedDict()
+_FITTED_LOCK = threading.Lock()
+_FITTED_MAX = 16
+
+
 def importance(
     study: optuna.Study,
     params: Sequence[str] | None = None,
@@ -453,8 +463,6 @@ def importance(
     least ``top_share_to_rank`` and there are at least ``min_trials`` trials; else ``reason``
     says why not. Deterministic in ``seed``.
     """
-    import optuna
-
     names = importance_params(study, params)
     complete = [
         t
@@ -462,6 +470,79 @@ def importance(
         if is_complete(t) and all(p in t.params for p in names) and replicates(t, metric)
     ]
     n_pruned = sum(1 for t in study.get_trials(deepcopy=False) if is_pruned(t))
+    settings = (n_bootstrap, seed, n_trees, max_depth, confidence, min_trials, top_share_to_rank)
+    # Memoized on its inputs (the data of the trials it fits, not the study object), so the
+    # end of a sweep can compute it early (:func:`prefetch_importance`) and a second call
+    # with the same data costs nothing; the same inputs always give the same result.
+    key = (
+        tuple(study.directions),
+        tuple(names),
+        metric,
+        n_pruned,
+        settings,
+        tuple(
+            (
+                tuple(t.params[p] for p in names),
+                tuple(repr(t.distributions[p]) for p in names),
+                tuple(replicates(t, metric)),
+                aggregate_of(t),
+            )
+            for t in complete
+        ),
+    )
+    with _FITTED_LOCK:
+        future = _FITTED.get(key)
+        owner = future is None
+        if owner:
+            future = _FITTED[key] = Future()
+            while len(_FITTED) > _FITTED_MAX:
+                _FITTED.popitem(last=False)
+    if owner:
+        try:
+            future.set_result(_importance(study, names, complete, n_pruned, metric, *settings))
+        except BaseException as err:
+            future.set_exception(err)
+            with _FITTED_LOCK:
+                _FITTED.pop(key, None)
+            raise
+    return copy.deepcopy(future.result())
+
+
+def prefetch_importance(
+    study: optuna.Study, requests: Sequence[tuple[Sequence[str], str]]
+) -> threading.Thread:
+    """Start computing :func:`importance` of ``(params, metric)`` pairs in a background
+    thread, so that the bootstrap's refits (seconds) overlap other work of the sweep (its
+    re-test runs train in worker processes meanwhile); a later :func:`importance` call with
+    the same data waits for that result instead of refitting. Errors are left for that
+    call to raise again."""
+
+    def run() -> None:
+        for params, metric in requests:
+            with contextlib.suppress(Exception):
+                importance(study, list(params), metric=metric)
+
+    thread = threading.Thread(target=run, name="sweeper-importance", daemon=True)
+    thread.start()
+    return thread
+
+
+def _importance(
+    study: optuna.Study,
+    names: list[str],
+    complete: list[FrozenTrial],
+    n_pruned: int,
+    metric: str,
+    n_bootstrap: int,
+    seed: int,
+    n_trees: int,
+    max_depth: int,
+    confidence: float,
+    min_trials: int,
+    top_share_to_rank: float,
+) -> Importance:
+    import optuna
+
     with_seeds = any(has_seeds(t) and len(replicates(t)) > 1 for t in complete)
     result = Importance(
         evaluator=EVALUATOR,

@@ -173,6 +173,11 @@ def _value_of(label: str, key: str) -> str:
     return ""
 
 
+def importance_metrics(claim: str | None) -> list[str]:
+    """The metrics, besides the objective, whose importances ``claim``'s verdict ranks."""
+    return [SEED_MEASURE] if claim == "sensitivity" else []
+
+
 # -- the claims ----------------------------------------------------------------------------------
 
 

@@ -144,6 +144,44 @@ def test_importance_names_the_parameter_that_drives_the_value():
     yaml.safe_dump(d)  # plain data
 
 
+def test_importance_is_fitted_once_per_data_and_can_be_prefetched(monkeypatch):
+    """The end of a sweep starts the bootstrap in a background thread while its re-test
+    trains; the summary's call then takes that result. A result is reused only for the same
+    data: a new trial, or one changed per-seed value, refits."""
+    study = driven_study(n_seeds=3, seed=5)
+    fits = []
+    fit = analysis._importance
+    monkeypatch.setattr(analysis, "_importance", lambda *a: fits.append(a) or fit(*a))
+    monkeypatch.setattr(analysis, "_FITTED", type(analysis._FITTED)())
+    thread = analysis.prefetch_importance(study, [(list(GRID), analysis.OBJECTIVE)])
+    first = analysis.importance(study, list(GRID), n_bootstrap=20)  # other settings: its own
+    thread.join()
+    prefetched = analysis.importance(study, list(GRID))
+    assert len(fits) == 2
+    again = analysis.importance(study, list(GRID))
+    assert len(fits) == 2 and again == prefetched and again is not prefetched
+    again.values.clear()  # a caller's copy: the stored result is untouched
+    assert analysis.importance(study, list(GRID)) == prefetched
+    analysis._FITTED.clear()
+    assert analysis.importance(study, list(GRID)) == prefetched  # as computed afresh
+    assert first != prefetched and first.n_bootstrap == 20
+    assert len(fits) == 3
+    add(
+        study,
+        {"agent.lr": 1e-2, "agent.target_update_freq": 10, "buffer.capacity": 1000},
+        GRID,
+        [250.0, 240.0, 260.0],
+    )
+    assert analysis.importance(study, list(GRID)).n_trials == 28 and len(fits) == 4
+    changed = optuna.create_study(direction="maximize")
+    for i, t in enumerate(driven_study(n_seeds=3, seed=5).trials):
+        per_seed = list(t.user_attrs["objective_per_seed"])
+        per_seed[0] += 1.0 if i == 0 else 0.0  # one seed's value of one trial differs
+        add(changed, t.params, GRID, per_seed)
+    analysis.importance(changed, list(GRID))
+    assert len(fits) == 5
+
+
 def test_four_trials_are_not_enough_to_rank():
     study = optuna.create_study(direction="maximize")
     for lr, freq in [(1e-4, 10), (1e-3, 100), (1e-2, 500), (1e-2, 10)]:

@@ -707,12 +707,17 @@ class OptunaSweeperImpl(Sweeper):
             self._close_launcher()
             self._abort(plan, errors[0])
         self._run_due_hooks(plan)
+        prefetch = None
+        if self._retest_due(plan):  # its runs train elsewhere: this process is free meanwhile
+            prefetch = results_mod.prefetch(self, plan)
         try:
             self._retest(plan)
         except Exception as err:
             self._abort(plan, err)
         finally:
             self._close_launcher()
+        if prefetch is not None:
+            prefetch.join()
         try:
             summary = results_mod.finish(self, plan, hooks, info)
         except Exception as err:
@@ -737,8 +742,8 @@ class OptunaSweeperImpl(Sweeper):
         from sweeper.sweeps import retest
 
         cfg = self.retest_cfg
-        if not cfg.get("enabled") or self._stop_reason() or not plan.tuning_seeds:
-            return  # (no tuning seeds: an app without replicates, see _supports_replicates)
+        if not self._retest_due(plan):
+            return
         trials = retest.top_trials(plan.study, int(cfg["top_k"]))
         if not trials:
             return
@@ -792,6 +797,12 @@ class OptunaSweeperImpl(Sweeper):
                 retest.read_objective(out_dir) if outcome.state == TrialState.COMPLETE else None
             )
         retest.summarize(plan.study, trials, seeds, values, self.aggregate)
+
+    def _retest_due(self, plan: _Plan) -> bool:
+        # (no tuning seeds: an app without replicates, see _supports_replicates)
+        return bool(
+            self.retest_cfg.get("enabled") and not self._stop_reason() and plan.tuning_seeds
+        )
 
     def _stop_reason(self) -> bool:
         return self.max_failures is not None and self._failures >= self.max_failures

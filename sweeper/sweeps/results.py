@@ -19,6 +19,7 @@ import logging
 import math
 import shlex
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,21 @@ def _app_command() -> str:
     if Path(argv0).name in ("sweeper-train",):
         return "sweeper-train"
     return f"python {argv0}"
+
+
+def _claim_params(sweeper: OptunaSweeperImpl, plan: _Plan) -> list[str]:
+    group_by = list(sweeper.summary_cfg.get("group_by") or [])
+    return [p for p in plan.space.distributions if p not in group_by]
+
+
+def prefetch(sweeper: OptunaSweeperImpl, plan: _Plan) -> threading.Thread:
+    """Start computing the importances :func:`finish` will show (the objective's, and those
+    the claim's verdict ranks) in a background thread: called before the re-test, whose runs
+    train in worker processes, so the bootstrap's seconds of refits overlap them."""
+    claim = sweeper.summary_cfg.get("claim")
+    requests = [(list(plan.space.distributions), analysis.OBJECTIVE)]
+    requests += [(_claim_params(sweeper, plan), m) for m in claims.importance_metrics(claim)]
+    return analysis.prefetch_importance(plan.study, requests)
 
 
 def finish(
@@ -158,7 +174,7 @@ def finish(
                 study,
                 plan.sweep_dir,
                 group_by=group_by,
-                params=[p for p in plan.space.distributions if p not in group_by],
+                params=_claim_params(sweeper, plan),
                 env_kwargs=OmegaConf.to_container(plan.base_cfg.env.kwargs, resolve=True)
                 if OmegaConf.select(plan.base_cfg, "env.kwargs") is not None
                 else None,
