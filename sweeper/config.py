@@ -142,14 +142,24 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+#: The schemas of the group options, by the name their YAML files extend them with
+#: (``defaults: [/schema_dqn_agent@_here_, _self_]``). Stored outside the groups, so that they
+#: are not options a user can pick (``agent=schema_dqn_agent`` is an unknown option) and
+#: ``--help`` does not list them.
+SCHEMAS = {
+    "schema_tabular_agent": TabularAgentConfig,
+    "schema_dqn_agent": DQNAgentConfig,
+    "schema_env": EnvConfig,
+    "schema_buffer": BufferConfig,
+    "schema_prioritized_buffer": PrioritizedBufferConfig,
+}
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="agent", name="base_tabular", node=TabularAgentConfig)
-    cs.store(group="agent", name="base_dqn", node=DQNAgentConfig)
-    cs.store(group="env", name="base_env", node=EnvConfig)
-    cs.store(group="buffer", name="base_buffer", node=BufferConfig)
-    cs.store(group="buffer", name="base_prioritized", node=PrioritizedBufferConfig)
+    for name, node in SCHEMAS.items():
+        cs.store(name=name, node=node)
 
 
 def _check(ok: bool, key: str, requirement: str, value: Any) -> None:
@@ -282,3 +292,44 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", list(overrides))
+
+
+#: The config groups a user picks options of (``agent=dqn``, ``+sweep=ablation``).
+GROUPS = ("agent", "env", "buffer", "sweep")
+
+
+def group_options(group: str) -> list[str]:
+    """The options of ``group``: its YAML files in ``conf/<group>/``."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_group_choices(args: Sequence[str]) -> None:
+    """One-line ConfigError for a command-line override that picks an option a group does not
+    have (``agent=base_dqn``, ``env=grid``, ``agent=dqn,sarsaa``), before Hydra composes: its
+    own error is a dozen lines of search path. Anything it cannot parse is left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - Hydra reports bad grammar itself
+        return
+    for override in parsed:
+        group = override.key_or_group
+        if group not in GROUPS or override.package is not None or override.is_delete():
+            continue
+        try:
+            picked = (
+                list(override.sweep_string_iterator())
+                if override.is_sweep_override()
+                else [override.get_value_element_as_str()]
+            )
+        except Exception:  # noqa: BLE001 - e.g. an interpolation: Hydra's to resolve
+            continue
+        options = group_options(group)
+        for name in picked:
+            if name not in options:
+                raise ConfigError(
+                    f"{override.input_line}: {group} has no option {name!r} "
+                    f"(options: {', '.join(options)})"
+                )

@@ -22,7 +22,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sweeper import replicates
 from sweeper.callbacks import Callback, CallbackList, CsvWriter, ProgressBar
-from sweeper.config import ConfigError, is_tabular, register_configs, validate, validate_trial
+from sweeper.config import (
+    ConfigError,
+    check_group_choices,
+    is_tabular,
+    register_configs,
+    validate,
+    validate_trial,
+)
 from sweeper.envs.factory import is_discrete_obs, obs_shape
 from sweeper.secrets import mask_text, mask_values
 from sweeper.seeding import component_rngs, seed_everything
@@ -613,6 +620,11 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as err:
+        print(f"sweeper: config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     _hydra_main()
 
 

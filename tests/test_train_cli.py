@@ -84,6 +84,36 @@ def test_unknown_key_and_option_fail_before_a_directory_exists(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "args, option",
+    [
+        (["agent=base_dqn"], "'base_dqn'"),  # the schemas are no options
+        (["agent=schema_dqn_agent"], "'schema_dqn_agent'"),
+        (["env=grid"], "'grid'"),
+        (["-m", "agent=dqn,sarsaa"], "'sarsaa'"),  # a sweep over options: each is checked
+        (["+sweep=nope"], "'nope'"),
+    ],
+)
+def test_an_unknown_group_option_is_one_line_naming_the_group(tmp_path, args, option):
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    group = args[-1].lstrip("+").split("=")[0]
+    assert lines[0].startswith(f"sweeper: config error: {args[-1]}: {group} has no option")
+    assert option in lines[0] and "(options: " in lines[0]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_help_lists_the_options_and_not_the_schemas(tmp_path):
+    res = cli("--help", cwd=tmp_path)
+    assert res.returncode == 0
+    groups = res.stdout.split("== Config ==")[0]
+    assert "agent: double_dqn, dqn, dueling_dqn, expected_sarsa, q_learning, sarsa" in groups
+    assert "buffer: none, prioritized, uniform" in groups
+    assert "base_" not in groups and "schema" not in groups
+
+
+@pytest.mark.parametrize(
     "overrides",
     [
         ["agent=dqn", "buffer=prioritized", "train.episodes=15", "eval.every=5"],
