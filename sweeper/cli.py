@@ -148,11 +148,11 @@ def cmd_reproduce(args) -> int:
     import tempfile
 
     from omegaconf import OmegaConf
-    from rich.console import Console
     from rich.table import Table
 
     from sweeper.config import ConfigError, validate
     from sweeper.config_hash import SHORT, config_hash
+    from sweeper.console import console as sweeper_console
     from sweeper.tracking import store
     from sweeper.tracking.tracker import MlflowTracker
 
@@ -190,7 +190,7 @@ def cmd_reproduce(args) -> int:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
     out_root = Path(args.output_dir) if args.output_dir else store.outputs_dir() / "reproduce"
     output_dir = out_root / f"{stamp}_{digest[:SHORT]}"
-    console = Console()
+    console = sweeper_console()
     console.print(
         f"reproducing run {run_id} (config {digest[:SHORT]}, seed {cfg.seed}) in {output_dir}",
         highlight=False,

@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,9 +49,12 @@ class History(Callback):
         self.max_qs: list[float] = []
         self.eval_episodes: list[int] = []
         self.eval_means: list[float] = []
+        self.eval_stds: list[float] = []
         self.overestimates: list[float] = []
+        self.steps = 0
 
     def on_episode_end(self, episode: int, step: int, metrics) -> None:
+        self.steps = step
         self.returns.append(metrics["return"])
         self.lengths.append(metrics["length"])
         self.max_qs.append(metrics["max_q"])
@@ -58,6 +62,7 @@ class History(Callback):
     def on_eval(self, index: int, episode: int, step: int, metrics) -> None:
         self.eval_episodes.append(episode)
         self.eval_means.append(metrics["eval_return_mean"])
+        self.eval_stds.append(metrics["eval_return_std"])
         if "eval_start_max_q" in metrics:
             self.overestimates.append(
                 metrics["eval_start_max_q"] - metrics["eval_discounted_return"]
@@ -555,7 +560,10 @@ def _finish(
         "status": status,
         "error": error,
         "episodes": len(history.returns),
+        "steps": history.steps,
+        "eval_episodes": int(cfg.eval.episodes),
         "eval_means": history.eval_means,
+        "eval_stds": history.eval_stds,
         "metrics": history.summary(),
         "files": files,
     }
@@ -573,10 +581,47 @@ def _remove_run_dir(output_dir: Path) -> None:
         parent.rmdir()
 
 
+def _summarize(cfg: DictConfig, output_dir: Path, callbacks, started: float, single: bool):
+    """The run's summary: printed as a table for a single run, and into its log file."""
+    from sweeper import run_summary
+    from sweeper.config_hash import config_hash
+    from sweeper.secrets import mask
+
+    try:
+        result = json.loads((output_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return
+    trackers = [cb for cb in callbacks if hasattr(cb, "run_id") and hasattr(cb, "config_hash")]
+    run_id, tracking, digest = None, "tracking off", config_hash(cfg)
+    if trackers:
+        digest = trackers[0].config_hash
+        try:
+            run_id = trackers[0].run_id
+            tracking = mask(str(trackers[0].tracking_uri))
+        except Exception as err:  # noqa: BLE001 - the run was not created: say why
+            tracking = f"no MLflow run ({' '.join(str(err).split())})"
+    overrides = [mask_text(o) for o in HydraConfig.get().overrides.task]
+    rows = run_summary.single_run_rows(
+        result,
+        output_dir=output_dir,
+        wall_s=time.perf_counter() - started,
+        config_hash=digest,
+        run_id=run_id,
+        tracking=tracking,
+        reproduce=run_summary.reproduce_command(overrides),
+    )
+    title = f"run {cfg.agent.name} on {cfg.env.name}"
+    if single:
+        run_summary.print_single_run(rows, title)
+    else:
+        run_summary.to_log_file([f"{title}: {key}: {value}" for key, value in rows])
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
+    started = time.perf_counter()
     try:
         if cfg.trial.seeds:  # replicates: each seed's config is built in run_replicates
             validate(cfg)
@@ -604,6 +649,8 @@ def _hydra_main(cfg: DictConfig) -> float:
         for cb in callbacks:
             if hasattr(cb, "close"):
                 cb.close(None)
+        if cfg.trial.number is None:  # a sweep's trial: the sweeper summarizes the study
+            _summarize(cfg, output_dir, callbacks, started, hc.mode == RunMode.RUN)
         return objective
     except ConfigError as err:
         print(f"sweeper: config error: {err}", file=sys.stderr)

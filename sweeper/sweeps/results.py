@@ -235,10 +235,11 @@ def best_value_text(best: Mapping[str, Any]) -> str:
 
 
 def print_summary(summary: Mapping[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=False, soft_wrap=True)
+    from sweeper.console import console as sweeper_console
+
+    console = sweeper_console()
     c = summary["trials"]
     table = Table(title=f"study {summary['study_name']}", show_header=False)
     table.add_column("", style="bold")
@@ -279,7 +280,7 @@ def print_summary(summary: Mapping[str, Any]) -> None:
         table.add_row("figures", "\n".join(summary["figures"]))
     console.print(table)
     if summary.get("verdict"):
-        console.print(summary["verdict"]["line"])
+        console.print(summary["verdict"]["line"], soft_wrap=True)
     groups = summary.get("groups")
     if groups:
         params = [k for k in groups[0] if k not in _STAT_KEYS(groups[0])]

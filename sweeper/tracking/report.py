@@ -111,10 +111,11 @@ def _trial_cells(t) -> tuple[str, str, str]:
 
 
 def print_report(report: dict[str, Any], console=None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from sweeper.console import console as sweeper_console
+
+    console = console or sweeper_console()
     c = report["trials"]
     title = (
         f"study {report['study_name']} ({report['direction']}): "
