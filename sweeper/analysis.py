@@ -67,6 +67,8 @@ FIXED_ATTR = "sweeper:fixed_overrides"
 ERROR_ATTR = "sweeper:error"
 RETEST_ATTR = "sweeper:retest"  # the outcome of re-testing the best configs on test seeds
 OUTPUT_DIR_ATTR = "sweeper:output_dir"
+SWEEP_ATTR = "sweeper:sweep"  # study: the ready-made sweep config it was started from (+sweep=)
+SAMPLER_ATTR = "sweeper:sampler"  # study: {"name", "seed"} of its sampler
 OBJECTIVE = "objective"
 PER_SEED = "_per_seed"
 

@@ -294,6 +294,22 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_studies(args) -> int:
+    from sweeper.tracking.report import ReportError, open_storage_to_read
+    from sweeper.tracking.studies import print_studies, study_rows
+
+    try:
+        storage, label = open_storage_to_read(args.storage)
+    except ReportError as err:
+        return fail(f"studies: {err}")
+    rows = study_rows(storage)
+    if not rows:
+        print(f"no study in {label}")
+        return 0
+    print_studies(rows, label)
+    return 0
+
+
 # -- retest -------------------------------------------------------------------------------
 def cmd_retest(args) -> int:
     """Re-train a study's best ``--top`` configs on ``--seeds`` unseen test seeds
@@ -507,6 +523,14 @@ def parser() -> argparse.ArgumentParser:
         help="resamples (over trials and seeds) for the importance's uncertainty",
     )
     rep.set_defaults(fn=cmd_report)
+
+    st = sub.add_parser("studies", help="list the studies in a storage, newest activity first")
+    st.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage (default journal:outputs/optuna/journal.log)",
+    )
+    st.set_defaults(fn=cmd_studies)
 
     rt = sub.add_parser(
         "retest", help="re-train a study's best configs on unseen test seeds (phase=test runs)"

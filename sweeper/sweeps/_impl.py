@@ -46,7 +46,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 
-from sweeper.analysis import UNCOUNTED, counts, n_counted, tally
+from sweeper.analysis import SAMPLER_ATTR, SWEEP_ATTR, UNCOUNTED, counts, n_counted, tally
 from sweeper.secrets import mask_text
 from sweeper.seeding import replicate_seeds
 from sweeper.sweeps import results as results_mod
@@ -454,7 +454,9 @@ class OptunaSweeperImpl(Sweeper):
         )
 
         storage_spec = canonical(self.storage_spec)
-        study_name = self.study_name or default_study_name(self.config, space, base_cfg)
+        study_name = self.study_name or default_study_name(
+            self.config, space, base_cfg, self._identity(sampler_name, seed, pspec)
+        )
         try:
             sweep_claim = sweep_dir_mod.claim(Path(str(self.config.hydra.sweep.dir)), study_name)
         except sweep_dir_mod.SweepDirError as err:
@@ -488,6 +490,11 @@ class OptunaSweeperImpl(Sweeper):
         study.set_user_attr(SEEDS_ATTR, {"sweep_seed": sweep_seed, "tune": tuning_seeds})
         study.set_user_attr("sweeper:search_space", space.describe())
         study.set_user_attr("sweeper:fixed_overrides", list(space.fixed))
+        choices = OmegaConf.select(self.config, "hydra.runtime.choices") or {}
+        study.set_user_attr(SWEEP_ATTR, choices.get("sweep") if hasattr(choices, "get") else None)
+        study.set_user_attr(
+            SAMPLER_ATTR, {"name": sampler_name, "seed": self.sampler_cfg.get("seed")}
+        )
         sweep_dir = sweep_claim.path
         if str(sweep_dir) != str(self.config.hydra.sweep.dir):
             log.info(
@@ -633,8 +640,9 @@ class OptunaSweeperImpl(Sweeper):
         for name in _LAUNCHER_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
         log.info(
-            "study %s (%s, %s sampler, seed %s, %s pruner): %d/%d trials done, %d slot(s); "
+            "%s %s (%s, %s sampler, seed %s, %s pruner): %d/%d trials done, %d slot(s); "
             "search space %s",
+            "resuming study" if done_before else "study",
             study.study_name,
             redact(plan.storage_spec),
             plan.sampler_name,
@@ -645,6 +653,13 @@ class OptunaSweeperImpl(Sweeper):
             slots,
             plan.space.describe(),
         )
+        if done_before:
+            log.info(
+                "(the same command resumes its study; a fresh one: another "
+                "hydra.sweeper.study_name=NAME or hydra.sweeper.sampler.seed, or remove the study "
+                "from %s)",
+                redact(plan.storage_spec),
+            )
         progress = SweepProgress(plan.n_trials, self.direction, self.progress_enabled)
         progress.start(study)
         beat = threading.Thread(target=self._heartbeat, args=(plan,), daemon=True)
@@ -797,6 +812,21 @@ class OptunaSweeperImpl(Sweeper):
                 retest.read_objective(out_dir) if outcome.state == TrialState.COMPLETE else None
             )
         retest.summarize(plan.study, trials, seeds, values, self.aggregate)
+
+    def _identity(self, sampler_name: str, seed: Any, pruner: Any) -> dict[str, Any]:
+        """The settings that change which trials a study asks, or what their values mean: a
+        study started with other ones is another study (its default name differs)."""
+        return {
+            "direction": self.direction,
+            "sampler": {
+                "name": sampler_name,
+                "seed": seed,
+                "kwargs": self.sampler_cfg.get("kwargs") or {},
+            },
+            "pruner": pruner,
+            "seeds": self.seeds,
+            "aggregate": self.aggregate,
+        }
 
     def _retest_due(self, plan: _Plan) -> bool:
         # (no tuning seeds: an app without replicates, see _supports_replicates)
@@ -1072,20 +1102,27 @@ def derive_seed(seed: int, *parts: Any) -> int:
     return derived if derived != seed else derived ^ 1
 
 
-def default_study_name(config: DictConfig, space: SearchSpace, task_cfg: DictConfig) -> str:
-    """``<sweep or agent-env>-<hash>``: the hash covers the search space, the fixed overrides and
-    the composed task config, so re-running the same command resumes the same study. Tracking
-    settings are left out: turning MLflow on or off (or pointing it elsewhere) resumes it too."""
+def default_study_name(
+    config: DictConfig,
+    space: SearchSpace,
+    task_cfg: DictConfig,
+    settings: Mapping[str, Any] | None = None,
+) -> str:
+    """``<sweep or agent-env>-<sampler>-<hash>``: the hash covers the search space, the fixed
+    overrides, the composed task config and ``settings`` (the sweeper settings that change
+    which trials are asked or what their values are: :meth:`OptunaSweeperImpl._identity`), so
+    re-running the same command resumes the same study and changing the sampler's seed, the
+    pruner or the number of seeds starts another. Tracking settings are left out: turning
+    MLflow on or off (or pointing it elsewhere) resumes the study too."""
     task = OmegaConf.to_container(task_cfg, resolve=False)
     if isinstance(task, dict):
         task.pop("trial", None)
         task.pop("tracking", None)
     fixed = sorted(f for f in space.fixed if override_key(f).split(".", 1)[0] != "tracking")
-    payload = json.dumps(
-        {"space": space.describe(), "fixed": fixed, "task": task},
-        sort_keys=True,
-        default=str,
-    )
+    identity = {"space": space.describe(), "fixed": fixed, "task": task}
+    if settings:
+        identity["sweeper"] = dict(settings)
+    payload = json.dumps(identity, sort_keys=True, default=str)
     digest = hashlib.sha1(payload.encode()).hexdigest()[:10]
     choices = OmegaConf.select(config, "hydra.runtime.choices") or {}
     prefix = choices.get("sweep") if hasattr(choices, "get") else None
@@ -1093,7 +1130,8 @@ def default_study_name(config: DictConfig, space: SearchSpace, task_cfg: DictCon
         agent = OmegaConf.select(task_cfg, "agent.name", default="task")
         env = OmegaConf.select(task_cfg, "env.name", default="")
         prefix = f"{agent}-{env}".strip("-")
-    return f"{prefix}-{digest}"
+    sampler = (settings or {}).get("sampler", {}).get("name")
+    return "-".join(str(p) for p in (prefix, sampler, digest) if p)
 
 
 def _extremes(dist) -> list[Any]:

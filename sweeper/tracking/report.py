@@ -18,7 +18,8 @@ class ReportError(RuntimeError):
     """A one-line reason why there is no report."""
 
 
-def _open(storage: str | None):
+def open_storage_to_read(storage: str | None):
+    """The storage (never created: a missing journal is a ReportError) and its label."""
     try:
         from sweeper.sweeps.storage import canonical, is_journal, journal_path, open_storage
 
@@ -39,7 +40,7 @@ def load_study(study_name: str | None, storage: str | None):
     import optuna
 
     try:
-        store, label = _open(storage)
+        store, label = open_storage_to_read(storage)
     except Exception as err:  # StorageError and friends: one line
         raise ReportError(str(err).splitlines()[0]) from None
     names = optuna.get_all_study_names(store)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import sys
 
 import optuna
@@ -355,13 +356,36 @@ def test_an_uncounted_grid_trial_is_queued_again_once(tmp_path):
     assert sorted(xs) == [0, 1, 2]  # the grid lost no point
 
 
-def _study_name(*arguments: str) -> str:
+def _study_name(*arguments: str, settings=None) -> str:
     from sweeper.cli import compose
 
     fixed = [a for a in arguments if "interval" not in a and "choice" not in a]
     task = compose(fixed)
     config = OmegaConf.create({"hydra": {"runtime": {"choices": {"sweep": "s"}}}})
-    return default_study_name(config, build_search_space({}, list(arguments)), task)
+    return default_study_name(config, build_search_space({}, list(arguments)), task, settings)
+
+
+def test_default_study_name_changes_with_what_changes_the_asked_trials():
+    space = ("agent.lr=interval(1e-4,1e-2)", "seed=3")
+    settings = {
+        "direction": "maximize",
+        "sampler": {"name": "tpe", "seed": 0, "kwargs": {}},
+        "pruner": {"name": "median", "kwargs": {}},
+        "seeds": 3,
+        "aggregate": "iqm",
+    }
+    base = _study_name(*space, settings=settings)
+    assert re.fullmatch(r"s-tpe-[0-9a-f]{10}", base)
+    assert base == _study_name(*space, settings=dict(settings))
+    for key, value in [
+        ("sampler", {"name": "tpe", "seed": 1, "kwargs": {}}),
+        ("sampler", {"name": "tpe", "seed": 0, "kwargs": {"n_startup_trials": 5}}),
+        ("pruner", {"name": "none", "kwargs": {}}),
+        ("seeds", 5),
+        ("aggregate", "mean"),
+        ("direction", "minimize"),
+    ]:
+        assert base != _study_name(*space, settings={**settings, key: value}), key
 
 
 def test_default_study_name_ignores_tracking_but_not_semantics():
