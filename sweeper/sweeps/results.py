@@ -70,6 +70,20 @@ def reproduce_overrides(sweeper: OptunaSweeperImpl, trial_overrides: Sequence[st
     return groups + analysis.diff_overrides(want, have)
 
 
+def with_swept(overrides: Sequence[str], params: Mapping[str, Any]) -> list[str]:
+    """``overrides`` with every swept parameter in it: the diff against the defaults leaves
+    out a parameter whose value happens to be its default, and a reader of the line should
+    see every value the study chose (a group choice first, as Hydra users write them)."""
+    present = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    missing = [
+        f"{key}={format_value(value)}"
+        for key, value in params.items()
+        if key not in present and key not in analysis.SEED_PARAMS
+    ]
+    groups = [o for o in missing if "." not in o.split("=", 1)[0]]
+    return groups + list(overrides) + [o for o in missing if o not in groups]
+
+
 def _app_command() -> str:
     """How the app was started: ``python -m sweeper.train`` or ``python <script>``."""
     argv0 = sys.argv[0] if sys.argv else ""
@@ -124,7 +138,9 @@ def finish(
         overrides = best_trial.user_attrs.get(analysis.OVERRIDES_ATTR)
         if overrides:
             try:
-                repro = reproduce_overrides(sweeper, overrides) + replicate_overrides(best)
+                repro = with_swept(
+                    reproduce_overrides(sweeper, overrides), best_trial.params
+                ) + replicate_overrides(best)
                 best["overrides"] = repro
                 best["command"] = f"{_app_command()} {shlex.join(repro)}"
             except Exception as err:

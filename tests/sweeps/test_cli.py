@@ -105,6 +105,8 @@ def test_tpe_sweep_of_the_app_and_reproducible_best(tmp_path):
         cfg.pop("trial")
     assert again == trial_cfg
     assert best["command"].startswith("python -m sweeper.train ")
+    for key, value in study.best_trial.params.items():  # also those equal to their default
+        assert any(o.startswith(f"{key}=") for o in best["overrides"]), (key, value)
 
 
 def test_plain_basic_sweeper_still_works(tmp_path):

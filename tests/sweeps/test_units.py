@@ -446,3 +446,19 @@ def test_retest_shares_are_even_in_cost_and_run_cost_reads_the_tuning_runs(tmp_p
         (run / "episodes.csv").write_text(f"episode,step,return\n1,10,10\n2,{last},290\n")
     assert run_cost(tmp_path) == 400.0
     assert run_cost(tmp_path / "missing") == 1.0 and run_cost(None) == 1.0
+
+
+def test_the_reproduce_line_keeps_swept_parameters_that_equal_their_defaults():
+    from sweeper.sweeps.results import with_swept
+
+    # the diff against the defaults dropped agent.gamma=0.9 (q_learning's default) and the
+    # agent group choice (dqn is the default agent)
+    diff = ["env=gridworld", "agent.alpha=0.3"]
+    params = {"agent": "dqn", "agent.alpha": 0.3, "agent.gamma": 0.9, "seed": 4}
+    assert with_swept(diff, params) == [
+        "agent=dqn",
+        "env=gridworld",
+        "agent.alpha=0.3",
+        "agent.gamma=0.9",
+    ]
+    assert with_swept(diff, {"agent.alpha": 0.3}) == diff
