@@ -410,24 +410,38 @@ def cmd_ui(args) -> int:
     import signal
     import subprocess
 
-    from sweeper.secrets import mask
+    from sweeper.secrets import mask, mask_text
     from sweeper.tracking import store
 
     try:
         uri = store.resolve_tracking_uri(args.tracking_uri)
     except ValueError as err:  # a masked URL with no known password
         return fail(f"ui: {' '.join(str(err).split())}")
-    if uri.startswith(("http://", "https://")):
-        return fail(f"ui: the tracking URI {mask(uri)} is a server already: open it in a browser")
+    from sweeper.tracking.ui import landing_urls
+
+    served = uri.startswith(("http://", "https://"))
+    if not served:
+        try:
+            store.prepare_store(uri)
+        except store.StoreError as err:
+            return fail(f"ui: {err}")
+    base = uri if served else f"http://{args.host}:{args.port}"
     try:
-        store.prepare_store(uri)
-    except store.StoreError as err:
-        return fail(f"ui: {err}")
-    cmd = ui_command(uri, args.host, args.port, args.workers)
+        url, charts, what = landing_urls(base, uri)
+    except Exception as err:  # noqa: BLE001 - e.g. the server is down: one line
+        return fail(f"ui: {mask(uri)}: {' '.join(mask_text(err).split())}")
+    print(url, flush=True)  # stdout: the link alone (for scripts); stderr: what it shows
+    where = f"the server {mask(uri)}" if served else f"MLflow UI over {mask(uri)}"
     print(
-        f"MLflow UI on http://{args.host}:{args.port} over {mask(uri)} (Ctrl-C stops it)",
+        f"({what}, on {where}" + (f"; its charts: {charts}" if charts else "") + ")",
         file=sys.stderr,
     )
+    if served:  # a server already: nothing to start
+        if args.open:
+            _open_browser(url)
+        return 0
+    cmd = ui_command(uri, args.host, args.port, args.workers)
+    print("(Ctrl-C stops it)", file=sys.stderr, flush=True)
     # No GenAI job runners (7 huey processes): the runs UI does not need them. The store URI
     # goes by environment, not argv, where `ps` would show a password.
     env = {
@@ -437,6 +451,8 @@ def cmd_ui(args) -> int:
     }
     # Its own process group, so that stopping the UI stops the server's workers too.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    if args.open and _wait_healthy(base, proc):
+        _open_browser(url)
 
     def stop(*_):
         raise KeyboardInterrupt
@@ -448,6 +464,29 @@ def cmd_ui(args) -> int:
         return 130
     finally:
         _stop_group(proc)
+
+
+def _wait_healthy(base: str, proc, timeout: float = 60.0) -> bool:
+    """Wait until the server at ``base`` answers ``/health`` (False if it exits first)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def _open_browser(url: str) -> None:
+    import webbrowser
+
+    if not webbrowser.open(url):
+        print(f"sweeper: ui: no browser to open; open {url}", file=sys.stderr)
 
 
 def _stop_group(proc) -> None:
@@ -554,11 +593,18 @@ def parser() -> argparse.ArgumentParser:
     )
     rt.set_defaults(fn=cmd_retest)
 
-    u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the tracking store")
+    u = sub.add_parser(
+        "ui",
+        help="start the MLflow UI over the tracking store (a server: print where to look); "
+        "prints the URL of the newest study's runs table",
+    )
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--workers", type=int, default=1)
     u.add_argument("--tracking-uri", default=None)
+    u.add_argument(
+        "--open", action="store_true", help="open the newest study's runs table in a browser"
+    )
     u.set_defaults(fn=cmd_ui)
     return p
 

@@ -92,6 +92,25 @@ def _ensure_parent_run(
     return winner
 
 
+SPACE_PREFIX = "search_space."  # parent run params: the study's search space
+BEST_PREFIX = "best."  # parent run params: its best trial's params
+
+
+def log_params_once(client, run_id: str, params: Mapping[str, Any]) -> dict[str, str]:
+    """Log ``params`` on ``run_id`` that it does not have yet; returns those it already had
+    with another value. MLflow never changes a logged param, so a resumed study whose best
+    trial changed keeps its first best params as params; its ``best.*`` tags (see
+    :func:`parent_tags`) always name the current best."""
+    from mlflow.entities import Param
+
+    have = store.retry(client.get_run, run_id).data.params
+    new = {k: str(v)[:6000] for k, v in params.items() if k not in have}
+    items = [Param(k, v) for k, v in new.items()]
+    for i in range(0, len(items), 100):
+        store.retry(client.log_batch, run_id, params=items[i : i + 100])
+    return {k: have[k] for k, v in params.items() if k in have and have[k] != str(v)[:6000]}
+
+
 def _set_tags(client, run_id: str, tags: Mapping[str, Any]) -> None:
     from mlflow.entities import RunTag
 
@@ -338,6 +357,10 @@ def finalize_parent_run(
     if sweep_dir is not None:
         tags["sweep_dir"] = str(Path(sweep_dir).resolve())
     _set_tags(client, run_id, tags)
+    best = summary.get("best") or {}
+    log_params_once(
+        client, run_id, {f"{BEST_PREFIX}{k}": v for k, v in (best.get("params") or {}).items()}
+    )
     logged: set[str] = set()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -477,6 +500,22 @@ class MlflowStudyHook:
         }
         self.run_id = ensure_parent_run(
             info.study_name, self.experiment, self.tracking_uri, tags=tags
+        )
+        # The search space as the parent's params (MLflow's Parameters tab and the runs
+        # table's param columns): fixed for a study, as its name covers it.
+        client = self.client()
+        log_params_once(
+            client,
+            self.run_id,
+            {f"{SPACE_PREFIX}{k}": v for k, v in dict(info.search_space).items()},
+        )
+        # The study's trials ranked by their objective, as a view of the MLflow UI's runs
+        # page (sweeper.tracking.ui; `sweeper ui` prints its link).
+        from sweeper.tracking.ui import publish_view
+
+        experiment_id = store.retry(client.get_run, self.run_id).info.experiment_id
+        publish_view(
+            client, experiment_id, info.study_name, list(info.search_space), info.direction
         )
         from sweeper.tracking.worker import ProcessExecutor
 

@@ -3,78 +3,13 @@ it over HTTP (``tracking.tracking_uri=http://127.0.0.1:PORT``); its REST API lis
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
-from tracking_helpers import train_cli
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read() or b"{}")
-
-
-def post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-@contextlib.contextmanager
-def serve_ui(tmp_path):
-    """``sweeper ui`` on the embedded store under tmp_path/outputs; yields its base URL."""
-    port = free_port()
-    env = {**os.environ, "SWEEPER_OUTPUTS": str(tmp_path / "outputs")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sweeper.cli", "ui", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 150
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sweeper ui exited {proc.returncode}: {proc.stdout.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("sweeper ui did not answer /health within 150 s")
-            time.sleep(0.5)
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)  # sweeper ui stops the server's process group
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+from tracking_helpers import get, post, serve_ui, train_cli
 
 
 def test_sweeper_ui_serves_the_runs_of_a_sweep_over_rest(tmp_path, store_uri):
