@@ -310,6 +310,18 @@ def cmd_studies(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from sweeper.evaluate import EvalError, evaluate, find_run_dir, load, print_evaluation
+
+    try:
+        saved = load(find_run_dir(args.run, args.tracking_uri))
+        result = evaluate(saved, args.episodes)
+    except (EvalError, ValueError) as err:  # ValueError: e.g. a masked tracking URI
+        return fail(f"eval: {' '.join(str(err).split())}")
+    print_evaluation(result)
+    return 0
+
+
 # -- retest -------------------------------------------------------------------------------
 def cmd_retest(args) -> int:
     """Re-train a study's best ``--top`` configs on ``--seeds`` unseen test seeds
@@ -562,6 +574,14 @@ def parser() -> argparse.ArgumentParser:
         help="resamples (over trials and seeds) for the importance's uncertainty",
     )
     rep.set_defaults(fn=cmd_report)
+
+    ev = sub.add_parser(
+        "eval", help="play greedy episodes with a saved agent (RL Zoo's enjoy); GridWorld policy"
+    )
+    ev.add_argument("run", help="a run directory, an MLflow run id or a config hash prefix")
+    ev.add_argument("--episodes", type=_positive, default=10, metavar="N", help="episodes (10)")
+    ev.add_argument("--tracking-uri", default=None)
+    ev.set_defaults(fn=cmd_eval)
 
     st = sub.add_parser("studies", help="list the studies in a storage, newest activity first")
     st.add_argument(

@@ -26,4 +26,5 @@ def console(stderr: bool = False):
         width: int | None = int(columns)
     else:
         width = None if stream.isatty() else PIPED_WIDTH
-    return Console(file=stream, width=width)
+    # a height too: with a width alone rich still says 80 columns on a "dumb" TERM
+    return Console(file=stream, width=width, height=None if width is None else 25)

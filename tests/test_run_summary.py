@@ -27,7 +27,7 @@ def app(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedP
         capture_output=True,  # stdout is a pipe, not a terminal
         text=True,
         timeout=300,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "COLUMNS": "", **(env or {})},  # pytest exports COLUMNS=80
     )
 
 
