@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback as HydraCallback
+
 from sweeper.console import console
 
 log = logging.getLogger("sweeper.summary")
@@ -185,7 +187,7 @@ def multirun_lines(sweep_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
     )
 
 
-class MultirunSummary:
+class MultirunSummary(HydraCallback):
     """Hydra callback (``hydra.callbacks.summary``): at the end of a multirun, the table of
     its jobs. The Optuna sweeper of this project prints its own study summary instead."""
 
@@ -217,18 +219,3 @@ class MultirunSummary:
         out.print(table)
         if aggregate_line:
             out.print(aggregate_line)
-
-    def on_multirun_start(self, config, **kwargs: Any) -> None:
-        pass
-
-    def on_run_start(self, config, **kwargs: Any) -> None:
-        pass
-
-    def on_run_end(self, config, **kwargs: Any) -> None:
-        pass
-
-    def on_job_start(self, config, **kwargs: Any) -> None:
-        pass
-
-    def on_job_end(self, config, job_return, **kwargs: Any) -> None:
-        pass
