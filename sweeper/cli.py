@@ -61,36 +61,6 @@ def cmd_hash(args) -> int:
 
 
 # -- reproduce ----------------------------------------------------------------------------
-def find_original(client, prefix: str):
-    """(run, hash) for a hash prefix; raises LookupError with a one-line message."""
-    from sweeper.tracking import store
-
-    runs = store.search_all_runs(
-        client,
-        f"tags.config_hash LIKE '{prefix}%'",
-        order_by=["attributes.start_time DESC"],
-        max_results=5000,
-    )
-    hashes = sorted({r.data.tags["config_hash"] for r in runs})
-    if not hashes:
-        from sweeper.secrets import mask
-
-        raise LookupError(f"no run with config hash {prefix} in {mask(client.tracking_uri)}")
-    if len(hashes) > 1:
-        shown = ", ".join(h[:12] for h in hashes[:5]) + (", ..." if len(hashes) > 5 else "")
-        raise LookupError(
-            f"config hash prefix {prefix} is ambiguous: {len(hashes)} configs "
-            f"match ({shown}); give more digits"
-        )
-
-    def rank(r):
-        tags = r.data.tags
-        original = "reproduced_from" not in tags and "reused_from" not in tags
-        return (not original, r.info.status != "FINISHED", -r.info.start_time)
-
-    return sorted(runs, key=rank)[0], hashes[0]
-
-
 def read_client(tracking_uri: str | None):
     """An MlflowClient for a command that only reads: an embedded store that does not exist
     is an error (LookupError, one line), never created."""
@@ -158,7 +128,7 @@ def cmd_reproduce(args) -> int:
 
     try:
         client = read_client(args.tracking_uri)
-        original, digest = find_original(client, prefix)
+        original, digest = store.find_original(client, prefix)
     except (LookupError, ValueError) as err:  # ValueError: a masked URL with no known password
         return fail(f"reproduce: {' '.join(str(err).split())}")
     outcome = original.data.tags.get("outcome", "finished")

@@ -51,10 +51,8 @@ def find_run_dir(target: str, tracking_uri: str | None = None) -> Path:
         except Exception:  # noqa: BLE001 - not a run id: try it as a hash prefix
             run = None
     if run is None:
-        from sweeper.cli import find_original
-
         try:
-            run, _ = find_original(client, target)
+            run, _ = store.find_original(client, target)
         except LookupError as err:
             raise EvalError(str(err)) from None
     out = run.data.tags.get("output_dir")

@@ -436,3 +436,33 @@ def search_all_runs(
             if not token or len(runs) >= max_results:
                 break
     return runs
+
+
+def find_original(client, prefix: str):
+    """The run that first trained the config whose hash starts with ``prefix`` (a reproduced
+    or reused run only when there is no original), and that hash; LookupError (one line) when
+    no config or several match."""
+    runs = search_all_runs(
+        client,
+        f"tags.config_hash LIKE '{prefix}%'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
+    hashes = sorted({r.data.tags["config_hash"] for r in runs})
+    if not hashes:
+        from sweeper.secrets import mask
+
+        raise LookupError(f"no run with config hash {prefix} in {mask(client.tracking_uri)}")
+    if len(hashes) > 1:
+        shown = ", ".join(h[:12] for h in hashes[:5]) + (", ..." if len(hashes) > 5 else "")
+        raise LookupError(
+            f"config hash prefix {prefix} is ambiguous: {len(hashes)} configs "
+            f"match ({shown}); give more digits"
+        )
+
+    def rank(r):
+        tags = r.data.tags
+        original = "reproduced_from" not in tags and "reused_from" not in tags
+        return (not original, r.info.status != "FINISHED", -r.info.start_time)
+
+    return sorted(runs, key=rank)[0], hashes[0]
