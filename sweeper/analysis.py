@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sweeper.messages import one_line
 from sweeper.statistics import AGGREGATES, CONFIDENCE, LABELS, Estimate, aggregate, estimate
 
 if TYPE_CHECKING:
@@ -603,7 +604,7 @@ def _importance(
                 seed,
             )
         except Exception as err:  # noqa: BLE001 - e.g. every trial the same value
-            result.reason = f"{EVALUATOR} could not be fitted: {' '.join(str(err).split())}"
+            result.reason = f"{EVALUATOR} could not be fitted: {one_line(err)}"
             return result
         if not all(math.isfinite(v) for v in point.values()):
             result.reason = f"{EVALUATOR} gave non-finite importances"

@@ -18,6 +18,8 @@ import re
 import sys
 from pathlib import Path
 
+from sweeper.messages import one_line
+
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
@@ -53,7 +55,7 @@ def cmd_hash(args) -> int:
     except Exception as err:  # hydra's override / composition errors: one line
         from sweeper.secrets import mask_text
 
-        return fail(f"hash: {' '.join(mask_text(err).split())}", 2)
+        return fail(f"hash: {one_line(mask_text(err))}", 2)
     if args.json:
         print(canonical_json(cfg))
     print(config_hash(cfg))
@@ -130,7 +132,7 @@ def cmd_reproduce(args) -> int:
         client = read_client(args.tracking_uri)
         original, digest = store.find_original(client, prefix)
     except (LookupError, ValueError) as err:  # ValueError: a masked URL with no known password
-        return fail(f"reproduce: {' '.join(str(err).split())}")
+        return fail(f"reproduce: {one_line(err)}")
     outcome = original.data.tags.get("outcome", "finished")
     run_id = original.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
@@ -287,7 +289,7 @@ def cmd_eval(args) -> int:
         saved = load(find_run_dir(args.run, args.tracking_uri))
         result = evaluate(saved, args.episodes)
     except (EvalError, ValueError) as err:  # ValueError: e.g. a masked tracking URI
-        return fail(f"eval: {' '.join(str(err).split())}")
+        return fail(f"eval: {one_line(err)}")
     print_evaluation(result)
     return 0
 
@@ -398,7 +400,7 @@ def cmd_ui(args) -> int:
     try:
         uri = store.resolve_tracking_uri(args.tracking_uri)
     except ValueError as err:  # a masked URL with no known password
-        return fail(f"ui: {' '.join(str(err).split())}")
+        return fail(f"ui: {one_line(err)}")
     from sweeper.tracking.ui import landing_urls
 
     served = uri.startswith(("http://", "https://"))
@@ -411,7 +413,7 @@ def cmd_ui(args) -> int:
     try:
         url, charts, what = landing_urls(base, uri)
     except Exception as err:  # noqa: BLE001 - e.g. the server is down: one line
-        return fail(f"ui: {mask(uri)}: {' '.join(mask_text(err).split())}")
+        return fail(f"ui: {mask(uri)}: {one_line(mask_text(err))}")
     print(url, flush=True)  # stdout: the link alone (for scripts); stderr: what it shows
     where = f"the server {mask(uri)}" if served else f"MLflow UI over {mask(uri)}"
     print(

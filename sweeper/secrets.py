@@ -23,6 +23,8 @@ import threading
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
+from sweeper.messages import one_line
+
 ENV = "SWEEPER_SECRET_URLS"
 MASK = "***"
 # query (or fragment) parameters whose value is a secret; compared case-insensitively
@@ -328,7 +330,7 @@ class MaskSecrets:
         try:
             mask_config(config, as_overrides=as_overrides)
         except Exception as err:  # noqa: BLE001
-            detail = " ".join(mask_text(f"{type(err).__name__}: {err}").split())
+            detail = one_line(mask_text(f"{type(err).__name__}: {err}"))
             raise SystemExit(f"sweeper: cannot mask the secrets in the config: {detail}") from None
 
     def on_run_end(self, config, **kwargs: Any) -> None:

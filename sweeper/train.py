@@ -32,6 +32,7 @@ from sweeper.config import (
     validate_trial,
 )
 from sweeper.envs.factory import is_discrete_obs, obs_shape
+from sweeper.messages import one_line
 from sweeper.secrets import mask_text, mask_values
 from sweeper.seeding import component_rngs, seed_everything
 from sweeper.statistics import aggregate
@@ -599,7 +600,7 @@ def _summarize(cfg: DictConfig, output_dir: Path, callbacks, started: float, sin
             run_id = trackers[0].run_id
             tracking = mask(str(trackers[0].tracking_uri))
         except Exception as err:  # noqa: BLE001 - the run was not created: say why
-            tracking = f"no MLflow run ({' '.join(str(err).split())})"
+            tracking = f"no MLflow run ({one_line(err)})"
     overrides = [mask_text(o) for o in HydraConfig.get().overrides.task]
     rows = run_summary.single_run_rows(
         result,

@@ -11,11 +11,9 @@ from typing import Any
 import gymnasium
 from gymnasium import spaces
 
+from sweeper.messages import one_line
+
 # Importing this module runs sweeper/envs/__init__.py first, which registers our ids.
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
 
 
 def check_env_id(env_id: str) -> None:
@@ -24,7 +22,7 @@ def check_env_id(env_id: str) -> None:
     try:
         gymnasium.spec(env_id)
     except gymnasium.error.Error as err:
-        raise ValueError(f"unknown environment id {env_id!r}: {_one_line(err)}") from err
+        raise ValueError(f"unknown environment id {env_id!r}: {one_line(err)}") from err
 
 
 def make_env(env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any) -> gymnasium.Env:
@@ -38,7 +36,7 @@ def make_env(env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any
             env_id, max_episode_steps=max_episode_steps, disable_env_checker=True, **kwargs
         )
     except (gymnasium.error.UnregisteredEnv, gymnasium.error.DeprecatedEnv) as err:
-        raise ValueError(f"unknown environment id {env_id!r}: {_one_line(err)}") from err
+        raise ValueError(f"unknown environment id {env_id!r}: {one_line(err)}") from err
     if not isinstance(env.action_space, spaces.Discrete):
         env.close()
         raise ValueError(

@@ -60,6 +60,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 
 from sweeper.analysis import SAMPLER_ATTR, SWEEP_ATTR, UNCOUNTED, counts, n_counted, tally
+from sweeper.messages import one_line
 from sweeper.secrets import mask_text
 from sweeper.seeding import replicate_seeds
 from sweeper.sweeps import results as results_mod
@@ -169,15 +170,10 @@ def _owner_alive(owner: dict[str, Any]) -> bool | None:
     return process_alive(int(owner.get("pid", -1)), owner.get("start"))
 
 
-def _one_line(text: Any, limit: int = 2000) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _error_text(exc: BaseException) -> str:
     """``Type: message`` on one line, URL passwords masked (it is stored in the study and
     copied to MLflow; an MLflow error quotes the whole tracking URL)."""
-    return mask_text(f"{type(exc).__name__}: {_one_line(exc)}")
+    return mask_text(f"{type(exc).__name__}: {one_line(exc, 2000)}")
 
 
 @dataclass
@@ -296,7 +292,7 @@ class OptunaSweeperImpl(Sweeper):
         try:
             plan = self._plan(arguments)
         except (SearchSpaceError, StorageError, FactoryError, HookError, SweepError) as err:
-            raise SystemExit(f"sweeper: {_one_line(err)}") from None
+            raise SystemExit(f"sweeper: {one_line(err, 2000)}") from None
         return self._run(plan)
 
     # -- planning ----------------------------------------------------------------------------
@@ -357,7 +353,7 @@ class OptunaSweeperImpl(Sweeper):
         try:
             cfg = self._compose(overrides)
         except Exception as err:
-            raise SweepError(f"{what}: {_one_line(err, 400)}") from None
+            raise SweepError(f"{what}: {one_line(err, 400)}") from None
         with open_dict(cfg):
             del cfg["hydra"]
         if self.validator is None:
@@ -365,9 +361,9 @@ class OptunaSweeperImpl(Sweeper):
         try:
             self.validator(cfg)
         except ConfigError as err:
-            raise SweepError(f"{what}: {_one_line(err)}") from None
+            raise SweepError(f"{what}: {one_line(err, 2000)}") from None
         except Exception as err:  # a missing key in a foreign config
-            raise SweepError(f"{what}: {type(err).__name__}: {_one_line(err, 400)}") from None
+            raise SweepError(f"{what}: {type(err).__name__}: {one_line(err, 400)}") from None
         return cfg
 
     def _plan(self, arguments: Sequence[str]) -> _Plan:
@@ -1078,7 +1074,7 @@ def root_cause(err: BaseException, limit: int = 400) -> str:
         else:
             inner = _deeper(nxt, seen) or inner
             break
-    return mask_text(f"{type(inner).__name__}: {_one_line(str(inner), limit)}")
+    return mask_text(f"{type(inner).__name__}: {one_line(inner, limit)}")
 
 
 def _deeper(err: BaseException, seen: set[int]) -> BaseException | None:

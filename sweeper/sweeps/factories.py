@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 
+from sweeper.messages import one_line
 from sweeper.sweeps.search_space import SearchSpaceError, grid_choices
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp")
@@ -65,7 +66,7 @@ def make_sampler(
     except (TypeError, ValueError) as err:
         if isinstance(err, (FactoryError, SearchSpaceError)):
             raise
-        raise FactoryError(f"hydra.sweeper.sampler: {name}: {_line(err)}") from None
+        raise FactoryError(f"hydra.sweeper.sampler: {name}: {one_line(err)}") from None
     raise FactoryError(
         f"hydra.sweeper.sampler.name: unknown sampler {name!r} (one of {', '.join(SAMPLERS)})"
     )
@@ -130,11 +131,7 @@ def make_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
         if name in ("none", "nop", None):
             return optuna.pruners.NopPruner()
     except (TypeError, ValueError) as err:
-        raise FactoryError(f"hydra.sweeper.pruner: {name}: {_line(err)}") from None
+        raise FactoryError(f"hydra.sweeper.pruner: {name}: {one_line(err)}") from None
     raise FactoryError(
         f"hydra.sweeper.pruner.name: unknown pruner {name!r} (one of {', '.join(PRUNERS)})"
     )
-
-
-def _line(err: BaseException) -> str:
-    return " ".join(str(err).split())

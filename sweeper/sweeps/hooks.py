@@ -19,6 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from sweeper.messages import error_line, one_line
+
 log = logging.getLogger(__name__)
 
 
@@ -55,10 +57,6 @@ class HookError(ValueError):
     """An import path that cannot be resolved or a hook factory that failed; one line."""
 
 
-def _one_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {' '.join(str(err).split())}"
-
-
 def resolve(path: str, key: str = "") -> Any:
     """The object at ``module:attr`` (or ``module.attr``); HookError (one line, naming ``key``
     and the path as the user spelled it) when it cannot be imported."""
@@ -69,7 +67,7 @@ def resolve(path: str, key: str = "") -> Any:
     try:
         obj = getattr(importlib.import_module(module), attr)
     except Exception as err:  # ImportError, AttributeError, or an error while importing
-        raise HookError(f"{where}cannot import {path!r}: {_one_line(err)}") from None
+        raise HookError(f"{where}cannot import {path!r}: {error_line(err)}") from None
     if not callable(obj):
         raise HookError(f"{where}{path!r} is not callable")
     return obj
@@ -83,7 +81,7 @@ def load_hooks(paths: Sequence[str], task_cfg: DictConfig) -> list[StudyHook]:
         try:
             hook = factory(task_cfg)
         except Exception as err:
-            raise HookError(f"hydra.sweeper.study_hooks: {path}: {_one_line(err)}") from None
+            raise HookError(f"hydra.sweeper.study_hooks: {path}: {error_line(err)}") from None
         if hook is not None:
             hooks.append(hook)
     if task_cfg.get("tracking") is not None and task_cfg.tracking.get("enabled", False):
@@ -95,9 +93,9 @@ def load_hooks(paths: Sequence[str], task_cfg: DictConfig) -> list[StudyHook]:
             try:
                 hook = factory(task_cfg)
             except ValueError as err:  # a bad tracking setting: its message names the key
-                raise HookError(" ".join(str(err).split())) from None
+                raise HookError(one_line(err)) from None
             except Exception as err:
-                raise HookError(f"sweeper.tracking:study_hook: {_one_line(err)}") from None
+                raise HookError(f"sweeper.tracking:study_hook: {error_line(err)}") from None
             if hook is not None:
                 hooks.append(hook)
     return hooks

@@ -30,6 +30,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from sweeper.messages import one_line
+
 
 class SearchSpaceError(ValueError):
     """A bad search-space entry; the message is one line and names the parameter."""
@@ -46,17 +48,13 @@ class SearchSpace:
         return {name: describe_distribution(d) for name, d in self.distributions.items()}
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def parse_override(text: str, source: str = "") -> Override:
     """Parse one override; a grammar error becomes a one-line SearchSpaceError."""
     key = text.split("=", 1)[0].strip() or text
     try:
         return OverridesParser.create().parse_override(text)
     except Exception as err:  # OverrideParseException, HydraException (e.g. empty choice)
-        msg = _one_line(str(err))
+        msg = one_line(err)
         where = f"{source}{key}" if source else key
         raise SearchSpaceError(f"{where}: cannot parse {text!r}: {msg}") from None
 

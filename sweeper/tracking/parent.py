@@ -23,6 +23,13 @@ from typing import Any
 
 from sweeper import analysis
 from sweeper.tracking import store
+from sweeper.tracking.limits import (
+    MAX_KEY,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG,
+)
 
 ROLE_TAG = "sweeper.role"
 PLOTS = ("history", "importances", "parallel_coordinate", "slice")
@@ -104,19 +111,19 @@ def log_params_once(client, run_id: str, params: Mapping[str, Any]) -> dict[str,
     from mlflow.entities import Param
 
     have = store.retry(client.get_run, run_id).data.params
-    new = {k: str(v)[:6000] for k, v in params.items() if k not in have}
+    new = {k: str(v)[:MAX_PARAM] for k, v in params.items() if k not in have}
     items = [Param(k, v) for k, v in new.items()]
-    for i in range(0, len(items), 100):
-        store.retry(client.log_batch, run_id, params=items[i : i + 100])
-    return {k: have[k] for k, v in params.items() if k in have and have[k] != str(v)[:6000]}
+    for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+        store.retry(client.log_batch, run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+    return {k: have[k] for k, v in params.items() if k in have and have[k] != str(v)[:MAX_PARAM]}
 
 
 def _set_tags(client, run_id: str, tags: Mapping[str, Any]) -> None:
     from mlflow.entities import RunTag
 
-    items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
-    for i in range(0, len(items), 100):
-        store.retry(client.log_batch, run_id, tags=items[i : i + 100])
+    items = [RunTag(k, str(v)[:MAX_TAG]) for k, v in tags.items()]
+    for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+        store.retry(client.log_batch, run_id, tags=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
 
 
 def html_plots_enabled(html: bool | None = None) -> bool:
@@ -351,8 +358,8 @@ def finalize_parent_run(
     step = int(analysis.n_counted(summary["trials"])) if summary.get("trials") else 0
     ts = int(time.time() * 1000)
     metrics = [Metric(k, v, ts, step) for k, v in parent_metrics(summary).items()]
-    for i in range(0, len(metrics), 1000):
-        store.retry(client.log_batch, run_id, metrics=metrics[i : i + 1000])
+    for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+        store.retry(client.log_batch, run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
     tags = parent_tags(summary)
     if sweep_dir is not None:
         tags["sweep_dir"] = str(Path(sweep_dir).resolve())
@@ -407,7 +414,7 @@ def close_trial_runs(client, parent_run_id: str, study_name: str, trials) -> int
         tags = {"outcome": RUN_OUTCOME[state]}
         error = trial.user_attrs.get("sweeper:error")
         if error and state == "FAIL":
-            tags["error"] = str(error)[:5000]
+            tags["error"] = str(error)[:MAX_TAG]
         runs = store.retry(
             client.search_runs,
             [exp_id],
@@ -430,7 +437,7 @@ def close_trial_runs(client, parent_run_id: str, study_name: str, trials) -> int
                     **tags,
                 },
             )
-            params = [Param(k[:250], str(v)[:6000]) for k, v in trial.params.items()]
+            params = [Param(k[:MAX_KEY], str(v)[:MAX_PARAM]) for k, v in trial.params.items()]
             if params:
                 store.retry(client.log_batch, run.info.run_id, params=params[:100])
             store.retry(client.set_terminated, run.info.run_id, status)

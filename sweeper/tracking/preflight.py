@@ -44,6 +44,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from sweeper.messages import one_line
+
 DATABASE_ENGINES = ("postgresql", "mysql", "sqlite", "mssql")
 BUILTIN_SCHEMES = frozenset({"", "file", "http", "https", "databricks", "databricks-uc", "uc"})
 ENTRY_POINT_GROUP = "mlflow.tracking_store"
@@ -66,11 +68,6 @@ def mask(uri: str) -> str:
     return redact(uri)
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def check_tracking_uri(
     uri: str, timeout: float = 5.0, *, key: str = "tracking.tracking_uri"
 ) -> None:
@@ -82,7 +79,7 @@ def check_tracking_uri(
     try:
         _check(uri, timeout)
     except _Problem as err:
-        text = one_line(str(err)).replace(uri, mask(uri)) if uri else one_line(str(err))
+        text = one_line(err, 300).replace(uri, mask(uri)) if uri else one_line(err, 300)
         raise TrackingUriError(f"{key} {mask(uri)}: {text}") from None
 
 

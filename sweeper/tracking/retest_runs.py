@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper import analysis
+from sweeper.messages import one_line
 
 #: Non-semantic settings of the trial's config that its test runs keep (the semantic ones come
 #: from expand_overrides; train.progress is always off: the runs' output goes to a log file).
@@ -103,8 +104,7 @@ def trial_overrides(study, trial) -> tuple[list[str], Any]:
         from sweeper.secrets import mask_text
 
         raise RetestError(
-            f"trial {trial.number}: its overrides do not compose here "
-            f"({' '.join(mask_text(err).split())})"
+            f"trial {trial.number}: its overrides do not compose here ({one_line(mask_text(err))})"
         ) from None
     from omegaconf import OmegaConf
 
@@ -201,7 +201,7 @@ def plan(
             check_tracking_uri(uri, key=key)
             parent_run_id = find_parent_run(study.study_name, uri)
         except (TrackingUriError, ValueError) as err:
-            raise RetestError(" ".join(str(err).split())) from None
+            raise RetestError(one_line(err)) from None
         except Exception as err:  # noqa: BLE001 - the store failed: one line
             raise RetestError(
                 f"tracking store {secrets.mask(uri)}: {' '.join(secrets.mask_text(err).split())}"

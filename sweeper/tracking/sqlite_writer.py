@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from sweeper.tracking import store
+from sweeper.tracking.limits import MAX_KEY, MAX_PARAM, MAX_TAG
 
 SCHEMA = {
     "runs": {
@@ -53,8 +54,6 @@ SCHEMA = {
     "experiment_tags": {"key", "value", "experiment_id"},
 }  # fmt: skip
 RUN_NAME_TAG, USER_TAG = "mlflow.runName", "mlflow.user"
-# mlflow.utils.validation's limits (tests/tracking/test_sqlite_writer.py compares them)
-MAX_KEY_LENGTH, MAX_PARAM_LENGTH, MAX_TAG_LENGTH = 250, 6000, 8000
 # A strict subset of the names MLflow accepts (it also allows "/", ":" and spaces, with rules)
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
@@ -218,11 +217,11 @@ class SqliteWriter:
 
 
 def _plain(key: str, value: str, limit: int) -> bool:
-    return len(key) <= MAX_KEY_LENGTH and len(value) <= limit and bool(_PLAIN_KEY.fullmatch(key))
+    return len(key) <= MAX_KEY and len(value) <= limit and bool(_PLAIN_KEY.fullmatch(key))
 
 
 def _param(key: str, value: str) -> tuple[str, str]:
-    if _plain(key, value, MAX_PARAM_LENGTH):
+    if _plain(key, value, MAX_PARAM):
         return key, value
     from mlflow.utils.validation import _validate_param
 
@@ -235,7 +234,7 @@ def _tags(tags: Mapping[str, str]) -> list[tuple[str, str]]:
     rows = {}
     for key, value in tags.items():
         value = str(value)
-        if not _plain(key, value, MAX_TAG_LENGTH):
+        if not _plain(key, value, MAX_TAG):
             from mlflow.utils.validation import _validate_tag
 
             tag = _validate_tag(key, value)

@@ -53,9 +53,8 @@ from typing import Any
 from sweeper.callbacks import Callback
 from sweeper.config_hash import SHORT, config_hash, flatten, semantic_config
 from sweeper.tracking import store
+from sweeper.tracking.limits import MAX_PARAM, MAX_TAG
 
-MAX_PARAM_LENGTH = 6000
-MAX_TAG_LENGTH = 5000
 OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "PRUNED": "pruned", "KILLED": "killed"}
 MLFLOW_STATUS = {"FINISHED": "FINISHED", "FAILED": "FAILED", "PRUNED": "KILLED", "KILLED": "KILLED"}
 
@@ -168,7 +167,7 @@ def run_tags(cfg, output_dir: Path | None, digest: str) -> dict[str, str]:
         tags["test_of_trial"] = str(trial.test_of)
     tags.update(hydra_info())
     tags.update(git_info())
-    return {k: v[:MAX_TAG_LENGTH] for k, v in tags.items()}
+    return {k: v[:MAX_TAG] for k, v in tags.items()}
 
 
 class _quiet:
@@ -180,7 +179,7 @@ class _quiet:
 
 
 def _param_value(value: Any) -> str:
-    return ("None" if value is None else str(value))[:MAX_PARAM_LENGTH]
+    return ("None" if value is None else str(value))[:MAX_PARAM]
 
 
 class MlflowTracker(Callback):
@@ -336,7 +335,7 @@ class MlflowTracker(Callback):
             self._do("metrics", items=pending)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self._do("tags", tags={k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items()})
+        self._do("tags", tags={k: str(v)[:MAX_TAG] for k, v in tags.items()})
 
     def log_output_files(self) -> None:
         """Every file of the output dir; ``.hydra/`` goes to ``hydra/``."""

@@ -25,9 +25,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from sweeper.tracking import store
+from sweeper.tracking.limits import MAX_EXPERIMENT_TAG
 
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow's prefix (its runs page reads it)
-MAX_EXPERIMENT_TAG = 5000  # MLflow's limit on an experiment tag value
 SECTION = "sweeper-objective"
 #: The UI's "Model training" mode (its sidebar toggle otherwise comes from the browser's
 #: localStorage, GenAI by default; the URL's ``workflowType`` wins).

@@ -540,7 +540,8 @@ CONNECTION_MARKERS = (
 
 def failure_line(uri: str | None, error: str) -> str:
     """The one stderr line the child prints when a run's logging stops."""
-    from sweeper.tracking.preflight import mask, one_line
+    from sweeper.messages import one_line
+    from sweeper.tracking.preflight import mask
 
     shown = mask(uri) if uri else "the tracking store"
     lowered = error.lower()

@@ -14,8 +14,8 @@ import textwrap
 
 import pytest
 
-from sweeper.tracking import store, worker
-from sweeper.tracking.sqlite_writer import MAX_KEY_LENGTH, MAX_PARAM_LENGTH, MAX_TAG_LENGTH
+from sweeper.tracking import limits, store, worker
+from sweeper.tracking.limits import MAX_TAG
 
 TAGS = {
     "mlflow.runName": "trial-3",
@@ -26,7 +26,7 @@ TAGS = {
 LATER_TAGS = {
     "outcome": "finished",
     "config_hash": "cd" * 32,  # overwritten
-    "long": "v" * (MAX_TAG_LENGTH + 50),  # MLflow's set_tag truncates (its create_run doesn't)
+    "long": "v" * (MAX_TAG + 50),  # MLflow's set_tag truncates (its create_run doesn't)
 }
 PARAMS = {"agent.lr": "0.001", "agent.hidden_sizes": "[64, 64]", "env.kwargs.slip": "None"}
 METRICS = [
@@ -115,7 +115,7 @@ def test_a_written_run_reads_back_like_one_made_by_mlflow(
 
     fast_view, slow_view = _view(mlflow_client, fast_id), _view(mlflow_client, slow_id)
     assert fast_view == slow_view
-    assert fast_view["tags"]["long"] == "v" * MAX_TAG_LENGTH
+    assert fast_view["tags"]["long"] == "v" * MAX_TAG
     assert fast_view["metrics"] == {"return": 30.0, "loss": 0.25, "eval_return_mean": -3.5}
     assert ("hydra/overrides.yaml", 9) in fast_view["artifacts"]
     # MLflow searches and updates the written run like its own
@@ -139,9 +139,12 @@ def test_a_run_renamed_by_tag_like_mlflow(mlflow_client, store_uri, tmp_path):
 def test_limits_are_mlflows():
     from mlflow.utils import validation
 
-    assert MAX_KEY_LENGTH == validation.MAX_ENTITY_KEY_LENGTH
-    assert MAX_PARAM_LENGTH == validation.MAX_PARAM_VAL_LENGTH
-    assert MAX_TAG_LENGTH == validation.MAX_TAG_VAL_LENGTH
+    assert limits.MAX_KEY == validation.MAX_ENTITY_KEY_LENGTH
+    assert limits.MAX_PARAM == validation.MAX_PARAM_VAL_LENGTH
+    assert limits.MAX_TAG == validation.MAX_TAG_VAL_LENGTH
+    assert limits.MAX_EXPERIMENT_TAG == validation.MAX_EXPERIMENT_TAG_VAL_LENGTH
+    assert limits.MAX_PARAMS_TAGS_PER_BATCH == validation.MAX_PARAMS_TAGS_PER_BATCH
+    assert limits.MAX_METRICS_PER_BATCH == validation.MAX_METRICS_PER_BATCH
 
 
 def test_invalid_keys_are_refused_as_mlflow_refuses_them(store_uri, tmp_path):
