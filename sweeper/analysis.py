@@ -904,8 +904,7 @@ def expand_overrides(overrides: Sequence[str]) -> list[str]:
     original's."""
     from hydra import compose, initialize_config_dir
 
-    from sweeper.cli import CONF_DIR
-    from sweeper.config import register_configs
+    from sweeper.config import CONF_DIR, register_configs
     from sweeper.config_hash import config_hash, semantic_config
 
     register_configs()

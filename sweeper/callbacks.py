@@ -35,6 +35,11 @@ class Callback:
     def on_train_end(self, objective: float, status: str) -> None:
         """Once, with the final objective; status is FINISHED, FAILED, PRUNED or KILLED."""
 
+    def close(self, error: BaseException | None = None) -> None:
+        """Last, after the run's files are written (also when it failed with ``error``):
+        release what the callback holds (e.g. the tracker logs those files and ends its
+        MLflow run)."""
+
 
 class CallbackList(Callback):
     """Fans every event out to several callbacks, in order."""
@@ -61,6 +66,10 @@ class CallbackList(Callback):
     def on_train_end(self, objective: float, status: str) -> None:
         for cb in self.callbacks:
             cb.on_train_end(objective, status)
+
+    def close(self, error: BaseException | None = None) -> None:
+        for cb in self.callbacks:
+            cb.close(error)
 
 
 class CsvWriter(Callback):

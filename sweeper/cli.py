@@ -20,8 +20,6 @@ from pathlib import Path
 
 from sweeper.messages import one_line
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
-
 
 def fail(message: str, code: int = 1) -> int:
     print(f"sweeper: {message}", file=sys.stderr)
@@ -30,21 +28,11 @@ def fail(message: str, code: int = 1) -> int:
 
 # -- hash ---------------------------------------------------------------------------------
 def compose(overrides: list[str]):
-    """The task config for ``overrides`` via Hydra's compose API (no run dir, no training)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    """The task config for ``overrides`` via Hydra's compose API (no run dir, no training),
+    passwords masked."""
+    from sweeper.config import compose_config
 
-    from sweeper.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(
-        version_base="1.3", config_dir=str(CONF_DIR), job_name="sweeper_hash"
-    ):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    from sweeper.secrets import mask_config
-
-    mask_config(cfg)  # as the app's MaskSecrets callback does: nothing downstream sees a password
-    return cfg
+    return compose_config(overrides, mask_secrets=True)
 
 
 def cmd_hash(args) -> int:

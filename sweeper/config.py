@@ -285,13 +285,20 @@ def validate_trial(trial: DictConfig) -> None:
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The app's config composed with ``overrides``, outside a Hydra run (tests, CLI tools)."""
+def compose_config(overrides: Sequence[str] = (), mask_secrets: bool = False) -> DictConfig:
+    """The app's config composed with ``overrides``, outside a Hydra run (tests, CLI tools).
+    ``mask_secrets``: passwords in URLs masked, as the app's MaskSecrets callback does for a
+    run (what the CLI's commands compose: nothing downstream sees a password)."""
     from hydra import compose, initialize_config_dir
 
     register_configs()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", list(overrides))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="sweeper_hash"):
+        cfg = compose("config", list(overrides))
+    if mask_secrets:
+        from sweeper.secrets import mask_config
+
+        mask_config(cfg)
+    return cfg
 
 
 #: The config groups a user picks options of (``agent=dqn``, ``+sweep=ablation``).

@@ -347,8 +347,7 @@ class Run:
 
     def _close(self, exc: BaseException | None) -> None:
         for cb in self.callbacks:  # e.g. log the files _finish wrote after on_train_end
-            if hasattr(cb, "close"):
-                cb.close(exc)
+            cb.close(exc)
 
 
 def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
@@ -644,12 +643,10 @@ def _hydra_main(cfg: DictConfig) -> float:
                 objective = run(cfg, output_dir, callbacks, built)
         except BaseException as exc:
             for cb in callbacks:  # e.g. log the files run() wrote after on_train_end
-                if hasattr(cb, "close"):
-                    cb.close(exc)
+                cb.close(exc)
             raise
         for cb in callbacks:
-            if hasattr(cb, "close"):
-                cb.close(None)
+            cb.close(None)
         if cfg.trial.number is None:  # a sweep's trial: the sweeper summarizes the study
             _summarize(cfg, output_dir, callbacks, started, hc.mode == RunMode.RUN)
         return objective

@@ -220,9 +220,8 @@ def outcome(claimed: Claimed, exc: BaseException | None) -> Outcome:
 
     job = claimed.job
     for cb in claimed.callbacks:
-        if hasattr(cb, "close"):
-            with contextlib.suppress(Exception):
-                cb.close(exc)
+        with contextlib.suppress(Exception):
+            cb.close(exc)
     attrs = {OUTPUT_DIR: str(job.output_dir), **result_attrs(job.output_dir)}
     value = claimed.group.value if claimed.group is not None and exc is None else None
     if exc is None and value is not None and math.isfinite(value):

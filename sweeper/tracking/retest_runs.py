@@ -88,7 +88,7 @@ class Plan:
 def trial_overrides(study, trial) -> tuple[list[str], Any]:
     """(overrides, composed config) of ``trial`` for a plain run: its semantic config as
     :func:`analysis.expand_overrides` gives it, plus the :data:`CARRIED` settings."""
-    from sweeper.cli import compose
+    from sweeper.config import compose_config
     from sweeper.sweeps.search_space import format_value
 
     recorded = trial.user_attrs.get(analysis.OVERRIDES_ATTR)
@@ -99,7 +99,7 @@ def trial_overrides(study, trial) -> tuple[list[str], Any]:
         recorded = fixed + [f"{k}={format_value(v)}" for k, v in trial.params.items()]
     try:
         expanded = analysis.expand_overrides(recorded)
-        cfg = compose(recorded)
+        cfg = compose_config(recorded, mask_secrets=True)
     except Exception as err:  # noqa: BLE001 - composition failed here: one line
         from sweeper.secrets import mask_text
 
