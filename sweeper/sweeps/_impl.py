@@ -492,7 +492,7 @@ class OptunaSweeperImpl(Sweeper):
             SAMPLER_ATTR, {"name": sampler_name, "seed": self.sampler_cfg.get("seed")}
         )
         sweep_dir = sweep_claim.path
-        if str(sweep_dir) != str(self.config.hydra.sweep.dir):
+        if Path(sweep_dir).resolve() != Path(str(self.config.hydra.sweep.dir)).resolve():
             log.info(
                 "hydra.sweep.dir %s is another study's: using %s",
                 self.config.hydra.sweep.dir,

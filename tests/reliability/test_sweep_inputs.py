@@ -89,9 +89,14 @@ def test_two_sweeps_started_together_get_their_own_directories(tmp_path):
         )
         for x in (1, 2)
     ]
+    said = []
     for p in procs:
         out, err = p.communicate(timeout=180)
         assert p.returncode == 0, err[-3000:]
+        said.append(out + err)
+    # the one that moved says so; the other, in its own directory, does not
+    moved = [t for t in said if f"hydra.sweep.dir {same} is another study's" in t]
+    assert len(moved) == 1 and f"using {same}-1" in moved[0]
     dirs = sorted(d for d in same.parent.iterdir() if d.is_dir())
     assert [d.name for d in dirs] == ["12-00-00", "12-00-00-1"]
     names = {(d / ".sweeper_study").read_text().strip() for d in dirs}
@@ -106,6 +111,15 @@ def test_two_sweeps_started_together_get_their_own_directories(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len([d for d in same.parent.iterdir() if d.is_dir()]) == 2
+
+
+def test_a_relative_sweep_dir_of_its_own_says_nothing_about_another_study(tmp_path):
+    """The sweep dir Hydra gives (relative, ``outputs/multirun/<date>/<time>``) is this study's:
+    its first lines must not say it moved (they once did, comparing relative with absolute)."""
+    proc = run(toy(tmp_path, "hydra.sweep.dir=rel/sweep", "x=choice(1,2)"), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "is another study's" not in proc.stdout + proc.stderr
+    assert (tmp_path / "rel" / "sweep" / ".sweeper_study").is_file()
 
 
 def test_an_unwritable_sweep_dir_is_refused_before_any_trial(tmp_path):
