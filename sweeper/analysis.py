@@ -27,9 +27,9 @@ Used by the end of a sweep (``sweeper.sweeps.results``: summary table,
 - **Groups** (:func:`groups_table`): the ablation's arms, DQN vs Double DQN: per group the
   per-seed values of its trials pooled (one trial of 5 seeds gives n=5), IQM [95% CI] of the
   objective and of each metric.
-- **Reproducing**: :func:`flatten`, :func:`diff_overrides`, :func:`expand_overrides`,
-  :func:`best_overrides` (the sweeper's own Hydra config loader part stays in
-  ``sweeper.sweeps.results``).
+- **Reproducing**: :func:`flatten` (``sweeper.config_hash``'s), :func:`diff_overrides`,
+  :func:`expand_overrides`, :func:`best_overrides` (the sweeper's own Hydra config loader
+  part stays in ``sweeper.sweeps.results``).
 - :func:`study_summary`
   (everything above for one study).
 
@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sweeper.config_hash import flatten
 from sweeper.messages import one_line
 from sweeper.statistics import AGGREGATES, CONFIDENCE, LABELS, Estimate, aggregate, estimate
 
@@ -853,19 +854,6 @@ def _rounded(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- a run's extra metrics -----------------------------------------------------------------
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"agent": {"lr": 1e-3}}`` -> ``{"agent.lr": 1e-3}`` (an empty mapping stays a value)."""
-    out: dict[str, Any] = {}
-    if isinstance(node, Mapping):
-        if not node and prefix:
-            out[prefix] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    else:
-        out[prefix] = node
-    return out
-
-
 def group_overrides(
     choices: Mapping[str, Any], default_choices: Mapping[str, Any], groups: Sequence[str] = ()
 ) -> list[str]:

@@ -53,7 +53,7 @@ from typing import Any
 from sweeper.callbacks import Callback
 from sweeper.config_hash import SHORT, config_hash, flatten, semantic_config
 from sweeper.tracking import store
-from sweeper.tracking.limits import MAX_PARAM, MAX_TAG
+from sweeper.tracking.limits import MAX_KEY, MAX_PARAM, MAX_TAG
 
 OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "PRUNED": "pruned", "KILLED": "killed"}
 MLFLOW_STATUS = {"FINISHED": "FINISHED", "FAILED": "FAILED", "PRUNED": "KILLED", "KILLED": "KILLED"}
@@ -224,7 +224,7 @@ class MlflowTracker(Callback):
             "experiment_id": experiment_id,
             "experiment_name": experiment_name(cfg),
             "tags": tags,
-            "params": {k[:250]: _param_value(v) for k, v in flatten(semantic).items()},
+            "params": {k[:MAX_KEY]: _param_value(v) for k, v in flatten(semantic).items()},
         }
         self._pending: list[tuple[str, float, int, int]] = []
         self._episode = 0
