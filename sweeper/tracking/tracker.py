@@ -369,10 +369,20 @@ class MlflowTracker(Callback):
         self._add(numbers, self._episode)
 
     def on_train_end(self, objective: float, status: str) -> None:
+        self._end(objective, status, OUTCOMES.get(status, status.lower()))
+
+    def reused(self, objective: float) -> None:
+        """End this run as one that did not train (``tracking.skip_existing``): the finished
+        run's objective, ``outcome=reused``, the output files, FINISHED; nothing is left
+        for :meth:`close`."""
+        self._end(objective, "FINISHED", "reused")
+        self.closed = True
+
+    def _end(self, objective: float, status: str, outcome: str) -> None:
         self.status = status
         self._add({"objective": objective, self.objective_name: objective}, self._episode)
         self.flush()
-        self.set_tags({"outcome": OUTCOMES.get(status, status.lower())})
+        self.set_tags({"outcome": outcome})
         self.log_output_files()
         self.terminate(status)
         if status == "FINISHED":
@@ -502,13 +512,7 @@ def reuse_existing(cfg, output_dir: Path | str) -> float | None:
     tracker = MlflowTracker(
         cfg, output_dir, extra_tags={"reused_from": source.info.run_id}, mode="sync"
     )
-    tracker._add({"objective": objective, tracker.objective_name: objective}, 0)
-    tracker.flush()
-    tracker.set_tags({"outcome": "reused"})
-    tracker.log_output_files()
-    tracker.terminate("FINISHED")
-    tracker._join()
-    tracker.closed = True
+    tracker.reused(objective)
     print(
         f"sweeper: config {digest[:SHORT]} already ran (run {source.info.run_id}, "
         f"objective {objective:g}): reusing its result",
