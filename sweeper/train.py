@@ -591,7 +591,9 @@ def _summarize(cfg: DictConfig, output_dir: Path, callbacks, started: float, sin
         result = json.loads((output_dir / "result.json").read_text())
     except (OSError, ValueError):
         return
-    trackers = [cb for cb in callbacks if hasattr(cb, "run_id") and hasattr(cb, "config_hash")]
+    from sweeper.tracking.tracker import MlflowTracker
+
+    trackers = [cb for cb in callbacks if isinstance(cb, MlflowTracker)]
     run_id, tracking, digest = None, "tracking off", config_hash(cfg)
     if trackers:
         digest = trackers[0].config_hash
