@@ -4,7 +4,10 @@
     sweeper reproduce HASH             re-run the config of a tracked run, compare final metrics
     sweeper report [--study NAME]      top trials, best config as overrides, importances, plots
     sweeper retest --study NAME        re-train the best configs on unseen test seeds
-    sweeper ui [--port 5000]           the MLflow UI on 127.0.0.1 over the embedded store
+    sweeper studies [--storage URL]    the studies of a storage: trials, best value, activity
+    sweeper eval RUN [--episodes N]    greedy episodes of a saved agent (dir, run id or hash)
+    sweeper ui [--port 5000] [--open]  the MLflow UI over the embedded store, and the link to
+                                       the newest study's trials
 
 The tracking store is ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded
 ``sqlite:///<cwd>/outputs/mlflow.db``. Heavy imports (mlflow, optuna, torch) happen inside the
