@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sweeper import study_attrs
 from sweeper.config_hash import flatten
 from sweeper.messages import one_line
 from sweeper.statistics import AGGREGATES, CONFIDENCE, LABELS, Estimate, aggregate, estimate
@@ -60,17 +61,17 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-# user attrs the sweeper writes on trials and studies
-UNCOUNTED = "sweeper:uncounted"
-SEEDS_ATTR = "sweeper:seeds"
-AGGREGATE_ATTR = "sweeper:aggregate"
-OVERRIDES_ATTR = "sweeper:overrides"
-FIXED_ATTR = "sweeper:fixed_overrides"
-ERROR_ATTR = "sweeper:error"
-RETEST_ATTR = "sweeper:retest"  # the outcome of re-testing the best configs on test seeds
-OUTPUT_DIR_ATTR = "sweeper:output_dir"
-SWEEP_ATTR = "sweeper:sweep"  # study: the ready-made sweep config it was started from (+sweep=)
-SAMPLER_ATTR = "sweeper:sampler"  # study: {"name", "seed"} of its sampler
+# the user attrs the sweeper writes on trials and studies (sweeper.study_attrs)
+UNCOUNTED = study_attrs.UNCOUNTED
+SEEDS_ATTR = study_attrs.SEEDS
+AGGREGATE_ATTR = study_attrs.AGGREGATE
+OVERRIDES_ATTR = study_attrs.OVERRIDES
+FIXED_ATTR = study_attrs.FIXED_OVERRIDES
+ERROR_ATTR = study_attrs.ERROR
+RETEST_ATTR = study_attrs.RETEST
+OUTPUT_DIR_ATTR = study_attrs.OUTPUT_DIR
+SWEEP_ATTR = study_attrs.SWEEP
+SAMPLER_ATTR = study_attrs.SAMPLER
 OBJECTIVE = "objective"
 PER_SEED = "_per_seed"
 

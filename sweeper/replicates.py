@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from sweeper import study_attrs
 from sweeper.statistics import aggregate, estimate
 from sweeper.training import EvalPoint
 
@@ -102,8 +103,8 @@ def group_result(
     aggregate and the per-seed values (``<metric>_per_seed``, aligned with ``seeds``)."""
     est = estimate([math.nan if o is None else o for o in objectives], how)
     out: dict[str, object] = {
-        "sweeper:seeds": list(seeds),
-        "sweeper:aggregate": how,
+        study_attrs.SEEDS: list(seeds),
+        study_attrs.AGGREGATE: how,
         "objective_per_seed": [_num(o) for o in objectives],
         f"objective_{how}": _num(est.value),
         "objective_ci_low": est.low,

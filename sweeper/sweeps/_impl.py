@@ -59,6 +59,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 
+from sweeper import study_attrs
 from sweeper.analysis import SAMPLER_ATTR, SWEEP_ATTR, UNCOUNTED, counts, n_counted, tally
 from sweeper.messages import one_line
 from sweeper.secrets import mask_text
@@ -84,15 +85,15 @@ from sweeper.sweeps.workers import process_alive, process_start, watch_parent
 
 log = logging.getLogger("sweeper.sweeps")
 
-OWNER = "sweeper:owner"
-HEARTBEAT = "sweeper:heartbeat"
-ERROR = "sweeper:error"
-OVERRIDES = "sweeper:overrides"
-OUTPUT_DIR = "sweeper:output_dir"
-REQUEUED = "sweeper:requeued_from"  # a queued trial re-running a stale trial's grid point
+OWNER = study_attrs.OWNER
+HEARTBEAT = study_attrs.HEARTBEAT
+ERROR = study_attrs.ERROR
+OVERRIDES = study_attrs.OVERRIDES
+OUTPUT_DIR = study_attrs.OUTPUT_DIR
+REQUEUED = study_attrs.REQUEUED
 # study: the sweep seed and the tuning seeds every trial trains
-SEEDS_ATTR = "sweeper:replicate_seeds"
-WORKER = "sweeper:worker:"  # study user attr prefix: one key per sweeper process
+SEEDS_ATTR = study_attrs.REPLICATE_SEEDS
+WORKER = study_attrs.WORKER
 DEFAULT_VALIDATOR = "sweeper.config:validate"
 
 
@@ -136,7 +137,7 @@ def result_attrs(out_dir: Path) -> dict[str, Any]:
         result = json.loads((Path(out_dir) / "result.json").read_text())
     except (OSError, ValueError):
         return {}
-    if "sweeper:seeds" in result:
+    if study_attrs.SEEDS in result:
         skip = ("objective", "objective_name", "status", "error", "runs")
         return {k: v for k, v in result.items() if k not in skip and v is not None}
     return {k: v for k, v in (result.get("metrics") or {}).items() if v is not None}
@@ -484,8 +485,8 @@ class OptunaSweeperImpl(Sweeper):
             )
         study.set_user_attr(PRUNER_ATTR, pspec)
         study.set_user_attr(SEEDS_ATTR, {"sweep_seed": sweep_seed, "tune": tuning_seeds})
-        study.set_user_attr("sweeper:search_space", space.describe())
-        study.set_user_attr("sweeper:fixed_overrides", list(space.fixed))
+        study.set_user_attr(study_attrs.SEARCH_SPACE, space.describe())
+        study.set_user_attr(study_attrs.FIXED_OVERRIDES, list(space.fixed))
         choices = OmegaConf.select(self.config, "hydra.runtime.choices") or {}
         study.set_user_attr(SWEEP_ATTR, choices.get("sweep") if hasattr(choices, "get") else None)
         study.set_user_attr(

@@ -42,13 +42,15 @@ import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
+from sweeper import study_attrs
+
 if TYPE_CHECKING:  # pragma: no cover
     from sweeper.sweeps._impl import OptunaSweeperImpl, Outcome, _Plan
     from sweeper.sweeps.progress import SweepProgress
 
 log = logging.getLogger(__name__)
 
-WORKER_PID = "sweeper:worker_pid"  # trial user attr: the process that trained it (n_jobs > 1)
+WORKER_PID = study_attrs.WORKER_PID  # the process that trained a trial (n_jobs > 1)
 
 
 @dataclass

@@ -30,11 +30,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sweeper import study_attrs
 from sweeper.analysis import RETEST_ATTR
 from sweeper.statistics import estimate
 from sweeper.sweeps.search_space import override_key
 
-OVERRIDES_ATTR = "sweeper:overrides"
+OVERRIDES_ATTR = study_attrs.OVERRIDES
 
 
 def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:

@@ -17,11 +17,12 @@ from typing import Any
 
 import optuna
 
+from sweeper import study_attrs
 from sweeper.callbacks import Callback, Metrics
 from sweeper.sweeps.factories import make_pruner
 from sweeper.sweeps.storage import open_storage
 
-PRUNER_ATTR = "sweeper:pruner"
+PRUNER_ATTR = study_attrs.PRUNER
 REPORT_KEY = "eval_return_mean"
 
 

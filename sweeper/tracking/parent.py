@@ -412,7 +412,7 @@ def close_trial_runs(client, parent_run_id: str, study_name: str, trials) -> int
             continue  # RUNNING or WAITING: not finished
         status = RUN_STATUS[state]
         tags = {"outcome": RUN_OUTCOME[state]}
-        error = trial.user_attrs.get("sweeper:error")
+        error = trial.user_attrs.get(analysis.ERROR_ATTR)
         if error and state == "FAIL":
             tags["error"] = str(error)[:MAX_TAG]
         runs = store.retry(

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeper import analysis
+from sweeper import analysis, study_attrs
 from sweeper.messages import one_line
 
 #: Non-semantic settings of the trial's config that its test runs keep (the semantic ones come
@@ -121,7 +121,7 @@ def sweep_seed(study, cfg) -> int:
     the config's ``seed``)."""
     from omegaconf import OmegaConf
 
-    recorded = study.user_attrs.get("sweeper:replicate_seeds") or {}
+    recorded = study.user_attrs.get(study_attrs.REPLICATE_SEEDS) or {}
     if isinstance(recorded, dict) and recorded.get("sweep_seed") is not None:
         return int(recorded["sweep_seed"])
     return int(OmegaConf.select(cfg, "seed", default=0) or 0)
