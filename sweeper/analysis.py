@@ -871,7 +871,7 @@ def group_overrides(
 def diff_overrides(want: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
     """Overrides that turn the flat config ``have`` into ``want``: changed values, ``+new``
     ones, then ``~removed`` ones (values written so Hydra parses them back the same)."""
-    from sweeper.sweeps.search_space import format_value
+    from sweeper.overrides import format_value
 
     values = []
     for key, value in want.items():
@@ -924,7 +924,7 @@ def best_overrides(study: optuna.Study, best: FrozenTrial) -> list[str]:
     expanded against the default config (a ``+sweep=...`` override would start a sweep), so
     that the command gives the trial's exact semantic config (checked by config hash). Else
     the recorded overrides, else the study's fixed overrides plus the sampled params."""
-    from sweeper.sweeps.search_space import format_value
+    from sweeper.overrides import format_value
 
     recorded = best.user_attrs.get(OVERRIDES_ATTR)
     if recorded:

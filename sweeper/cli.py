@@ -288,11 +288,11 @@ def cmd_eval(args) -> int:
 # -- retest -------------------------------------------------------------------------------
 def cmd_retest(args) -> int:
     """Re-train a study's best ``--top`` configs on ``--seeds`` unseen test seeds
-    (``sweeper.tracking.retest_runs``): exit 0 when every run finished, 1 when some failed."""
+    (``sweeper.sweeps.retest_runs``): exit 0 when every run finished, 1 when some failed."""
     import signal
 
     from sweeper import analysis
-    from sweeper.tracking import retest_runs
+    from sweeper.sweeps import retest_runs
     from sweeper.tracking.report import ReportError, load_study
 
     try:

@@ -226,7 +226,7 @@ def mask_override(text: str) -> str:
     if _clean(out):
         return out
     if not override.is_sweep_override():  # e.g. escapes inside a quoted value
-        from sweeper.sweeps.search_space import format_value
+        from sweeper.overrides import format_value
 
         rebuilt = f"{override.get_key_element()}={format_value(mask_values(value))}"
         if _clean(rebuilt):
@@ -299,7 +299,7 @@ def mask_config(cfg, as_overrides: bool = False) -> list[str]:
             if keys and all("." not in k for k in keys) and ".".join(keys) not in overridden:
                 appended[".".join(keys)] = keys
     if appended:
-        from sweeper.sweeps.search_space import format_value
+        from sweeper.overrides import format_value
 
         extra = []
         for dotted, keys in appended.items():

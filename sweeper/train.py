@@ -258,7 +258,7 @@ def integrations(
 
         callbacks.append(tracking_callback(cfg, output_dir, tracking_mode))
     if cfg.trial.number is not None:
-        from sweeper.sweeps.trial import pruning_callback
+        from sweeper.pruning import pruning_callback
 
         callbacks.append(pruning_callback(cfg.trial))
     return callbacks

@@ -62,11 +62,13 @@ from optuna.trial import TrialState
 from sweeper import study_attrs
 from sweeper.analysis import SAMPLER_ATTR, SWEEP_ATTR, UNCOUNTED, counts, n_counted, tally
 from sweeper.messages import one_line
+from sweeper.pruning import PRUNER_ATTR, PrunerError, pruner_spec
 from sweeper.secrets import mask_text
 from sweeper.seeding import replicate_seeds
+from sweeper.study_storage import StorageError, canonical, open_storage, redact
 from sweeper.sweeps import results as results_mod
 from sweeper.sweeps import sweep_dir as sweep_dir_mod
-from sweeper.sweeps.factories import FactoryError, grid_size, make_sampler, pruner_spec
+from sweeper.sweeps.factories import FactoryError, grid_size, make_sampler
 from sweeper.sweeps.hooks import HookError, StudyHook, StudyInfo, load_hooks, resolve
 from sweeper.sweeps.progress import SweepProgress
 from sweeper.sweeps.search_space import (
@@ -79,8 +81,6 @@ from sweeper.sweeps.search_space import (
     param_overrides,
     validate_space,
 )
-from sweeper.sweeps.storage import StorageError, canonical, open_storage, redact
-from sweeper.sweeps.trial import PRUNER_ATTR
 from sweeper.sweeps.workers import process_alive, process_start, watch_parent
 
 log = logging.getLogger("sweeper.sweeps")
@@ -292,7 +292,14 @@ class OptunaSweeperImpl(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         try:
             plan = self._plan(arguments)
-        except (SearchSpaceError, StorageError, FactoryError, HookError, SweepError) as err:
+        except (
+            SearchSpaceError,
+            StorageError,
+            FactoryError,
+            PrunerError,
+            HookError,
+            SweepError,
+        ) as err:
             raise SystemExit(f"sweeper: {one_line(err, 2000)}") from None
         return self._run(plan)
 

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from sweeper import analysis, claims
 from sweeper.analysis import RETEST_ATTR, retest_lines
-from sweeper.sweeps.search_space import format_value
+from sweeper.overrides import format_value
 
 if TYPE_CHECKING:
     from sweeper.sweeps._impl import OptunaSweeperImpl, _Plan

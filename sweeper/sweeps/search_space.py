@@ -10,8 +10,7 @@ Every problem raises :class:`SearchSpaceError` with a one-line message naming th
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ from optuna.distributions import (
 )
 
 from sweeper.messages import one_line
+from sweeper.overrides import format_value
 
 
 class SearchSpaceError(ValueError):
@@ -194,45 +194,6 @@ def describe_distribution(dist: BaseDistribution) -> str:
             return f"range({dist.low!r},{dist.high + dist.step!r},{dist.step!r})"
         text = f"interval({dist.low!r},{dist.high!r})"
     return f"tag(log,{text})" if dist.log else text
-
-
-_SAFE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:+@")
-
-
-def format_value(value: Any) -> str:
-    """A Python value as an override value that Hydra parses back to the same value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        if value and set(value) <= _SAFE_CHARS and _reparses_as(value, value):
-            return value
-        # Hydra's quoted strings: only quotes and the backslashes before a quote or before
-        # the end of the string are escaped (a lone backslash stays as it is)
-        escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
-        return f"'{escaped}'"
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, Iterable):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    raise TypeError(f"cannot format {value!r} as an override value")
-
-
-def _reparses_as(text: str, value: Any) -> bool:
-    try:
-        parsed = OverridesParser.create().parse_override(f"k={text}").value()
-    except Exception:
-        return False
-    return type(parsed) is type(value) and parsed == value
 
 
 def param_override(name: str, value: Any, dist: BaseDistribution) -> str:

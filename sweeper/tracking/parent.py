@@ -31,7 +31,6 @@ from sweeper.tracking.limits import (
     MAX_TAG,
 )
 
-ROLE_TAG = "sweeper.role"
 PLOTS = ("history", "importances", "parallel_coordinate", "slice")
 PLOTLY_HTML_ENV = "SWEEPER_PLOTLY_HTML"
 PLOTLY_JS = "plotly.min.js"
@@ -41,7 +40,7 @@ def _find_parents(client, experiment_id: str, study_name: str) -> list:
     runs = store.retry(
         client.search_runs,
         [experiment_id],
-        f"tags.`{ROLE_TAG}` = 'parent' and tags.study_name = '{_quote(study_name)}'",
+        f"tags.`{store.ROLE_TAG}` = 'parent' and tags.study_name = '{_quote(study_name)}'",
         order_by=["attributes.start_time ASC"],
         max_results=100,
     )
@@ -84,7 +83,7 @@ def _ensure_parent_run(
             _set_tags(client, run_id, tags)
         return run_id
     all_tags = {
-        ROLE_TAG: "parent",
+        store.ROLE_TAG: "parent",
         "study_name": study_name,
         "mlflow.runName": study_name,
         "mlflow.source.name": "sweeper sweep",
@@ -554,7 +553,7 @@ class MlflowStudyHook:
         if study is None:
             import optuna
 
-            from sweeper.sweeps.storage import open_storage
+            from sweeper.study_storage import open_storage
 
             study = optuna.load_study(
                 study_name=info.study_name, storage=open_storage(info.storage)

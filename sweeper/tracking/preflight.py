@@ -62,7 +62,7 @@ class _Problem(Exception):
 def mask(uri: str) -> str:
     """The URI with its password masked (for messages, logs and result files)."""
     try:  # optuna's import comes with it: only paid when there is something to say
-        from sweeper.sweeps.storage import redact
+        from sweeper.study_storage import redact
     except ImportError:  # pragma: no cover - optuna is a dependency
         return re.sub(r"//([^/:@]*):[^/@]*@", r"//\1:***@", uri)
     return redact(uri)

@@ -21,7 +21,7 @@ class ReportError(RuntimeError):
 def open_storage_to_read(storage: str | None):
     """The storage (never created: a missing journal is a ReportError) and its label."""
     try:
-        from sweeper.sweeps.storage import canonical, is_journal, journal_path, open_storage
+        from sweeper.study_storage import canonical, is_journal, journal_path, open_storage
 
         spec = canonical(storage)
         if is_journal(spec) and not Path(journal_path(spec)).is_file():

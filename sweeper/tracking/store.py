@@ -36,6 +36,8 @@ ARTIFACTS_DIR = "mlartifacts"
 ENV_OUTPUTS = "SWEEPER_OUTPUTS"  # overrides the outputs/ folder of the embedded store
 # MLflow 3's UI opens an experiment in its "model training" (runs) view with this tag.
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+# A study's parent run carries ROLE_TAG=parent (its trials, re-tests and reproductions do not)
+ROLE_TAG = "sweeper.role"
 _initialized: set[str] = set()
 
 

@@ -145,10 +145,8 @@ def run_url(base: str, experiment_id: str, run_id: str) -> str:
 def newest_study(client) -> dict[str, Any] | None:
     """The study whose parent run started last: name, experiment id, direction, and the key
     of its shared view when its experiment has one."""
-    from sweeper.tracking.parent import ROLE_TAG
-
     parents = store.search_all_runs(
-        client, f"tags.`{ROLE_TAG}` = 'parent'", order_by=["attributes.start_time DESC"]
+        client, f"tags.`{store.ROLE_TAG}` = 'parent'", order_by=["attributes.start_time DESC"]
     )
     if not parents:
         return None

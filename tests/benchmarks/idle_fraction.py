@@ -57,7 +57,7 @@ def main() -> None:
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(proc.stderr[-3000:])
-        from sweeper.sweeps.storage import open_storage
+        from sweeper.study_storage import open_storage
 
         st = open_storage(storage)
         study = optuna.load_study(study_name=optuna.get_all_study_names(st)[0], storage=st)

@@ -106,7 +106,7 @@ def test_single_run_that_diverges_fails_with_one_line(tmp_path):
 
 
 def test_optuna_sweep_fails_the_diverged_trial_and_goes_on(tmp_path):
-    from sweeper.sweeps.storage import open_storage
+    from sweeper.study_storage import open_storage
 
     journal = f"journal:{tmp_path / 'journal.log'}"
     proc = _app(

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from reliability_helpers import clean_env
 
 from sweeper import secrets
-from sweeper.sweeps.search_space import format_value
+from sweeper.overrides import format_value
 
 TINY = [
     "agent=q_learning",
@@ -441,7 +441,7 @@ def test_callback_masks_a_composed_config_and_secrets_from_config_files(tmp_path
 
 
 def test_storage_and_tracking_consumers_reveal(fresh):
-    from sweeper.sweeps.storage import StorageError, canonical, open_storage
+    from sweeper.study_storage import StorageError, canonical, open_storage
     from sweeper.tracking.store import resolve_tracking_uri
 
     real = "postgresql+psycopg://u:Unreach4ble@127.0.0.1:1/db"

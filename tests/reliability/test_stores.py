@@ -22,7 +22,7 @@ from reliability_helpers import clean_env  # noqa: E402
 from sweep_helpers import sweep_cmd  # noqa: E402
 
 from sweeper.sweeps._impl import counts
-from sweeper.sweeps.journal import JournalFile, drop_torn_tail
+from sweeper.study_storage.journal import JournalFile, drop_torn_tail
 from sweeper.tracking import store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -56,7 +56,7 @@ def run_sweep(
 
 
 def only_study(storage: str) -> optuna.Study:
-    from sweeper.sweeps.storage import open_storage
+    from sweeper.study_storage import open_storage
 
     st = open_storage(storage)
     names = optuna.get_all_study_names(st)

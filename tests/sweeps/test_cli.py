@@ -479,7 +479,7 @@ def test_running_trial_of_another_host_without_heartbeat_is_failed(tmp_path):
     hydra.sweeper.grace_period; then it is failed and does not count."""
     args = ["hydra.sweeper.n_trials=2", "x=interval(-2,2)", "hydra.sweeper.grace_period=30"]
     _ok(run_sweep(tmp_path, "toy", "hydra.sweeper.n_trials=1", *args[1:]))
-    from sweeper.sweeps.storage import open_storage
+    from sweeper.study_storage import open_storage
 
     study = only_study(journal(tmp_path))
     ghost = study.ask()  # a trial "running" on another machine
@@ -620,7 +620,7 @@ def test_grid_resume_after_kill_9_evaluates_every_point_once(tmp_path):
 def test_running_trial_of_a_live_local_process_is_kept_despite_a_late_heartbeat(tmp_path):
     import socket
 
-    from sweeper.sweeps.storage import open_storage
+    from sweeper.study_storage import open_storage
     from sweeper.sweeps.workers import process_start as _process_start
 
     args = ["hydra.sweeper.n_trials=2", "x=interval(-2,2)", "hydra.sweeper.grace_period=30"]

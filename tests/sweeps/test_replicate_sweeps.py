@@ -292,7 +292,7 @@ def _refused(tmp_path: Path, proc: subprocess.CompletedProcess, *words: str) -> 
 
 
 def journal_storage(tmp_path: Path):
-    from sweeper.sweeps.storage import open_storage
+    from sweeper.study_storage import open_storage
 
     return open_storage(journal(tmp_path))
 

@@ -10,7 +10,7 @@ import sys
 
 from sweep_helpers import clean_env, journal, run_sweep
 
-from sweeper.sweeps.storage import open_storage
+from sweeper.study_storage import open_storage
 
 SWEEP = (
     "hydra/sweeper=sweeper_optuna",

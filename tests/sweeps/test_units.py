@@ -15,6 +15,15 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
+from sweeper.pruning import (
+    PRUNER_ATTR,
+    PrunerError,
+    PruningCallback,
+    make_pruner,
+    pruner_spec,
+    pruning_callback,
+)
+from sweeper.study_storage import StorageError, canonical, is_journal, open_storage, redact
 from sweeper.sweeps._impl import (
     GuardedTask,
     OptunaSweeperImpl,
@@ -25,11 +34,9 @@ from sweeper.sweeps._impl import (
     outcome_of,
     tally,
 )
-from sweeper.sweeps.factories import FactoryError, make_pruner, make_sampler, pruner_spec
+from sweeper.sweeps.factories import FactoryError, make_sampler
 from sweeper.sweeps.hooks import HookError
 from sweeper.sweeps.search_space import build_search_space
-from sweeper.sweeps.storage import StorageError, canonical, is_journal, open_storage, redact
-from sweeper.sweeps.trial import PRUNER_ATTR, PruningCallback, pruning_callback
 
 SPACE = {"x": FloatDistribution(0, 1), "c": CategoricalDistribution(["a", "b"])}
 
@@ -156,9 +163,9 @@ def test_the_default_validator_is_optional_but_a_set_one_must_import(monkeypatch
 
 
 def test_bad_pruner():
-    with pytest.raises(FactoryError, match="unknown pruner 'nah'"):
+    with pytest.raises(PrunerError, match="unknown pruner 'nah'"):
         pruner_spec("nah", {})
-    with pytest.raises(FactoryError, match="hydra.sweeper.pruner: median:"):
+    with pytest.raises(PrunerError, match="hydra.sweeper.pruner: median:"):
         pruner_spec("median", {"n_startup_trials": "x", "bogus": 2})
 
 

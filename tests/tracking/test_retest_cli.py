@@ -160,7 +160,7 @@ def test_a_ready_made_sweep_trial_becomes_plain_overrides(tmp_path):
 
     from sweeper.cli import compose
     from sweeper.config_hash import config_hash
-    from sweeper.tracking.retest_runs import trial_overrides
+    from sweeper.sweeps.retest_runs import trial_overrides
 
     recorded = ["+sweep=tabular", "agent=sarsa", "agent.alpha=0.3", "trial.number=4"]
     trial = optuna.trial.create_trial(
@@ -191,7 +191,7 @@ run_dir.mkdir(parents=True)
 def test_failed_test_runs_are_counted_one_line_each(tmp_path, monkeypatch, capsys):
     """Exit 1 and one line per failed run (with the run's last line); the others still count
     (runs faked by a script: the real command line is checked by the test above)."""
-    from sweeper.tracking import retest_runs
+    from sweeper.sweeps import retest_runs
 
     path = tmp_path / "journal.log"
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
@@ -253,7 +253,7 @@ def test_stop_ends_the_whole_process_group(tmp_path, monkeypatch):
     import signal
     import time
 
-    from sweeper.tracking import retest_runs
+    from sweeper.sweeps import retest_runs
 
     monkeypatch.setattr(retest_runs, "STOP_GRACE", (0.5, 0.5))
     pid_file = tmp_path / "grandchild.pid"

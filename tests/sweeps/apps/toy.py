@@ -2,7 +2,7 @@
 
 The value grows towards the final one at each evaluation, so intermediate values rank trials
 like their final values (the median pruner then surely prunes bad trials). It reuses the real
-pruning callback of ``sweeper.sweeps.trial``.
+pruning callback of ``sweeper.pruning``.
 """
 
 import math
@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float | None:
     callback = None
     if cfg.trial.number is not None:
-        from sweeper.sweeps.trial import pruning_callback
+        from sweeper.pruning import pruning_callback
 
         callback = pruning_callback(cfg.trial)
     final = -((float(cfg.x) - 1.0) ** 2) - float(cfg.y)

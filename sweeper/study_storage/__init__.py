@@ -1,7 +1,7 @@
 """Where studies live.
 
 The default is an Optuna ``JournalStorage`` on a ``JournalFileBackend`` under ``outputs/optuna/``
-(``sweeper.sweeps.journal.JournalFile``: the same format and lock, and a torn last record left
+(``sweeper.study_storage.journal.JournalFile``: the same format and lock, and a torn last record left
 by a failed append, e.g. on a full disk, never makes the journal unreadable).
 Why a journal file and not SQLite: Optuna's docs advise against SQLite for parallel workers (one
 writer lock for the whole file, ``database is locked`` errors under concurrent writes, and broken
@@ -31,7 +31,7 @@ from optuna.storages.journal import JournalFileOpenLock
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from sweeper import secrets
-from sweeper.sweeps.journal import JournalFile
+from sweeper.study_storage.journal import JournalFile
 
 DEFAULT_STORAGE = "journal:outputs/optuna/journal.log"
 
@@ -99,7 +99,7 @@ def _open(spec: str) -> BaseStorage:
         path = Path(journal_path(spec))
         path.parent.mkdir(parents=True, exist_ok=True)
         # Optuna's JournalFileBackend, plus: a torn last record (a failed append, ENOSPC)
-        # is truncated before the next append instead of being glued onto (sweeps/journal.py)
+        # is truncated before the next append instead of being glued onto (study_storage/journal.py)
         backend = JournalFile(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return JournalStorage(backend)
     if "://" not in spec:

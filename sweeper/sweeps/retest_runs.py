@@ -89,7 +89,7 @@ def trial_overrides(study, trial) -> tuple[list[str], Any]:
     """(overrides, composed config) of ``trial`` for a plain run: its semantic config as
     :func:`analysis.expand_overrides` gives it, plus the :data:`CARRIED` settings."""
     from sweeper.config import compose_config
-    from sweeper.sweeps.search_space import format_value
+    from sweeper.overrides import format_value
 
     recorded = trial.user_attrs.get(analysis.OVERRIDES_ATTR)
     if recorded:
@@ -144,7 +144,6 @@ def find_parent_run(study_name: str, tracking_uri: str) -> str | None:
     """The id of the study's MLflow parent run (the oldest, as ``tracking.parent`` picks it),
     or None: no such run, or no store yet (never created here)."""
     from sweeper.tracking import store
-    from sweeper.tracking.parent import ROLE_TAG
 
     path = store.sqlite_path(tracking_uri)
     if path is not None and not path.is_file():
@@ -153,7 +152,7 @@ def find_parent_run(study_name: str, tracking_uri: str) -> str | None:
     name = study_name.replace("'", "\\'")
     runs = store.search_all_runs(
         client,
-        f"tags.`{ROLE_TAG}` = 'parent' and tags.study_name = '{name}'",
+        f"tags.`{store.ROLE_TAG}` = 'parent' and tags.study_name = '{name}'",
         order_by=["attributes.start_time ASC"],
     )
     runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
@@ -172,9 +171,9 @@ def plan(
     from omegaconf import OmegaConf
 
     from sweeper import secrets
+    from sweeper.overrides import format_value
     from sweeper.seeding import replicate_seeds
     from sweeper.sweeps import retest
-    from sweeper.sweeps.search_space import format_value
     from sweeper.tracking import store
 
     if len(study.directions) != 1:
