@@ -399,8 +399,9 @@ def test_diff_overrides():
 # -- the end-of-sweep summary --------------------------------------------------------------
 def test_sweep_summary_shows_iqm_ci_importance_and_never_the_seed(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")  # one table row per line
-    from sweeper.sweeps._impl import OptunaSweeperImpl, _Plan
+    from sweeper.sweeps._impl import OptunaSweeperImpl
     from sweeper.sweeps.hooks import StudyInfo
+    from sweeper.sweeps.plan import Plan
     from sweeper.sweeps.results import finish
     from sweeper.sweeps.search_space import SearchSpace
 
@@ -428,7 +429,7 @@ def test_sweep_summary_shows_iqm_ci_importance_and_never_the_seed(tmp_path, caps
     sweeper = OptunaSweeperImpl(
         direction="maximize", summary={"group_by": ["agent.lr"], "metrics": ["mean_max_q"]}
     )
-    plan = _Plan(
+    plan = Plan(
         space=space,
         study=study,
         storage=None,

@@ -1,8 +1,8 @@
 """Where studies live.
 
 The default is an Optuna ``JournalStorage`` on a ``JournalFileBackend`` under ``outputs/optuna/``
-(``sweeper.study_storage.journal.JournalFile``: the same format and lock, and a torn last record left
-by a failed append, e.g. on a full disk, never makes the journal unreadable).
+(``sweeper.study_storage.journal.JournalFile``: the same format and lock, and a torn last record
+left by a failed append, e.g. on a full disk, never makes the journal unreadable).
 Why a journal file and not SQLite: Optuna's docs advise against SQLite for parallel workers (one
 writer lock for the whole file, ``database is locked`` errors under concurrent writes, and broken
 locking on network file systems). The journal is an append-only log of operations guarded by a

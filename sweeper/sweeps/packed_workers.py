@@ -94,7 +94,8 @@ class Slot:
     def run(self) -> None:
         from optuna.trial import TrialState
 
-        from sweeper.sweeps._impl import Outcome, _error_text
+        from sweeper.sweeps.errors import error_text
+        from sweeper.sweeps.outcome import Outcome
 
         first = self.feed.claim()  # a worker only when there is work for it
         while first is not None:
@@ -104,7 +105,7 @@ class Slot:
                 return
             except WorkerDied as err:
                 log.warning("packed slot %d: %s", self.index, err)
-                failed = Outcome(TrialState.FAIL, error=_error_text(err))
+                failed = Outcome(TrialState.FAIL, error=error_text(err))
                 for number in sorted(held):
                     self.feed.end(number, failed)
             if self.feed.stopped():

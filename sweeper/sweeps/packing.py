@@ -14,7 +14,7 @@ until the current population has drained, then starts the next one; asking stops
 
 Who does what: :class:`Packed` only trains. It takes its jobs from a *trial source*
 (``claim`` -> :class:`Job` or None, ``end(number, outcome)``, ``stopped``) and computes each
-job's :class:`~sweeper.sweeps._impl.Outcome` itself, after closing the job's callbacks. The
+job's :class:`~sweeper.sweeps.outcome.Outcome` itself, after closing the job's callbacks. The
 sweeper's side of a source (asking, claiming, composing the job's config, telling Optuna,
 the progress lines) is a *feed*: :class:`TuningFeed` for the sweep's trials, :class:`TestFeed`
 for the re-test runs. With ``n_jobs=1`` the feed is the source and the population runs in the
@@ -43,9 +43,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from sweeper import study_attrs
+from sweeper.sweeps.errors import error_text
+from sweeper.sweeps.ledger import safe
+from sweeper.sweeps.outcome import OUTPUT_DIR, Outcome, result_attrs
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sweeper.sweeps._impl import OptunaSweeperImpl, Outcome, _Plan
+    from sweeper.sweeps._impl import OptunaSweeperImpl
+    from sweeper.sweeps.ledger import TrialLedger
     from sweeper.sweeps.progress import SweepProgress
 
 log = logging.getLogger(__name__)
@@ -218,8 +222,6 @@ class Packed:
 def outcome(claimed: Claimed, exc: BaseException | None) -> Outcome:
     """How a packed job ended, after closing its callbacks (e.g. the MLflow run logs the
     files and ends): COMPLETE with its value, PRUNED, or FAIL with the error."""
-    from sweeper.sweeps._impl import OUTPUT_DIR, Outcome, _error_text, result_attrs
-
     job = claimed.job
     for cb in claimed.callbacks:
         with contextlib.suppress(Exception):
@@ -232,7 +234,7 @@ def outcome(claimed: Claimed, exc: BaseException | None) -> Outcome:
         return Outcome(TrialState.FAIL, error=f"the objective is {value}", attrs=attrs)
     if isinstance(exc, optuna.TrialPruned):
         return Outcome(TrialState.PRUNED, attrs=attrs)
-    return Outcome(TrialState.FAIL, error=_error_text(exc), attrs=attrs)
+    return Outcome(TrialState.FAIL, error=error_text(exc), attrs=attrs)
 
 
 # --- the sweeper's side: feeds ---------------------------------------------------------------
@@ -241,7 +243,7 @@ def compose_job(sweeper: OptunaSweeperImpl, number: int, overrides: Sequence[str
     from sweeper.config import validate
     from sweeper.train import shape_key
 
-    job_cfg = sweeper._compose(overrides)
+    job_cfg = sweeper.compose(overrides)
     with open_dict(job_cfg):
         job_cfg.hydra.job.num = number
         job_cfg.hydra.job.id = f"{job_cfg.hydra.job.name}_{number}"
@@ -252,18 +254,18 @@ def compose_job(sweeper: OptunaSweeperImpl, number: int, overrides: Sequence[str
 
 
 class TuningFeed:
-    """The sweep's trials: ask and claim (``_next_trial``), compose; tell and print the end.
-    Safe to serve from several slot threads."""
+    """The sweep's trials: ask and claim (the ledger's ``next_trial``), compose; tell and print
+    the end. Safe to serve from several slot threads."""
 
-    def __init__(self, sweeper: OptunaSweeperImpl, plan: _Plan, progress: SweepProgress):
-        self.sweeper, self.plan, self.progress = sweeper, plan, progress
+    def __init__(
+        self, sweeper: OptunaSweeperImpl, ledger: TrialLedger, progress: SweepProgress
+    ) -> None:
+        self.sweeper, self.ledger, self.progress = sweeper, ledger, progress
         self.trials: dict[int, optuna.trial.Trial] = {}
 
     def claim(self) -> Job | None:
-        from sweeper.sweeps._impl import Outcome, _error_text
-
         while True:
-            asked = self.sweeper._next_trial(self.plan)
+            asked = self.ledger.next_trial()
             if asked is None:
                 return None
             trial, overrides, shown = asked
@@ -272,17 +274,17 @@ class TuningFeed:
             try:
                 return compose_job(self.sweeper, trial.number, overrides)
             except Exception as exc:  # noqa: BLE001 - this trial fails, the sweep goes on
-                self.end(trial.number, Outcome(TrialState.FAIL, error=_error_text(exc)))
+                self.end(trial.number, Outcome(TrialState.FAIL, error=error_text(exc)))
 
     def end(self, number: int, outcome: Outcome) -> None:
         trial = self.trials.pop(number, None)
         if trial is None:  # released meanwhile (the sweep was interrupted)
             return
-        self.sweeper._tell(self.plan, trial, outcome)
-        self.progress.trial_finished(self.plan.study, number, outcome)
+        self.ledger.tell(trial, outcome)
+        self.progress.trial_finished(self.ledger.plan.study, number, outcome)
 
     def stopped(self) -> bool:
-        return self.sweeper._stop.is_set()
+        return self.ledger.stop.is_set()
 
     def release(self) -> None:
         """Un-claim the trials handed out but never ended (the sweep stopped while they
@@ -290,17 +292,15 @@ class TuningFeed:
         again by the next run."""
         for number, trial in list(self.trials.items()):
             self.trials.pop(number, None)
-            self.sweeper._finish_uncounted(
-                self.plan, number, "interrupted: the sweep stopped", dict(trial.params)
+            self.ledger.finish_uncounted(
+                number, "interrupted: the sweep stopped", dict(trial.params)
             )
 
     def handed(self, number: int, pid: int) -> None:
         """Trial ``number`` trains in worker process ``pid`` (kept as a user attr)."""
-        from sweeper.sweeps._impl import _safe
-
         trial = self.trials.get(number)
         if trial is not None:
-            _safe(trial.set_user_attr, WORKER_PID, pid)
+            safe(trial.set_user_attr, WORKER_PID, pid)
 
 
 class TestFeed:
@@ -315,8 +315,6 @@ class TestFeed:
         self._lock = threading.Lock()
 
     def claim(self) -> Job | None:
-        from sweeper.sweeps._impl import Outcome, _error_text
-
         while True:
             with self._lock:
                 if not self.todo:
@@ -325,7 +323,7 @@ class TestFeed:
             try:
                 return compose_job(self.sweeper, number, overrides)
             except Exception as exc:  # noqa: BLE001 - this run fails, the others go on
-                self.end(number, Outcome(TrialState.FAIL, error=_error_text(exc)))
+                self.end(number, Outcome(TrialState.FAIL, error=error_text(exc)))
 
     def end(self, number: int, outcome: Outcome) -> None:
         self.outcomes[number] = outcome

@@ -33,8 +33,9 @@ from sweeper.analysis import RETEST_ATTR, retest_lines
 from sweeper.overrides import format_value
 
 if TYPE_CHECKING:
-    from sweeper.sweeps._impl import OptunaSweeperImpl, _Plan
+    from sweeper.sweeps._impl import OptunaSweeperImpl
     from sweeper.sweeps.hooks import StudyHook, StudyInfo
+    from sweeper.sweeps.plan import Plan
 
 log = logging.getLogger("sweeper.sweeps")
 
@@ -94,12 +95,12 @@ def _app_command() -> str:
     return f"python {argv0}"
 
 
-def _claim_params(sweeper: OptunaSweeperImpl, plan: _Plan) -> list[str]:
+def _claim_params(sweeper: OptunaSweeperImpl, plan: Plan) -> list[str]:
     group_by = list(sweeper.summary_cfg.get("group_by") or [])
     return [p for p in plan.space.distributions if p not in group_by]
 
 
-def prefetch(sweeper: OptunaSweeperImpl, plan: _Plan) -> threading.Thread:
+def prefetch(sweeper: OptunaSweeperImpl, plan: Plan) -> threading.Thread:
     """Start computing the importances :func:`finish` will show (the objective's, and those
     the claim's verdict ranks) in a background thread: called before the re-test, whose runs
     train in worker processes, so the bootstrap's seconds of refits overlap them."""
@@ -110,8 +111,14 @@ def prefetch(sweeper: OptunaSweeperImpl, plan: _Plan) -> threading.Thread:
 
 
 def finish(
-    sweeper: OptunaSweeperImpl, plan: _Plan, hooks: Sequence[StudyHook], info: StudyInfo
+    sweeper: OptunaSweeperImpl,
+    plan: Plan,
+    hooks: Sequence[StudyHook],
+    info: StudyInfo,
+    stopped: str | None = None,
 ) -> dict[str, Any]:
+    """Summarize the study (``stopped``: why this run gave up, from the trial ledger), write
+    ``optimization_results.yaml``, print the summary and tell the hooks."""
     study = plan.study
     counts = analysis.tally(study.get_trials(deepcopy=False))
     summary: dict[str, Any] = {
@@ -125,12 +132,8 @@ def finish(
         "search_space": dict(plan.space.describe()),
         "fixed_overrides": list(plan.space.fixed),
     }
-    if sweeper.max_failures is not None and sweeper._failures >= sweeper.max_failures:
-        summary["stopped"] = (
-            f"stopped after {sweeper._failures} failed trial(s) in this run "
-            f"(hydra.sweeper.max_failures={sweeper.max_failures}); last error: "
-            f"{sweeper._last_error}"
-        )
+    if stopped:
+        summary["stopped"] = stopped
     best = analysis.best_summary(study)
     importance = None
     if best is not None:

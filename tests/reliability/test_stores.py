@@ -21,7 +21,7 @@ import pytest
 from reliability_helpers import clean_env  # noqa: E402
 from sweep_helpers import sweep_cmd  # noqa: E402
 
-from sweeper.sweeps._impl import counts
+from sweeper.analysis import counts
 from sweeper.study_storage.journal import JournalFile, drop_torn_tail
 from sweeper.tracking import store
 

@@ -24,8 +24,8 @@ from sweep_helpers import (
     sweep_cmd,
 )
 
+from sweeper.analysis import UNCOUNTED, counts
 from sweeper.statistics import aggregate
-from sweeper.sweeps._impl import UNCOUNTED, counts
 
 TINY_TABULAR = [
     "tracking.enabled=false",

@@ -27,7 +27,7 @@ from sweep_helpers import (
     sweep_cmd,
 )
 
-from sweeper.sweeps._impl import counts
+from sweeper.analysis import counts
 from sweeper.sweeps.packing import WORKER_PID
 
 TABULAR = [

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
+from sweeper.analysis import counts, tally
 from sweeper.pruning import (
     PRUNER_ATTR,
     PrunerError,
@@ -24,19 +25,13 @@ from sweeper.pruning import (
     pruning_callback,
 )
 from sweeper.study_storage import StorageError, canonical, is_journal, open_storage, redact
-from sweeper.sweeps._impl import (
-    GuardedTask,
-    OptunaSweeperImpl,
-    TrialExit,
-    counts,
-    default_study_name,
-    derive_seed,
-    outcome_of,
-    tally,
-)
+from sweeper.sweeps.errors import TrialExit
 from sweeper.sweeps.factories import FactoryError, make_sampler
 from sweeper.sweeps.hooks import HookError
+from sweeper.sweeps.outcome import GuardedTask, outcome_of
+from sweeper.sweeps.plan import load_validator
 from sweeper.sweeps.search_space import build_search_space
+from sweeper.sweeps.study_name import default_study_name, derive_seed
 
 SPACE = {"x": FloatDistribution(0, 1), "c": CategoricalDistribution(["a", "b"])}
 
@@ -155,11 +150,12 @@ def test_tally_and_counts():
 
 
 def test_the_default_validator_is_optional_but_a_set_one_must_import(monkeypatch):
-    assert OptunaSweeperImpl()._load_validator() is not None  # sweeper.config:validate
+    default = "sweeper.config:validate"
+    assert load_validator(default) is not None
     monkeypatch.setitem(sys.modules, "sweeper.config", None)  # an app without sweeper.config
-    assert OptunaSweeperImpl()._load_validator() is None
+    assert load_validator(default) is None
     with pytest.raises(HookError, match=r"^hydra.sweeper.validator: cannot import 'nope_x:f'"):
-        OptunaSweeperImpl(validator="nope_x:f")._load_validator()
+        load_validator("nope_x:f")
 
 
 def test_bad_pruner():
@@ -330,7 +326,8 @@ def test_pruning_callback_uses_the_study_pruner(tmp_path):
 
 
 def test_an_uncounted_grid_trial_is_queued_again_once(tmp_path):
-    from sweeper.sweeps._impl import _Plan
+    from sweeper.sweeps.ledger import TrialLedger
+    from sweeper.sweeps.plan import Plan
     from sweeper.sweeps.search_space import build_search_space
 
     space = build_search_space({}, ["x=choice(0,1,2)"])
@@ -338,7 +335,7 @@ def test_an_uncounted_grid_trial_is_queued_again_once(tmp_path):
     st = open_storage(spec)
     sampler = make_sampler("grid", {}, 0, space.distributions)
     study = optuna.create_study(study_name="g", storage=st, sampler=sampler)
-    plan = _Plan(
+    plan = Plan(
         space=space,
         study=study,
         storage=st,
@@ -350,10 +347,9 @@ def test_an_uncounted_grid_trial_is_queued_again_once(tmp_path):
         pruner={},
         study_id=st.get_study_id_from_name("g"),
     )
-    impl = OptunaSweeperImpl()
     lost = study.ask(fixed_distributions=space.distributions)  # e.g. a surplus trial
-    for _ in range(2):  # failing it twice (two workers) queues it once
-        impl._finish_uncounted(plan, lost.number, "surplus", dict(lost.params))
+    for _ in range(2):  # failing it twice (two workers) queues it once (one ledger each)
+        TrialLedger(plan).finish_uncounted(lost.number, "surplus", dict(lost.params))
     assert len(study.get_trials(states=(TrialState.WAITING,))) == 1
     xs = []
     for _ in range(3):
@@ -413,7 +409,7 @@ def test_default_study_name_ignores_tracking_but_not_semantics():
 def test_root_cause_skips_links_of_the_chain_that_say_nothing():
     """SQLAlchemy re-raises a lost connection through an InvalidatePoolError with no text:
     the one line names the driver's error beneath it, or the last link that says something."""
-    from sweeper.sweeps._impl import root_cause
+    from sweeper.sweeps.errors import root_cause
 
     class InvalidatePoolError(Exception):
         pass

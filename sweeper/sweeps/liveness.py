@@ -1,0 +1,52 @@
+"""Whose is a RUNNING trial, and is its owner still alive?
+
+A trial's owner is the sweeper process that asked it: hostname + pid + process start time, kept
+in the user attr ``sweeper:owner``; that process refreshes ``sweeper:heartbeat`` every
+``heartbeat_interval`` seconds while the trial trains. A RUNNING trial that nobody in this
+process runs is *stale* when its owner is on this host and that process is gone (a kill -9), or,
+when the owner lives on another host (or the trial has no owner yet), when its heartbeat is older
+than ``grace_period`` seconds. JournalStorage has no heartbeat of its own and Optuna's RDB
+heartbeat only runs inside ``Study.optimize``, hence this one for every storage.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import optuna
+
+from sweeper import study_attrs
+from sweeper.sweeps.workers import process_alive, process_start
+
+OWNER = study_attrs.OWNER
+HEARTBEAT = study_attrs.HEARTBEAT
+
+
+def owner() -> dict[str, Any]:
+    """This process as a trial's owner."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": process_start(pid)}
+
+
+def owner_alive(who: dict[str, Any]) -> bool | None:
+    """True/False for an owner on this host; None when it lives elsewhere (unknown)."""
+    if not isinstance(who, dict) or who.get("host") != socket.gethostname():
+        return None
+    return process_alive(int(who.get("pid", -1)), who.get("start"))
+
+
+def stale_reason(trial: optuna.trial.FrozenTrial, now: float, grace_period: float) -> str | None:
+    """Why a RUNNING trial that this process does not run is stale, or None if it is not."""
+    who = trial.user_attrs.get(OWNER)
+    alive = owner_alive(who) if who else None
+    beat = trial.user_attrs.get(HEARTBEAT)
+    if beat is None and trial.datetime_start is not None:
+        beat = trial.datetime_start.timestamp()
+    if alive is False:
+        return f"stale: its sweeper process {who.get('pid')} is gone"
+    if alive is None and beat is not None and now - float(beat) > grace_period:
+        # the heartbeat only decides when liveness cannot be checked (another host)
+        return f"stale: no heartbeat for {now - float(beat):.0f}s"
+    return None
