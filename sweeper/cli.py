@@ -159,7 +159,7 @@ def cmd_reproduce(args) -> int:
         highlight=False,
         soft_wrap=True,
     )
-    from sweeper.train import replicate_callbacks, run, run_replicates
+    from sweeper.train import execute
 
     try:
         validate(cfg)
@@ -175,13 +175,8 @@ def cmd_reproduce(args) -> int:
 
     original_error = original.data.tags.get("error")
     try:
-        if cfg.trial.seeds:
-            run_replicates(cfg, output_dir, [tracker], replicate_callbacks(cfg, [tracker]))
-            tracker.close(None)
-        else:
-            run(cfg, output_dir, [tracker])
+        execute(cfg, output_dir, [tracker])
     except BaseException as exc:
-        tracker.close(exc)
         if not isinstance(exc, Exception):
             raise
         error = mask_text(f"{type(exc).__name__}: {exc}")
@@ -192,7 +187,6 @@ def cmd_reproduce(args) -> int:
                 f"the original failed with {original_error!r}, the re-run with {error!r}"
             )
     else:
-        tracker.close(None)
         if outcome == "failed":
             problems.append(f"the original failed ({original_error}), the re-run finished")
     if outcome in ("pruned", "failed", "killed"):

@@ -1,145 +1,35 @@
-"""Structured-config schemas (registered in Hydra's ConfigStore) and value checks.
+"""The app's config: the schemas of ``sweeper.schema`` registered in Hydra's ConfigStore, and
+the value checks.
 
-The schemas make an unknown key, a wrong type or an unknown group option fail while Hydra
-composes the config; :func:`validate` checks values and combinations before anything runs.
+Each value is checked in one layer. The schemas make an unknown key, a wrong type, a value
+outside a fixed choice (an Enum of ``sweeper.choices``) or an unknown group option fail while
+Hydra composes the config; :func:`validate` checks ranges and combinations before anything runs
+(:func:`check_overrides` turns a composition error on the command line into one line).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sweeper.schema import (
+    UNIT,
+    BufferConfig,
+    Config,
+    DQNAgentConfig,
+    EnvConfig,
+    PrioritizedBufferConfig,
+    TabularAgentConfig,
+)
 
 
 class ConfigError(ValueError):
     """A bad config value: the message is one line that names the key."""
-
-
-@dataclass
-class ExplorationFields:
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.01
-    epsilon_decay: float = 0.995
-    epsilon_schedule: str = "exponential"  # exponential (per episode) | linear (per step)
-    epsilon_decay_steps: int = 10_000
-
-
-@dataclass
-class TabularAgentConfig(ExplorationFields):
-    _target_: str = MISSING
-    name: str = MISSING
-    alpha: float = 0.1
-    gamma: float = 0.9
-
-
-@dataclass
-class DQNAgentConfig(ExplorationFields):
-    _target_: str = "sweeper.agents.dqn.DQNAgent"
-    name: str = "dqn"
-    lr: float = 1e-3
-    gamma: float = 0.99
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
-    double: bool = False
-    dueling: bool = False
-    target_update: str = "hard"  # hard | soft | none
-    target_update_freq: int = 100
-    tau: float = 0.005
-    loss: str = "mse"  # mse | huber
-    huber_delta: float = 1.0
-    grad_clip: float = 1.0  # 0 disables clipping
-    adam_eps: float = 1e-8
-
-
-@dataclass
-class EnvConfig:
-    id: str = MISSING
-    name: str = MISSING
-    max_episode_steps: int | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class BufferConfig:
-    _target_: str = MISSING
-    name: str = MISSING
-    capacity: int = 10_000
-    batch_size: int = 64
-
-
-@dataclass
-class PrioritizedBufferConfig(BufferConfig):
-    alpha: float = 0.6
-    beta_start: float = 0.4
-    priority_eps: float = 1e-6
-
-
-@dataclass
-class TrainConfig:
-    episodes: int | None = 500
-    total_steps: int | None = None
-    learning_starts: int = 0
-    train_freq: int = 1
-    gradient_steps: int = 1
-    probe_max_q: bool = True
-    progress: bool = True
-    save_model: bool = True
-    plot: bool = True
-
-
-@dataclass
-class EvalConfig:
-    every: int = 50  # episodes between greedy evaluations; 0: only at the end
-    episodes: int = 10
-    objective: str = "final_eval_mean"  # final_eval_mean | best_eval_mean | mean_eval
-    stop_return: float | None = None  # stop training once an eval mean reaches it ("solved")
-
-
-@dataclass
-class TrialConfig:
-    """Filled in by the Optuna sweeper for each trial; empty for a plain run."""
-
-    study_name: str | None = None
-    storage: str | None = None
-    number: int | None = None
-    parent_run_id: str | None = None
-    # Replicates (sweeper.replicates): train the config on each of these seeds, in lockstep,
-    # under <run dir>/seed_<s>/; the run's objective is their aggregate (``aggregate``). The
-    # Optuna sweeper sets them from hydra.sweeper.seeds; ``seed`` then only names the sweep.
-    seeds: list[int] | None = None
-    aggregate: str = "iqm"  # iqm | mean | median | min
-    phase: str | None = None  # tune | test: what the run is for (an MLflow tag)
-    test_of: int | None = None  # the tuning trial a test run re-evaluates on unseen seeds
-
-
-@dataclass
-class TrackingConfig:
-    """MLflow tracking (``sweeper.tracking``): every run is an MLflow run."""
-
-    enabled: bool = True
-    # None: $MLFLOW_TRACKING_URI, else the embedded store sqlite:///<cwd>/outputs/mlflow.db
-    # (artifacts in outputs/mlartifacts); or a server, e.g. http://127.0.0.1:5000
-    tracking_uri: str | None = None
-    # None: the study name for sweeper trials, else <agent>_<env>
-    experiment: str | None = None
-    # True: a run whose config hash already has a FINISHED run reuses its objective instead of
-    # training (logged as a short run tagged reused_from=<run id>, outcome=reused).
-    skip_existing: bool = False
-
-
-@dataclass
-class Config:
-    agent: Any = MISSING
-    env: EnvConfig = MISSING
-    buffer: BufferConfig = MISSING
-    seed: int = 42
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    trial: TrialConfig = field(default_factory=TrialConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 #: The schemas of the group options, by the name their YAML files extend them with
@@ -167,48 +57,60 @@ def _check(ok: bool, key: str, requirement: str, value: Any) -> None:
         raise ConfigError(f"{key} {requirement}, got {value!r}")
 
 
+def node_schema(node: DictConfig, schemas: Sequence[type]) -> type:
+    """Which of ``schemas`` (most specific first) a group's node is.
+
+    A node composed by Hydra carries its schema (its YAML option extends ``schema_*``). A node
+    read back from a run's ``config.yaml`` (``sweeper reproduce``, ``sweeper eval``) has lost
+    its type: it is the first schema that has all of its keys (the agent schemas' keys differ,
+    ``alpha`` vs ``lr``, ``hidden_sizes``, ...; a prioritized buffer has keys a uniform one
+    lacks)."""
+    kind = OmegaConf.get_type(node)
+    for schema in schemas:
+        if isinstance(kind, type) and issubclass(kind, schema):
+            return schema
+    keys = set(node.keys())
+    fitting = [s for s in schemas if keys <= {f.name for f in fields(s)}]
+    if not fitting:
+        names = " or ".join(s.__name__ for s in schemas)
+        raise ConfigError(f"{node._key()}: its keys fit no schema ({names}): {sorted(keys)}")
+    return min(fitting, key=lambda s: len(fields(s)))  # the least that holds every key
+
+
+def agent_schema(agent: DictConfig) -> type:
+    """:class:`TabularAgentConfig` or :class:`DQNAgentConfig`."""
+    return node_schema(agent, (TabularAgentConfig, DQNAgentConfig))
+
+
 def is_tabular(cfg: DictConfig) -> bool:
-    return "alpha" in cfg.agent
+    return agent_schema(cfg.agent) is TabularAgentConfig
 
 
 def validate(cfg: DictConfig) -> None:
     """Value checks the schema cannot express. Raises ConfigError naming the first bad key."""
     a, b, t, e = cfg.agent, cfg.buffer, cfg.train, cfg.eval
-    _check(0 < a.gamma <= 1, "agent.gamma", "must be in (0, 1]", a.gamma)
+    _check(a.gamma in UNIT, "agent.gamma", f"must be in {UNIT}", a.gamma)
     _check(
         0 <= a.epsilon_end <= a.epsilon_start <= 1,
         "agent.epsilon_start",
         "must satisfy 0 <= agent.epsilon_end <= agent.epsilon_start <= 1",
         a.epsilon_start,
     )
-    _check(0 < a.epsilon_decay <= 1, "agent.epsilon_decay", "must be in (0, 1]", a.epsilon_decay)
-    _check(
-        a.epsilon_schedule in ("exponential", "linear"),
-        "agent.epsilon_schedule",
-        "must be exponential or linear",
-        a.epsilon_schedule,
-    )
+    _check(a.epsilon_decay in UNIT, "agent.epsilon_decay", f"must be in {UNIT}", a.epsilon_decay)
     _check(
         a.epsilon_decay_steps > 0, "agent.epsilon_decay_steps", "must be > 0", a.epsilon_decay_steps
     )
     if is_tabular(cfg):
-        _check(0 < a.alpha <= 1, "agent.alpha", "must be in (0, 1]", a.alpha)
+        _check(a.alpha in UNIT, "agent.alpha", f"must be in {UNIT}", a.alpha)
     else:
         _check(a.lr > 0, "agent.lr", "must be > 0", a.lr)
-        _check(
-            a.target_update in ("hard", "soft", "none"),
-            "agent.target_update",
-            "must be hard, soft or none",
-            a.target_update,
-        )
         _check(
             a.target_update_freq >= 1,
             "agent.target_update_freq",
             "must be >= 1",
             a.target_update_freq,
         )
-        _check(0 < a.tau <= 1, "agent.tau", "must be in (0, 1]", a.tau)
-        _check(a.loss in ("mse", "huber"), "agent.loss", "must be mse or huber", a.loss)
+        _check(a.tau in UNIT, "agent.tau", f"must be in {UNIT}", a.tau)
         _check(a.grad_clip >= 0, "agent.grad_clip", "must be >= 0 (0 disables)", a.grad_clip)
         _check(
             len(a.hidden_sizes) > 0 and all(h > 0 for h in a.hidden_sizes),
@@ -225,7 +127,7 @@ def validate(cfg: DictConfig) -> None:
                 f"must be >= buffer.batch_size ({b.batch_size})",
                 b.capacity,
             )
-        if "alpha" in b:
+        if node_schema(b, (PrioritizedBufferConfig, BufferConfig)) is PrioritizedBufferConfig:
             _check(b.alpha >= 0, "buffer.alpha", "must be >= 0", b.alpha)
             _check(0 <= b.beta_start <= 1, "buffer.beta_start", "must be in [0, 1]", b.beta_start)
             _check(b.priority_eps > 0, "buffer.priority_eps", "must be > 0", b.priority_eps)
@@ -244,12 +146,6 @@ def validate(cfg: DictConfig) -> None:
     _check(t.gradient_steps >= 1, "train.gradient_steps", "must be >= 1", t.gradient_steps)
     _check(e.every >= 0, "eval.every", "must be >= 0", e.every)
     _check(e.episodes >= 1, "eval.episodes", "must be >= 1", e.episodes)
-    _check(
-        e.objective in ("final_eval_mean", "best_eval_mean", "mean_eval"),
-        "eval.objective",
-        "must be final_eval_mean, best_eval_mean or mean_eval",
-        e.objective,
-    )
     _check(cfg.seed >= 0, "seed", "must be >= 0", cfg.seed)
     validate_trial(cfg.trial)
     from sweeper.envs.factory import check_env_id  # registers our env ids first
@@ -261,25 +157,13 @@ def validate(cfg: DictConfig) -> None:
 
 
 def validate_trial(trial: DictConfig) -> None:
-    from sweeper.statistics import AGGREGATES
-
-    _check(
-        trial.aggregate in AGGREGATES,
-        "trial.aggregate",
-        f"must be one of {', '.join(AGGREGATES)}",
-        trial.aggregate,
-    )
+    """The replicate seeds (``trial.aggregate`` and ``trial.phase`` are Enums: the schema
+    refuses another value)."""
     if trial.seeds is not None:
         seeds = list(trial.seeds)
         _check(len(seeds) > 0, "trial.seeds", "must list at least one seed (or be null)", seeds)
         _check(all(s >= 0 for s in seeds), "trial.seeds", "must be seeds >= 0", seeds)
         _check(len(set(seeds)) == len(seeds), "trial.seeds", "must not repeat a seed", seeds)
-    _check(
-        trial.phase in (None, "tune", "test"),
-        "trial.phase",
-        "must be tune, test or null",
-        trial.phase,
-    )
 
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -340,3 +224,37 @@ def check_group_choices(args: Sequence[str]) -> None:
                     f"{override.input_line}: {group} has no option {name!r} "
                     f"(options: {', '.join(options)})"
                 )
+
+
+def check_overrides(args: Sequence[str]) -> None:
+    """One-line ConfigError for a command-line override the schema refuses (a wrong type, a
+    value outside a fixed choice, an unknown key), before Hydra composes: Hydra's own error is
+    four lines (``Error merging override ...``, the reason, ``full_key``, ``object_type``).
+
+    Composes the app's config with the plain overrides of ``args`` (not sweeps, which the
+    sweeper checks point by point, nor ``hydra.*``); anything else it cannot judge is left to
+    Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException
+
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - Hydra reports bad grammar itself
+        return
+    plain = [
+        o.input_line
+        for o in parsed
+        if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")
+    ]
+    if not plain:
+        return
+    try:
+        compose_config(plain)
+    except ConfigCompositionException as err:
+        cause = err.__cause__ or err.__context__
+        reason = str(cause or err).strip().splitlines()[0]
+        line = str(err).strip().splitlines()[0].removeprefix("Error merging override ").rstrip(".")
+        raise ConfigError(f"{line}: {reason}") from None
+    except Exception:  # noqa: BLE001 - e.g. an interpolation only a run resolves: Hydra's
+        return

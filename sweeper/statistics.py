@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-AGGREGATES = ("iqm", "mean", "median", "min")
+from sweeper.choices import Aggregate
+
+AGGREGATES = tuple(Aggregate)
 LABELS = {"iqm": "IQM", "mean": "mean", "median": "median", "min": "min"}
 CONFIDENCE = 0.95
 N_RESAMPLES = 5000

@@ -26,6 +26,7 @@ from sweeper.callbacks import Callback, CallbackList, CsvWriter, ProgressBar
 from sweeper.config import (
     ConfigError,
     check_group_choices,
+    check_overrides,
     is_tabular,
     register_configs,
     validate,
@@ -222,18 +223,7 @@ def build(cfgs: DictConfig | Sequence[DictConfig]) -> Built:
 
 
 def budget_of(cfg: DictConfig) -> Budget:
-    t, e = cfg.train, cfg.eval
-    return Budget(
-        episodes=t.episodes,
-        total_steps=t.total_steps,
-        learning_starts=t.learning_starts,
-        train_freq=t.train_freq,
-        gradient_steps=t.gradient_steps,
-        eval_every=e.every,
-        eval_episodes=e.episodes,
-        objective=e.objective,
-        stop_return=e.stop_return,
-    )
+    return Budget.of(cfg.train, cfg.eval)
 
 
 def status_of(exc: BaseException) -> str:
@@ -528,6 +518,28 @@ def run_replicates(
     return drive(group, built)
 
 
+def execute(
+    cfg: DictConfig, output_dir: Path, callbacks: Sequence[Callback] = (), built=None
+) -> float:
+    """Train ``cfg`` (its replicates when ``trial.seeds`` is set) with ``callbacks``, then
+    close every callback with the error that ended the run, or None: the one place where a
+    run's callbacks end (the MLflow run logs the files written after ``on_train_end`` and
+    ends), for the app and for ``sweeper reproduce`` alike. Returns the objective."""
+    try:
+        if cfg.trial.seeds:
+            seed_callbacks = replicate_callbacks(cfg, callbacks)
+            objective = run_replicates(cfg, output_dir, callbacks, seed_callbacks)
+        else:
+            objective = run(cfg, output_dir, callbacks, built)
+    except BaseException as exc:
+        for cb in callbacks:
+            cb.close(exc)
+        raise
+    for cb in callbacks:
+        cb.close(None)
+    return objective
+
+
 def _finish(
     cfg,
     output_dir: Path,
@@ -624,8 +636,9 @@ def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     started = time.perf_counter()
+    built = None  # replicates: each seed's config is built in run_replicates
     try:
-        if cfg.trial.seeds:  # replicates: each seed's config is built in run_replicates
+        if cfg.trial.seeds:
             validate(cfg)
         else:
             built = prepare(cfg)
@@ -636,19 +649,7 @@ def _hydra_main(cfg: DictConfig) -> float:
                 if reused is not None:
                     return reused
         callbacks = integrations(cfg, output_dir)
-        try:
-            if cfg.trial.seeds:
-                objective = run_replicates(
-                    cfg, output_dir, callbacks, replicate_callbacks(cfg, callbacks)
-                )
-            else:
-                objective = run(cfg, output_dir, callbacks, built)
-        except BaseException as exc:
-            for cb in callbacks:  # e.g. log the files run() wrote after on_train_end
-                cb.close(exc)
-            raise
-        for cb in callbacks:
-            cb.close(None)
+        objective = execute(cfg, output_dir, callbacks, built)
         if cfg.trial.number is None:  # a sweep's trial: the sweeper summarizes the study
             _summarize(cfg, output_dir, callbacks, started, hc.mode == RunMode.RUN)
         return objective
@@ -669,6 +670,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 def main() -> None:
     try:
         check_group_choices(sys.argv[1:])
+        check_overrides(sys.argv[1:])
     except ConfigError as err:
         print(f"sweeper: config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -13,14 +13,17 @@ yields after each of its greedy evaluations (:class:`EvalPoint`) and when it end
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
 from sweeper.callbacks import Callback
+from sweeper.choices import Objective
+from sweeper.schema import EvalConfig, TrainConfig
 
-OBJECTIVES = ("final_eval_mean", "best_eval_mean", "mean_eval")
+OBJECTIVES = tuple(Objective)
 #: Evaluation episode ``i`` of a member with seed ``s`` starts from ``reset(seed=s + this + i)``.
 EVAL_SEED_OFFSET = 1_000_003
 
@@ -43,28 +46,37 @@ class DivergenceError(RuntimeError):
 
 @dataclass(frozen=True)
 class Budget:
-    """When to stop and when to learn. Either or both of episodes / total_steps bound the run."""
+    """When to stop and when to learn: a run's ``train`` and ``eval`` config nodes as the loop
+    reads them (``sweeper.schema.TrainConfig`` / ``EvalConfig``: each field and default stated
+    there once). Either or both of ``train.episodes`` / ``train.total_steps`` bound the run."""
 
-    episodes: int | None = 500
-    total_steps: int | None = None
-    learning_starts: int = 0
-    train_freq: int = 1
-    gradient_steps: int = 1
-    eval_every: int = 50
-    eval_episodes: int = 10
-    objective: str = "final_eval_mean"
-    stop_return: float | None = None  # a "solved" criterion: stop once an eval mean reaches it
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @classmethod
+    def of(cls, train: Mapping[str, Any], eval: Mapping[str, Any]) -> Budget:
+        """From the config nodes (composed, or read back from a run's ``config.yaml``)."""
+        return cls(_node(TrainConfig, train), _node(EvalConfig, eval))
+
+    def bounds(self) -> dict[str, int | None]:
+        """What a callback's ``on_train_start`` gets: the run's episode and step bounds."""
+        return {"episodes": self.train.episodes, "total_steps": self.train.total_steps}
 
     def fraction(self, episode: int, step: int) -> float:
-        fracs = [episode / self.episodes] if self.episodes else []
-        fracs += [step / self.total_steps] if self.total_steps else []
+        t = self.train
+        fracs = [episode / t.episodes] if t.episodes else []
+        fracs += [step / t.total_steps] if t.total_steps else []
         return min(1.0, max(fracs))
 
     def done(self, episode: int, step: int) -> bool:
+        t = self.train
         return bool(
-            (self.episodes and episode >= self.episodes)
-            or (self.total_steps and step >= self.total_steps)
+            (t.episodes and episode >= t.episodes) or (t.total_steps and step >= t.total_steps)
         )
+
+
+def _node(schema: type, node: Mapping[str, Any]):
+    return schema(**{f.name: node[f.name] for f in fields(schema) if f.name in node})
 
 
 @dataclass(frozen=True)
@@ -163,11 +175,11 @@ class Population:
 
     def _budget_arrays(self) -> None:
         budgets = [m.budget for m in self.members]
-        self.learning_starts = np.array([b.learning_starts for b in budgets], dtype=np.int64)
-        self.train_freq = np.array([max(1, b.train_freq) for b in budgets], dtype=np.int64)
-        self.gradient_steps = np.array([b.gradient_steps for b in budgets], dtype=np.int64)
+        self.learning_starts = np.array([b.train.learning_starts for b in budgets], dtype=np.int64)
+        self.train_freq = np.array([max(1, b.train.train_freq) for b in budgets], dtype=np.int64)
+        self.gradient_steps = np.array([b.train.gradient_steps for b in budgets], dtype=np.int64)
         self.step_cap = np.array(
-            [b.total_steps or np.iinfo(np.int64).max for b in budgets], dtype=np.int64
+            [b.train.total_steps or np.iinfo(np.int64).max for b in budgets], dtype=np.int64
         )
 
     def stop(self, member: int) -> None:
@@ -189,7 +201,7 @@ class Population:
         self.eval_means[slot] = []
         self._budget_arrays()
         b = member.budget
-        member.callback.on_train_start({"episodes": b.episodes, "total_steps": b.total_steps})
+        member.callback.on_train_start(b.bounds())
         self.obs[slot] = self.env.reset(np.array([slot]), [member.seed])[0]
         self.alive[slot] = True
 
@@ -199,7 +211,7 @@ class Population:
         everyone = np.arange(len(self.members))
         for m in self.members:
             b = m.budget
-            m.callback.on_train_start({"episodes": b.episodes, "total_steps": b.total_steps})
+            m.callback.on_train_start(b.bounds())
         self.obs = env.reset(everyone, [m.seed for m in self.members])
         self.alive[:] = True
         n_alive = len(everyone)
@@ -301,7 +313,7 @@ class Population:
             # non-finite value.
             if bad is not None:
                 ended.append(Ended(k, math.nan, DivergenceError(episode, step, bad)))
-            elif budget.eval_every and episode % budget.eval_every == 0:
+            elif budget.eval.every and episode % budget.eval.every == 0:
                 to_eval.append(k)
             elif budget.done(episode, step):
                 to_eval.append(k)  # the final evaluation (none fell on the last episode)
@@ -313,11 +325,11 @@ class Population:
                 continue
             budget = self.members[k].budget
             solved = (
-                budget.stop_return is not None
-                and point.metrics["eval_return_mean"] >= budget.stop_return
+                budget.eval.stop_return is not None
+                and point.metrics["eval_return_mean"] >= budget.eval.stop_return
             )
             if solved or budget.done(int(self.episode[k]), int(self.step[k])):
-                ended.append(Ended(k, objective_of(self.eval_means[k], budget.objective)))
+                ended.append(Ended(k, objective_of(self.eval_means[k], budget.eval.objective)))
             else:
                 restart.append(k)
             yield point  # the driver may stop(k) here
@@ -355,11 +367,11 @@ class Population:
             self.eval_env,
             np.array(ready, dtype=np.int64),
             [self.members[k].seed + EVAL_SEED_OFFSET for k in ready],
-            [self.members[k].budget.eval_episodes for k in ready],
+            [self.members[k].budget.eval.episodes for k in ready],
             self.probe_max_q,
         )
         for row, k in enumerate(ready):
-            episodes = self.members[k].budget.eval_episodes
+            episodes = self.members[k].budget.eval.episodes
             returns = results["return"][row, :episodes]
             self.eval_means[k].append(float(returns.mean()))
             metrics = {

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from sweeper.agents.dqn import DQNAgent
 from sweeper.agents.tabular import SARSA, ExpectedSARSA, QLearning
 from sweeper.buffers import LatestTransitionBuffer, PrioritizedReplayBuffer, UniformReplayBuffer
-from sweeper.config import CONF_DIR, ConfigError, compose_config, validate
+from sweeper.config import CONF_DIR, ConfigError, check_overrides, compose_config, validate
 from sweeper.train import build
 
 AGENTS = sorted(p.stem for p in (CONF_DIR / "agent").glob("*.yaml"))
@@ -107,15 +108,12 @@ def test_dqn_variants_set_their_switches():
         ("buffer.capacity=32", "buffer.capacity"),
         ("buffer.batch_size=0", "buffer.batch_size"),
         ("agent.target_update_freq=0", "agent.target_update_freq"),
-        ("agent.target_update=sometimes", "agent.target_update"),
-        ("agent.loss=l1", "agent.loss"),
         ("agent.epsilon_decay=1.5", "agent.epsilon_decay"),
         ("agent.epsilon_end=2", "agent.epsilon_start"),
         ("agent.hidden_sizes=[]", "agent.hidden_sizes"),
         ("train.episodes=0", "train.episodes"),
         ("train.train_freq=0", "train.train_freq"),
         ("eval.episodes=0", "eval.episodes"),
-        ("eval.objective=median", "eval.objective"),
         ("buffer=prioritized", None),
     ],
 )
@@ -150,3 +148,32 @@ def test_schema_rejects_unknown_keys_wrong_types_and_unknown_options():
         compose_config(["agent=ppo"])
     with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
         compose_config(["seed=abc"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("agent.target_update=sometimes", "agent.target_update"),
+        ("agent.loss=l1", "agent.loss"),
+        ("agent.epsilon_schedule=cosine", "agent.epsilon_schedule"),
+        ("eval.objective=median", "eval.objective"),
+        ("trial.aggregate=bogus", "trial.aggregate"),
+        ("trial.phase=deploy", "trial.phase"),
+    ],
+)
+def test_a_value_outside_a_fixed_choice_is_refused_by_the_schema(override, key):
+    """The fixed choices are Enums (sweeper.choices): composing fails, naming the key, and
+    ``check_overrides`` makes it the app's one-line config error."""
+    with pytest.raises(ConfigCompositionException, match=key.split(".")[-1]):
+        compose_config([override])
+    with pytest.raises(ConfigError) as err:
+        check_overrides([override])
+    assert str(err.value).startswith(override) and "\n" not in str(err.value)
+    assert "expected one of" in str(err.value)
+
+
+def test_the_choices_read_as_plain_strings_everywhere():
+    """StrEnum values: the composed config saves, hashes and compares as the strings did."""
+    cfg = compose_config(["agent.target_update=soft"])
+    assert cfg.agent.target_update == "soft" and str(cfg.agent.target_update) == "soft"
+    assert "target_update: soft" in OmegaConf.to_yaml(cfg.agent)

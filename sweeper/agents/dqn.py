@@ -25,28 +25,17 @@ import torch
 from sweeper.agents.networks import ALL, Adam, Members, QNetwork, StackedMLP, clip_grad_norm
 from sweeper.agents.schedules import EpsilonSchedules
 from sweeper.buffers.uniform import per_member
+from sweeper.choices import Loss, TargetUpdate
+from sweeper.schema import DQNAgentConfig, defaults
 
-TARGET_UPDATES = ("hard", "soft", "none")
-LOSSES = ("mse", "huber")
+TARGET_UPDATES = tuple(TargetUpdate)  # in target_mode index order
+LOSSES = tuple(Loss)
 
-#: The per-member hyperparameters and their defaults (the seed notebook's DQN).
-HYPERPARAMETERS: dict[str, Any] = {
-    "lr": 1e-3,
-    "gamma": 0.99,
-    "double": False,
-    "target_update": "hard",
-    "target_update_freq": 100,
-    "tau": 0.005,
-    "loss": "mse",
-    "huber_delta": 1.0,
-    "grad_clip": 1.0,
-    "adam_eps": 1e-8,
-    "epsilon_start": 1.0,
-    "epsilon_end": 0.01,
-    "epsilon_decay": 0.995,
-    "epsilon_schedule": "exponential",
-    "epsilon_decay_steps": 10_000,
-}
+#: The per-member hyperparameters and their defaults (the seed notebook's DQN): the schema's
+#: (``sweeper.schema``) but the architecture, which members share (``hidden_sizes``, ``dueling``)
+HYPERPARAMETERS: dict[str, Any] = defaults(
+    DQNAgentConfig, exclude=("_target_", "name", "hidden_sizes", "dueling")
+)
 
 
 def td_target(
@@ -185,7 +174,7 @@ class DQNAgent:
         self.target_mode[k] = TARGET_UPDATES.index(hp["target_update"])
         self.target_update_freq[k] = max(1, int(hp["target_update_freq"]))
         self.tau[k] = hp["tau"]
-        self.huber[k] = hp["loss"] == "huber"
+        self.huber[k] = hp["loss"] == Loss.huber
         self.huber_delta[k] = hp["huber_delta"]
         self.grad_clip[k] = hp["grad_clip"] if hp["grad_clip"] else np.inf
         self.optimizer.reset_member(k, float(hp["lr"]), float(hp["adam_eps"]))

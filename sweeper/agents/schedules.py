@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEDULES = ("exponential", "linear")
+from sweeper.choices import EpsilonSchedule, names
+
+SCHEDULES = tuple(EpsilonSchedule)
 
 
 class EpsilonSchedules:
@@ -32,13 +34,13 @@ class EpsilonSchedules:
         start: float = 1.0,
         end: float = 0.01,
         decay: float = 0.995,
-        kind: str = "exponential",
+        kind: str = EpsilonSchedule.exponential,
         decay_steps: int = 10_000,
     ) -> None:
         if kind not in SCHEDULES:
-            raise ValueError(f"epsilon_schedule must be 'exponential' or 'linear', got {kind!r}")
+            raise ValueError(f"epsilon_schedule must be {names(EpsilonSchedule)}, got {kind!r}")
         self.start[member], self.end[member], self.decay[member] = start, end, decay
-        self.linear[member] = kind == "linear"
+        self.linear[member] = kind == EpsilonSchedule.linear
         self.any_linear = bool(self.linear.any())
         self.decay_steps[member] = max(1, int(decay_steps))
         self.episodes_ended(np.array([member]), np.zeros(1, dtype=np.int64))

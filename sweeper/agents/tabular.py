@@ -18,16 +18,10 @@ import numpy as np
 
 from sweeper.agents.schedules import EpsilonSchedules
 from sweeper.buffers.uniform import per_member
+from sweeper.schema import UNIT, TabularAgentConfig, defaults
 
-HYPERPARAMETERS: dict[str, Any] = {
-    "alpha": 0.1,
-    "gamma": 0.9,
-    "epsilon_start": 1.0,
-    "epsilon_end": 0.01,
-    "epsilon_decay": 0.995,
-    "epsilon_schedule": "exponential",
-    "epsilon_decay_steps": 10_000,
-}
+#: The per-member hyperparameters and their defaults: the schema's (``sweeper.schema``)
+HYPERPARAMETERS: dict[str, Any] = defaults(TabularAgentConfig)
 
 
 class TabularAgent:
@@ -74,10 +68,9 @@ class TabularAgent:
         """Member ``member`` becomes a fresh agent (a population slot taking a new trial)."""
         hp: Mapping[str, Any] = {**HYPERPARAMETERS, **hyperparameters}
         alpha, gamma = float(hp["alpha"]), float(hp["gamma"])
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must lie in (0, 1], got {alpha}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+        for name, value in (("alpha", alpha), ("gamma", gamma)):
+            if value not in UNIT:
+                raise ValueError(f"{name} must lie in {UNIT}, got {value}")
         self.rngs[member], self.alpha[member], self.gamma[member] = rng, alpha, gamma
         self.schedule.set_member(
             member,

@@ -1,17 +1,21 @@
 """Study-level hooks: the one place where a sweep announces "study started / finished".
 
-The MLflow integration (issue 4) plugs in here to open one parent run per Optuna study: a hook's
+The MLflow integration plugs in here to open one parent run per Optuna study: a hook's
 ``on_study_start`` may return a parent run id, which the sweeper injects into every trial as
 ``trial.parent_run_id``.
 
 Hooks come from ``hydra.sweeper.study_hooks`` (import paths ``module:function`` or
-``module.function`` of factories ``f(task_cfg) -> StudyHook | None``), plus
-``sweeper.tracking:study_hook`` when ``tracking.enabled`` is true and that function exists.
+``module.function`` of factories ``f(task_cfg) -> StudyHook | None``), plus the factories that
+installed packages register under the entry-point group ``sweeper.study_hooks`` (as MLflow finds
+its tracking stores, and pytest its plugins): this project registers ``sweeper.tracking:
+study_hook`` in ``pyproject.toml``, which returns None when ``tracking.enabled`` is false. So the
+sweeper never names the tracking package, and another integration is one entry point.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +26,8 @@ from omegaconf import DictConfig
 from sweeper.messages import error_line, one_line
 
 log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "sweeper.study_hooks"
 
 
 @dataclass
@@ -73,10 +79,19 @@ def resolve(path: str, key: str = "") -> Any:
     return obj
 
 
+def registered() -> list[str]:
+    """The hook factories installed packages register (entry points of
+    :data:`ENTRY_POINT_GROUP`), as ``module:attr`` paths, in a stable order."""
+    eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return sorted({ep.value.replace(" ", "") for ep in eps})
+
+
 def load_hooks(paths: Sequence[str], task_cfg: DictConfig) -> list[StudyHook]:
-    """The hooks of ``paths`` (factories ``f(task_cfg)``); raises HookError (one line)."""
+    """The hooks of ``paths`` (factories ``f(task_cfg)``) and of the registered factories;
+    raises HookError (one line)."""
     hooks: list[StudyHook] = []
-    for path in paths or ():
+    configured = list(paths or ())
+    for path in configured:
         factory = resolve(path, "hydra.sweeper.study_hooks")
         try:
             hook = factory(task_cfg)
@@ -84,18 +99,20 @@ def load_hooks(paths: Sequence[str], task_cfg: DictConfig) -> list[StudyHook]:
             raise HookError(f"hydra.sweeper.study_hooks: {path}: {error_line(err)}") from None
         if hook is not None:
             hooks.append(hook)
-    if task_cfg.get("tracking") is not None and task_cfg.tracking.get("enabled", False):
+    for path in registered():
+        if path in configured:
+            continue
         try:
-            factory = resolve("sweeper.tracking:study_hook")
-        except HookError:
-            factory = None
-        if factory is not None and "sweeper.tracking:study_hook" not in (paths or ()):
-            try:
-                hook = factory(task_cfg)
-            except ValueError as err:  # a bad tracking setting: its message names the key
-                raise HookError(one_line(err)) from None
-            except Exception as err:
-                raise HookError(f"sweeper.tracking:study_hook: {error_line(err)}") from None
-            if hook is not None:
-                hooks.append(hook)
+            factory = resolve(path)
+        except HookError as err:  # a broken installed plugin does not stop the sweep
+            log.warning("study hook entry point %s: %s", path, err)
+            continue
+        try:
+            hook = factory(task_cfg)
+        except ValueError as err:  # a bad setting (e.g. tracking URI): its message names the key
+            raise HookError(one_line(err)) from None
+        except Exception as err:
+            raise HookError(f"{path}: {error_line(err)}") from None
+        if hook is not None:
+            hooks.append(hook)
     return hooks

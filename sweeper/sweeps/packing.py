@@ -342,10 +342,9 @@ def _tracking_mode(cfg: DictConfig) -> str:
     """Where the packed runs' MLflow calls run: in this process for a local store (one
     logging child per run would be K * (seeds + 1) processes), a child per run otherwise (a
     server can hang; the child keeps that off the training loop)."""
-    from sweeper.tracking import store
-    from sweeper.tracking.worker import is_remote
+    from sweeper.tracking import is_remote, resolve_tracking_uri
 
-    uri = store.resolve_tracking_uri(cfg.tracking.get("tracking_uri"))
+    uri = resolve_tracking_uri(cfg.tracking.get("tracking_uri"))
     return "process" if is_remote(uri) else "sync"
 
 

@@ -130,33 +130,14 @@ def sweep_seed(study, cfg) -> int:
 def default_out_dir(study_name: str, best) -> Path:
     """The best trial's sweep directory when it is still there, else
     ``outputs/retest/<study>``."""
-    from sweeper.tracking import store
+    from sweeper import tracking
 
     recorded = best.user_attrs.get(analysis.OUTPUT_DIR_ATTR)
     if recorded:
         sweep_dir = Path(recorded).parent
         if sweep_dir.is_dir():
             return sweep_dir
-    return store.outputs_dir() / "retest" / study_name
-
-
-def find_parent_run(study_name: str, tracking_uri: str) -> str | None:
-    """The id of the study's MLflow parent run (the oldest, as ``tracking.parent`` picks it),
-    or None: no such run, or no store yet (never created here)."""
-    from sweeper.tracking import store
-
-    path = store.sqlite_path(tracking_uri)
-    if path is not None and not path.is_file():
-        return None
-    client = store.client(tracking_uri)
-    name = study_name.replace("'", "\\'")
-    runs = store.search_all_runs(
-        client,
-        f"tags.`{store.ROLE_TAG}` = 'parent' and tags.study_name = '{name}'",
-        order_by=["attributes.start_time ASC"],
-    )
-    runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
-    return runs[0].info.run_id if runs else None
+    return tracking.outputs_dir() / "retest" / study_name
 
 
 def plan(
@@ -170,11 +151,10 @@ def plan(
     """Everything to run, checked: raises :class:`RetestError` before anything is written."""
     from omegaconf import OmegaConf
 
-    from sweeper import secrets
+    from sweeper import secrets, tracking
     from sweeper.overrides import format_value
     from sweeper.seeding import replicate_seeds
     from sweeper.sweeps import retest
-    from sweeper.tracking import store
 
     if len(study.directions) != 1:
         raise RetestError(f"study {study.study_name} has several objectives: nothing to rank")
@@ -186,20 +166,18 @@ def plan(
     seeds = replicate_seeds(sweep_seed(study, best_cfg), n_seeds, "test")
     aggregate = str(trials[0].user_attrs.get(analysis.AGGREGATE_ATTR) or "iqm")
 
-    tracking = bool(OmegaConf.select(best_cfg, "tracking.enabled", default=True))
+    tracked = bool(OmegaConf.select(best_cfg, "tracking.enabled", default=True))
     configured = tracking_uri or OmegaConf.select(best_cfg, "tracking.tracking_uri", default=None)
     uri = parent_run_id = None
-    if tracking:
-        from sweeper.tracking.preflight import TrackingUriError, check_tracking_uri
-
+    if tracked:
         key = "--tracking-uri" if tracking_uri else "tracking.tracking_uri"
         if not configured and os.environ.get("MLFLOW_TRACKING_URI"):
             key = "MLFLOW_TRACKING_URI"
         try:
-            uri = store.resolve_tracking_uri(configured)
-            check_tracking_uri(uri, key=key)
-            parent_run_id = find_parent_run(study.study_name, uri)
-        except (TrackingUriError, ValueError) as err:
+            uri = tracking.resolve_tracking_uri(configured)
+            tracking.check_tracking_uri(uri, key=key)
+            parent_run_id = tracking.find_parent_run(study.study_name, uri)
+        except (tracking.TrackingUriError, ValueError) as err:
             raise RetestError(one_line(err)) from None
         except Exception as err:  # noqa: BLE001 - the store failed: one line
             raise RetestError(
@@ -211,7 +189,7 @@ def plan(
     extra = [f"trial.study_name={format_value(study.study_name)}"]
     if parent_run_id:
         extra.append(f"trial.parent_run_id={format_value(parent_run_id)}")
-    if tracking and tracking_uri:
+    if tracked and tracking_uri:
         extra.append(f"tracking.tracking_uri={format_value(secrets.keep(tracking_uri))}")
     result = Plan(study, trials, seeds, out, aggregate, parent_run_id, uri)
     for t in trials:

@@ -21,13 +21,28 @@ Importing this package does not import mlflow (about 2 s of CPU): the training p
 does (a logging child process makes the MLflow calls, ``sweeper.tracking.worker``).
 """
 
-from sweeper.tracking.parent import ensure_parent_run, finalize_parent_run, study_hook
+from sweeper.tracking.parent import (
+    ensure_parent_run,
+    finalize_parent_run,
+    find_parent_run,
+    study_hook,
+)
+from sweeper.tracking.preflight import TrackingUriError, check_tracking_uri
+from sweeper.tracking.store import is_remote, outputs_dir, resolve_tracking_uri
 from sweeper.tracking.tracker import MlflowTracker, reuse_existing, tracking_callback
 
+# The API the sweeper (``sweeper.sweeps``) and the app use; the modules behind it are
+# tracking's own (an import-linter contract in pyproject.toml keeps sweeps off them).
 __all__ = [
     "MlflowTracker",
+    "TrackingUriError",
+    "check_tracking_uri",
     "ensure_parent_run",
     "finalize_parent_run",
+    "find_parent_run",
+    "is_remote",
+    "outputs_dir",
+    "resolve_tracking_uri",
     "reuse_existing",
     "study_hook",
     "tracking_callback",

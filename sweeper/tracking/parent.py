@@ -564,8 +564,26 @@ class MlflowStudyHook:
         finalize_parent_run(study, self.run_id, info.sweep_dir, self.tracking_uri, summary=computed)
 
 
+def find_parent_run(study_name: str, tracking_uri: str) -> str | None:
+    """The id of the study's MLflow parent run (the oldest, as ``tracking.parent`` picks it),
+    or None: no such run, or no store yet (never created here)."""
+    path = store.sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        return None
+    client = store.client(tracking_uri)
+    name = study_name.replace("'", "\\'")
+    runs = store.search_all_runs(
+        client,
+        f"tags.`{store.ROLE_TAG}` = 'parent' and tags.study_name = '{name}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+    return runs[0].info.run_id if runs else None
+
+
 def study_hook(task_cfg) -> MlflowStudyHook | None:
-    """Factory found by ``sweeper.sweeps.hooks.load_hooks`` when ``tracking.enabled``."""
+    """The MLflow study hook (registered as the ``sweeper.study_hooks`` entry point ``mlflow``,
+    loaded by ``sweeper.sweeps.hooks.load_hooks``); None when ``tracking.enabled`` is false."""
     if not task_cfg.get("tracking") or not task_cfg.tracking.get("enabled", False):
         return None
     from sweeper.tracking.preflight import check_tracking_uri

@@ -71,6 +71,13 @@ def sqlite_uri(path: Path | str) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def is_remote(uri: str | None) -> bool:
+    """A store behind a network (a tracking server, a database server), not a local file."""
+    if not uri or sqlite_path(uri) is not None:
+        return False
+    return "://" in uri and not uri.startswith(("file:", "sqlite:"))
+
+
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     """The configured URI, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store.
 

@@ -20,11 +20,10 @@ What a run gets:
 
 Cheap: an episode appends five numbers to a list. Metrics go out in batches at each
 evaluation and at the end, never per episode or per step, to a logging child process
-(``sweeper.tracking.worker``), so the training process does not even import mlflow. On the
-embedded store the child writes the rows directly (``sweeper.tracking.sqlite_writer``) and a
-sweep trial's child never imports mlflow either; elsewhere it calls MlflowClient
-(``log_batch``, at most 1000 metrics per call). ``tests/benchmarks/tracking_overhead.py``
-measures the cost per trial.
+(``sweeper.tracking.worker``), so the training process does not even import mlflow. The child
+calls MLflow's public client only (``create_run``, ``log_batch`` within MLflow's batch limits,
+``log_artifacts``, ``set_terminated``). ``tests/benchmarks/tracking_overhead.py`` measures the
+cost per trial.
 
 Tracking never fails or holds up training. A single run checks its tracking URI before
 anything is written (``sweeper.tracking.preflight``: a bad scheme, an unreachable server or

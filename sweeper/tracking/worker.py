@@ -5,9 +5,9 @@ contending with the training thread for the GIL): more than a default sweep tria
 training. So the tracker (``sweeper.tracking.tracker``) hands every tracking op to
 :class:`Executor`, run by default in a child process (``python -m sweeper.tracking.worker``)
 that reads one JSON op per line on stdin and answers on stdout, and serves run after run of
-its training process. On the embedded store the child writes rows with ``sqlite3`` and only
-imports mlflow for what needs it (creating an experiment, an unusual key); with a tracking
-server it calls MlflowClient. Training waits for the child only at the end of a run. If the
+its training process. It calls MLflow's public client (``MlflowClient``: ``create_run``,
+``log_batch``, ``log_artifacts``, ``set_terminated``), batched within MLflow's own limits.
+Training waits for the child only at the end of a run. If the
 training process dies (kill -9), the child sees end of input and ends the run KILLED with
 ``outcome=killed``.
 
@@ -48,30 +48,21 @@ from typing import Any
 
 from sweeper.secrets import mask_text
 from sweeper.tracking import store
-from sweeper.tracking.sqlite_writer import SqliteWriter, copy_artifacts, local_artifact_dir
 
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
-MAX_WRITERS = 4
 CLOSE_DEADLINE = 30.0  # seconds an orphaned logging child keeps trying to end its run KILLED
 
 
 class Executor:
-    """Runs tracking ops synchronously against an MLflow store (one run).
-
-    On the embedded SQLite store the run's rows are written by :class:`SqliteWriter` (same
-    rows, ~10 ms instead of ~70 ms of CPU per trial, and mlflow is not even imported) and
-    artifacts are copied straight into the run's artifact directory; elsewhere (a tracking
-    server, a schema this code does not know, an experiment to create) the ops go through
-    MlflowClient.
-    """
+    """Runs tracking ops synchronously against an MLflow store (one run), through
+    MlflowClient."""
 
     def __init__(self, progress: Progress | None = None) -> None:
         self.progress = progress  # the logging child's progress reports (None: in-process)
         self.client = None
         self.uri: str | None = None
-        self.writer: SqliteWriter | None = None
         self.run_id: str | None = None
         self.artifact_uri: str | None = None
         self.terminated = False
@@ -88,9 +79,9 @@ class Executor:
 
     @contextlib.contextmanager
     def _remote(self):
-        """Calls that may wait for a server (not the direct SQLite writer): no heartbeat
-        while they run, a beat when each returns (see :class:`Progress`)."""
-        if self.progress is None or not is_remote(self.uri):
+        """Calls that may wait for a server: no heartbeat while they run, a beat when each
+        returns (see :class:`Progress`)."""
+        if self.progress is None or not store.is_remote(self.uri):
             yield
             return
         self.progress.remote = True
@@ -103,24 +94,18 @@ class Executor:
     def _op_start(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         self.uri = uri = store.resolve_tracking_uri(spec.get("uri"))
         store.prepare_store(uri)
-        self.writer = _writer(uri)
         exp_id = self._experiment(uri, spec)
         tags, params = dict(spec["tags"]), dict(spec["params"])
-        start_time = int(time.time() * 1000)
-        if self.writer is not None:
-            self.run_id, self.artifact_uri = self.writer.create_run(
-                exp_id, tags, params, start_time
-            )
-        else:
-            from mlflow.entities import Param
+        from mlflow.entities import Param
 
-            run = self._call(self._client().create_run, exp_id, start_time, tags=tags)
-            self.run_id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
-            items = [Param(k, v) for k, v in params.items()]
-            for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-                self._call(
-                    self.client.log_batch, self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH]
-                )
+        start_time = int(time.time() * 1000)
+        run = self._call(self._client().create_run, exp_id, start_time, tags=tags)
+        self.run_id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self._call(
+                self.client.log_batch, self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH]
+            )
         return {
             "run_id": self.run_id,
             "experiment_id": exp_id,
@@ -133,7 +118,6 @@ class Executor:
         parent run, ended by the sweeper): if that process dies first, its end of input ends
         the run KILLED with the ``on_death`` tags, as for a trial's run."""
         self.uri = store.resolve_tracking_uri(uri)
-        self.writer = _writer(self.uri)
         self.run_id = run_id
         self.on_death = dict(on_death)
 
@@ -152,25 +136,15 @@ class Executor:
         if parent:
             key = (uri, parent)
             if key not in _PARENT_EXPERIMENT:
-                if self.writer is not None:
-                    _PARENT_EXPERIMENT[key] = self.writer.experiment_of(parent)
-                else:
-                    run = self._call(self._client().get_run, parent)
-                    _PARENT_EXPERIMENT[key] = run.info.experiment_id
+                run = self._call(self._client().get_run, parent)
+                _PARENT_EXPERIMENT[key] = run.info.experiment_id
             return _PARENT_EXPERIMENT[key]
         name = spec["experiment_name"]
-        if self.writer is not None:
-            found = self.writer.active_experiment(name, store.KIND_TAG)
-            if found is not None:
-                return found
         client = self._client()
         with self._remote():
             return store.get_or_create_experiment(client, name)
 
     def _op_metrics(self, items: list) -> None:
-        if self.writer is not None:
-            self.writer.log_metrics(self.run_id, items)
-            return
         from mlflow.entities import Metric
 
         metrics = [Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in items]
@@ -182,9 +156,6 @@ class Executor:
             )
 
     def _op_tags(self, tags: Mapping[str, str]) -> None:
-        if self.writer is not None:
-            self.writer.set_tags(self.run_id, tags)
-            return
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items()]
@@ -198,10 +169,6 @@ class Executor:
         root = Path(directory)
         if not root.is_dir():
             return
-        local = local_artifact_dir(self.artifact_uri) if self.artifact_uri else None
-        if local is not None:  # a plain copy, as MLflow's local repository makes it
-            copy_artifacts(root, local, skip)
-            return
         client = self._client()
         for path in sorted(root.iterdir()):
             if path.name in (skip or ()):
@@ -213,10 +180,7 @@ class Executor:
                 self._call(client.log_artifact, self.run_id, str(path))
 
     def _op_terminate(self, status: str) -> None:
-        if self.writer is not None:
-            self.writer.terminate(self.run_id, status, int(time.time() * 1000))
-        else:
-            self._call(self._client().set_terminated, self.run_id, status)
+        self._call(self._client().set_terminated, self.run_id, status)
         self.terminated = True
 
     def _op_delete(self) -> None:
@@ -224,38 +188,7 @@ class Executor:
         self.terminated = True
 
 
-def is_remote(uri: str | None) -> bool:
-    """A store behind a network (a tracking server, a database server), not a local file."""
-    if not uri or store.sqlite_path(uri) is not None:
-        return False
-    return "://" in uri and not uri.startswith(("file:", "sqlite:"))
-
-
 _PARENT_EXPERIMENT: dict[tuple[str, str], str] = {}
-_WRITERS: dict[tuple[str, int], SqliteWriter | None] = {}
-_WRITERS_LOCK = threading.Lock()
-
-
-def _writer(uri: str) -> SqliteWriter | None:
-    """The store's SqliteWriter when it is a SQLite file of the known schema, else None.
-    One per database and thread (a sqlite3 connection belongs to its thread); a few kept."""
-    key = (uri, threading.get_ident())
-    with _WRITERS_LOCK:
-        if key in _WRITERS:
-            return _WRITERS[key]
-        path = store.sqlite_path(uri)
-        writer = SqliteWriter(path) if path is not None else None
-        if writer is not None and not writer.usable:
-            writer.close()
-            writer = None
-        while len(_WRITERS) >= MAX_WRITERS:
-            oldest = _WRITERS.pop(next(iter(_WRITERS)))
-            if oldest is not None:
-                oldest.close()
-        _WRITERS[key] = writer
-        return writer
-
-
 # MLflow's HTTP client retries 7 times with exponential backoff and 120 s timeouts: minutes
 # per call when the server is gone, during which the logging child takes no ops. These make a
 # call to a dead server fail within seconds (connection refused: ~2-4 s; a server that accepts
