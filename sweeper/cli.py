@@ -133,7 +133,7 @@ def cmd_reproduce(args) -> int:
             return fail(f"reproduce: run {run_id} has no config.yaml artifact ({err})")
         cfg = OmegaConf.load(path)
     # The exact semantic config, seed included; no sweeper bookkeeping, same store.
-    from sweeper.config import TrialConfig
+    from sweeper.schema import TrialConfig
 
     trial = cfg.get("trial") or {}
     cfg.trial = OmegaConf.structured(TrialConfig)  # no sweeper bookkeeping ...

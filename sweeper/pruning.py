@@ -131,6 +131,6 @@ class PruningCallback(Callback):
 
 
 def pruning_callback(trial_cfg: Any) -> PruningCallback:
-    """The callback for the ``trial`` config node (``sweeper.config.TrialConfig``)."""
+    """The callback for the ``trial`` config node (``sweeper.schema.TrialConfig``)."""
     trial = load_trial(trial_cfg.study_name, trial_cfg.storage, int(trial_cfg.number))
     return PruningCallback(trial)

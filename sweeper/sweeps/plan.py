@@ -196,7 +196,7 @@ def make_plan(sweeper: OptunaSweeperImpl, arguments: Sequence[str]) -> Plan:
         if self.seeds > 1:
             raise SweepError(
                 "hydra.sweeper.seeds: this app's config has no trial.seeds "
-                "(sweeper.config.TrialConfig): it cannot train replicates"
+                "(sweeper.schema.TrialConfig): it cannot train replicates"
             )
         tuning_seeds = []
     if self.population > 1 and not supports_population(base_cfg):

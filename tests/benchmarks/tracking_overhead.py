@@ -1,168 +1,92 @@
-"""Logging overhead of MLflow tracking on a default trial: tracking on vs off.
+"""MLflow's share of the main job: the default sweep with tracking on vs off.
 
 Run from the repository root: ``.venv/bin/python tests/benchmarks/tracking_overhead.py``.
-Not collected by pytest (no ``test_`` prefix). Options: ``--episodes 80`` (the default
-sweep's trial, ``+sweep=sensitivity``; 500 is the default single run), ``--pairs 8``,
-``--store DIR``.
+Not collected by pytest (no ``test_`` prefix). Options: ``--repeats 1`` (pairs of runs,
+alternating which goes first), ``--sweep sensitivity`` (the README's first command),
+extra overrides after ``--`` (e.g. ``-- train.episodes=100`` for a quick look).
 
-One process trains trial after trial, as a sweep worker does, alternating tracking on and
-off on the same config (same seed, so the same training work), on the embedded SQLite store
-of a fresh outputs dir whose experiment exists (as a sweep's does: the sweeper creates it
-with the study's parent run). The first tracked trial pays once per worker process for
-starting the logging process; it is reported on its own.
-Then, per trial:
-
-* ``blocked``: time the training process spends in the tracker (constructor, callbacks, the
-  final join, close);
-* ``logger cpu``: CPU time the logging process spent on this trial (from /proc);
-* ``bound``: (blocked + logger cpu) / trial wall: what tracking costs a trial even with no
-  spare core (the default sweep runs 2 trials on the 2 cores);
-* ``end-to-end``: median wall of tracked trials vs untracked ones (noisy on a busy machine),
-  and the same for CPU time (training process, plus the logging process when tracked).
+Each run is the README's first command, ``python -m sweeper.train +sweep=<sweep>``, in a fresh
+working directory (its own ``outputs/``: a new study, a new embedded MLflow store), once as is
+and once with ``tracking.enabled=false``; the same config and seeds, so both train the same
+trials. Printed per run: wall time, CPU time of the whole process tree (the sweeper, its worker
+processes and, when tracked, MLflow's), and the MLflow runs the tracked store holds. The
+overhead is the tracked run's extra wall (and CPU) over the untracked one's. What it includes:
+creating ``outputs/mlflow.db`` (once per store), importing MLflow in each process that logs,
+the study's parent run, and every run's create / log_batch / artifacts / terminate calls
+through MLflow's public client.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-EXPERIMENT = "overhead-benchmark"
+
+def one(sweep: str, tracked: bool, extra: list[str]) -> dict:
+    cwd = Path(tempfile.mkdtemp(prefix=f"overhead-{'on' if tracked else 'off'}-"))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.pop("SWEEPER_OUTPUTS", None)
+    cmd = [sys.executable, "-m", "sweeper.train", f"+sweep={sweep}", *extra]
+    if not tracked:
+        cmd.append("tracking.enabled=false")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    runs = None
+    db = cwd / "outputs" / "mlflow.db"
+    if tracked and db.is_file():
+        import sqlite3
+
+        with sqlite3.connect(db) as con:
+            runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+    return {"wall": wall, "cpu": cpu, "runs": runs, "verdict": _verdict(proc.stdout)}
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a live process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class _Timed:
-    """Forwards callback events to the tracker, adding up the wall time they take."""
-
-    def __init__(self, inner, own: dict) -> None:
-        self.inner, self.own = inner, own
-
-    def _call(self, name, *args):
-        w = time.perf_counter()
-        try:
-            return getattr(self.inner, name)(*args)
-        finally:
-            self.own["wall"] += time.perf_counter() - w
-
-    def on_train_start(self, info):
-        return self._call("on_train_start", info)
-
-    def on_episode_end(self, episode, step, metrics):
-        return self._call("on_episode_end", episode, step, metrics)
-
-    def on_eval(self, index, episode, step, metrics):
-        return self._call("on_eval", index, episode, step, metrics)
-
-    def on_train_end(self, objective, status):
-        return self._call("on_train_end", objective, status)
-
-
-def trial(cfg, out: Path, tracked: bool) -> dict:
-    """One training run as a trial runs it; its wall time and tracking's share."""
-    from sweeper.tracking import tracking_callback
-    from sweeper.train import run
-
-    own = {"wall": 0.0}
-    t0, c0 = time.perf_counter(), time.process_time()
-    callbacks, tracker, pid, cpu0 = [], None, None, 0.0
-    if tracked:
-        w = time.perf_counter()
-        tracker = tracking_callback(cfg, out)
-        own["wall"] += time.perf_counter() - w
-        pid = tracker._proc.proc.pid
-        cpu0 = _proc_cpu(pid)
-        callbacks.append(_Timed(tracker, own))
-    objective = run(cfg, out, callbacks)
-    if tracker is not None:
-        w = time.perf_counter()
-        tracker.close(None)
-        own["wall"] += time.perf_counter() - w
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    logger_cpu = _proc_cpu(pid) - cpu0 if pid is not None else 0.0
-    return {
-        "wall": wall,
-        "cpu": cpu,
-        "blocked": own["wall"],
-        "logger_cpu": logger_cpu,
-        "objective": objective,
-    }
+def _verdict(stdout: str) -> str:
+    lines = [ln for ln in stdout.splitlines() if "verdict" in ln.lower()]
+    return lines[0].strip() if lines else ""
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--episodes", type=int, default=80)
-    p.add_argument("--pairs", type=int, default=8, help="tracked/untracked trial pairs")
-    p.add_argument("--store", default=None, help="outputs dir of the store (default: a temp dir)")
+    p.add_argument("--repeats", type=int, default=1, help="tracked/untracked pairs")
+    p.add_argument("--sweep", default="sensitivity")
+    p.add_argument("overrides", nargs="*", help="extra overrides (after --)")
     args = p.parse_args()
-
-    store_dir = Path(args.store or tempfile.mkdtemp(prefix="tracking-overhead-"))
-    os.environ["SWEEPER_OUTPUTS"] = str(store_dir)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from sweeper.cli import compose
-
-    # Done once per store and sweep before any trial (the sweeper creates the study's parent
-    # run and experiment): the schema and the experiment, in a separate process.
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from sweeper.tracking import store; "
-            f"store.get_or_create_experiment(store.client(), {EXPERIMENT!r})",
-        ],
-        check=True,
-    )
-    # the trial of conf/sweep/sensitivity.yaml (at its default hyperparameters)
-    sweep = ["eval.every=20", "eval.episodes=5", "train.plot=false", "train.save_model=false"]
-    cfg = compose(
-        [
-            *(sweep if args.episodes == 80 else []),
-            f"train.episodes={args.episodes}",
-            "train.progress=false",
-            f"tracking.experiment={EXPERIMENT}",
-        ]
-    )
-    first = trial(cfg, store_dir / "runs" / "first", True)
-    print(
-        f"first tracked trial of a worker process: wall {first['wall']:.2f} s, blocked "
-        f"{first['blocked']:.3f} s, logging process start + run {first['logger_cpu']:.2f} s CPU"
-    )
     on, off = [], []
-    for i in range(args.pairs):
+    for i in range(args.repeats):
         for tracked in (True, False) if i % 2 == 0 else (False, True):
-            res = trial(cfg, store_dir / "runs" / f"{'on' if tracked else 'off'}-{i}", tracked)
+            res = one(args.sweep, tracked, list(args.overrides))
             (on if tracked else off).append(res)
-    med = statistics.median
-    wall_on, wall_off = med(r["wall"] for r in on), med(r["wall"] for r in off)
-    blocked = med(r["blocked"] for r in on)
-    logger = med(r["logger_cpu"] for r in on)
-    bound = med((r["blocked"] + r["logger_cpu"]) / r["wall"] for r in on)
-    same = len({r["objective"] for r in on + off}) == 1
-    print(f"episodes={args.episodes} pairs={args.pairs} store={store_dir} (medians per trial)")
-    print(f"trial wall: tracked {wall_on:.3f} s, untracked {wall_off:.3f} s")
-    print(f"blocked in the tracker: {1000 * blocked:.1f} ms ({100 * blocked / wall_on:.2f}%)")
-    print(f"logging process CPU: {1000 * logger:.1f} ms ({100 * logger / wall_on:.2f}%)")
-    print(f"bound (blocked + logging CPU, no spare core): {100 * bound:.2f}% of the trial's wall")
-    cpu_on, cpu_off = med(r["cpu"] for r in on), med(r["cpu"] for r in off)
-    print(f"end-to-end wall: {100 * (wall_on - wall_off) / wall_off:+.2f}% (noisy)")
+            print(
+                f"{'tracked  ' if tracked else 'untracked'} wall {res['wall']:7.1f} s, "
+                f"process-tree CPU {res['cpu']:7.1f} s"
+                + (f", {res['runs']} MLflow runs" if res["runs"] is not None else ""),
+                flush=True,
+            )
+    wall_on = sum(r["wall"] for r in on) / len(on)
+    wall_off = sum(r["wall"] for r in off) / len(off)
+    cpu_on = sum(r["cpu"] for r in on) / len(on)
+    cpu_off = sum(r["cpu"] for r in off) / len(off)
     print(
-        f"end-to-end CPU (training process + logging process): tracked "
-        f"{cpu_on + logger:.3f} s, untracked {cpu_off:.3f} s, "
-        f"{100 * (cpu_on + logger - cpu_off) / cpu_off:+.2f}%"
+        f"+sweep={args.sweep} {' '.join(args.overrides)} (mean of {args.repeats}): wall "
+        f"{wall_on:.1f} s tracked vs {wall_off:.1f} s untracked: "
+        f"{100 * (wall_on - wall_off) / wall_off:+.2f}%; CPU {cpu_on:.1f} s vs {cpu_off:.1f} s: "
+        f"{100 * (cpu_on - cpu_off) / cpu_off:+.2f}%"
     )
-    print("walls on: " + " ".join(f"{r['wall']:.3f}" for r in on))
-    print("walls off: " + " ".join(f"{r['wall']:.3f}" for r in off))
-    print(f"objective identical on and off: {same}")
-    sys.stdout.flush()
+    same = len({r["verdict"] for r in on + off}) == 1
+    print(f"same verdict line tracked and untracked: {same}")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def test_unknown_and_ambiguous_prefixes(mlflow_client, tmp_path, capsys):
 
 
 def test_skip_existing_reuses_a_finished_run(store_uri, mlflow_client, tmp_path):
-    from sweeper.config import TrackingConfig
+    from sweeper.schema import TrackingConfig
 
     assert TrackingConfig().skip_existing is False  # documented default: always train
     cfg, first_id = tracked_run(tmp_path, "tracking.experiment=skip")  # trained once
