@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from sweeper.sweeps.packing import Job, Packed, Source
-from sweeper.sweeps.workers import WorkerDied, _death, process_start, watch_parent
+from sweeper.sweeps.workers import WorkerDied, death_line, process_start, watch_parent
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Slot:
                     msg = conn.recv()
                 except (EOFError, OSError):
                     proc.join(timeout=10)
-                    raise WorkerDied(_death(proc.pid, proc.exitcode)) from None
+                    raise WorkerDied(death_line(proc.pid, proc.exitcode)) from None
                 if msg[0] == "claim":
                     job = queued.pop() if queued else self.feed.claim()
                     if job is not None:
@@ -159,7 +159,7 @@ class Slot:
             conn.send(message)
         except (OSError, BrokenPipeError):
             proc.join(timeout=10)
-            raise WorkerDied(_death(proc.pid, proc.exitcode)) from None
+            raise WorkerDied(death_line(proc.pid, proc.exitcode)) from None
 
 
 def run_packed(

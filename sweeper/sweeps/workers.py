@@ -171,7 +171,7 @@ class _Worker:
             return cloudpickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError, BrokenPipeError):
             self.proc.join(timeout=10)
-            raise WorkerDied(_death(self.proc.pid, self.proc.exitcode)) from None
+            raise WorkerDied(death_line(self.proc.pid, self.proc.exitcode)) from None
 
     def close(self, timeout: float = 5.0) -> None:
         try:
@@ -184,7 +184,7 @@ class _Worker:
             self.proc.join(timeout)
 
 
-def _death(pid: int | None, code: int | None) -> str:
+def death_line(pid: int | None, code: int | None) -> str:
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name
