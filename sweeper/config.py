@@ -147,6 +147,8 @@ def validate(cfg: DictConfig) -> None:
     _check(e.every >= 0, "eval.every", "must be >= 0", e.every)
     _check(e.episodes >= 1, "eval.episodes", "must be >= 1", e.episodes)
     _check(cfg.seed >= 0, "seed", "must be >= 0", cfg.seed)
+    every = cfg.tracking.get("episode_metrics_every", 1)
+    _check(every >= 1, "tracking.episode_metrics_every", "must be >= 1", every)
     validate_trial(cfg.trial)
     from sweeper.envs.factory import check_env_id  # registers our env ids first
 

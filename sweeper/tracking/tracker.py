@@ -227,6 +227,8 @@ class MlflowTracker(Callback):
         }
         self._pending: list[tuple[str, float, int, int]] = []
         self._episode = 0
+        self._every = max(1, int(cfg.tracking.get("episode_metrics_every", 1) or 1))
+        self._unlogged: tuple[int, Mapping[str, float]] | None = None  # the last episode's
         self.status: str | None = None  # the training status once on_train_end ran
         self.closed = False
         self._ended = False
@@ -347,6 +349,13 @@ class MlflowTracker(Callback):
     # -- the callback -----------------------------------------------------------------------
     def on_episode_end(self, episode: int, step: int, metrics) -> None:
         self._episode = episode
+        if episode % self._every:  # tracking.episode_metrics_every; the last one at the end
+            self._unlogged = (episode, dict(metrics))
+            return
+        self._unlogged = None
+        self._episode_row(episode, metrics)
+
+    def _episode_row(self, episode: int, metrics: Mapping[str, float]) -> None:
         ts = int(time.time() * 1000)
         append = self._pending.append
         for key, value in metrics.items():
@@ -379,6 +388,9 @@ class MlflowTracker(Callback):
 
     def _end(self, objective: float, status: str, outcome: str) -> None:
         self.status = status
+        if self._unlogged is not None:  # the run's last episode is always in MLflow
+            self._episode_row(*self._unlogged)
+            self._unlogged = None
         self._add({"objective": objective, self.objective_name: objective}, self._episode)
         self.flush()
         self.set_tags({"outcome": outcome})

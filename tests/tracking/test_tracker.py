@@ -68,8 +68,8 @@ def test_single_run_is_a_complete_mlflow_run(mlflow_client, tmp_path, monkeypatc
     if tags.get("git_commit"):
         assert len(tags["git_commit"]) == 40
     # metrics with steps: per episode, per eval, final objective
-    returns = mlflow_client.get_metric_history(tracker.run_id, "return")
-    assert [m.step for m in sorted(returns, key=lambda m: m.step)] == list(range(1, 31))
+    returns = mlflow_client.get_metric_history(tracker.run_id, "return")  # every 10th episode
+    assert [m.step for m in sorted(returns, key=lambda m: m.step)] == [10, 20, 30]
     evals = mlflow_client.get_metric_history(tracker.run_id, "eval_return_mean")
     assert sorted(m.step for m in evals) == [10, 20, 30]
     for key in ("length", "epsilon", "loss", "max_q", "eval_return_std", "env_steps"):
@@ -239,7 +239,9 @@ import os, signal, sys
 sys.path.insert(0, {helpers!r})
 from tracking_helpers import tiny_cfg
 from sweeper.tracking import tracking_callback
-tracker = tracking_callback(tiny_cfg("tracking.experiment=killed"), None)
+tracker = tracking_callback(
+    tiny_cfg("tracking.experiment=killed", "tracking.episode_metrics_every=1"), None
+)
 for ep in range(1, 11):
     tracker.on_episode_end(ep, ep * 5, {{"return": 1.0, "length": 5}})
 tracker.on_eval(0, 10, 50, {{"eval_return_mean": 1.0, "eval_return_std": 0.0}})
@@ -284,3 +286,20 @@ def test_logging_child_serves_run_after_run(mlflow_client, tmp_path):
     assert a.run_id != b.run_id
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
     assert runs[0].data.metrics == runs[1].data.metrics  # same config and seed
+
+
+@pytest.mark.parametrize(("every", "steps"), [(1, list(range(1, 24))), (7, [7, 14, 21, 23])])
+def test_episode_metrics_go_to_mlflow_every_n_episodes_and_at_the_last(
+    mlflow_client, tmp_path, every, steps
+):
+    """tracking.episode_metrics_every: every n-th episode's values, and the last episode's
+    (here 23, not a multiple); the evaluations and the objective are always logged."""
+    cfg = tiny_cfg(f"tracking.episode_metrics_every={every}", "train.episodes=23")
+    tracker = tracking_callback(cfg, tmp_path / "run")
+    run(cfg, tmp_path / "run", [tracker])
+    tracker.close(None)
+    for key in ("return", "length", "epsilon"):
+        history = mlflow_client.get_metric_history(tracker.run_id, key)
+        assert sorted(m.step for m in history) == steps, key
+    rows = (tmp_path / "run" / "episodes.csv").read_text().splitlines()
+    assert len(rows) == 1 + 23  # the full series stays in the run's files
