@@ -57,7 +57,7 @@ def _check(ok: bool, key: str, requirement: str, value: Any) -> None:
         raise ConfigError(f"{key} {requirement}, got {value!r}")
 
 
-def node_schema(node: DictConfig, schemas: Sequence[type]) -> type:
+def node_schema(node: DictConfig, schemas: Sequence[type], key: str) -> type:
     """Which of ``schemas`` (most specific first) a group's node is.
 
     A node composed by Hydra carries its schema (its YAML option extends ``schema_*``). A node
@@ -73,13 +73,13 @@ def node_schema(node: DictConfig, schemas: Sequence[type]) -> type:
     fitting = [s for s in schemas if keys <= {f.name for f in fields(s)}]
     if not fitting:
         names = " or ".join(s.__name__ for s in schemas)
-        raise ConfigError(f"{node._key()}: its keys fit no schema ({names}): {sorted(keys)}")
+        raise ConfigError(f"{key}: its keys fit no schema ({names}): {sorted(keys)}")
     return min(fitting, key=lambda s: len(fields(s)))  # the least that holds every key
 
 
 def agent_schema(agent: DictConfig) -> type:
     """:class:`TabularAgentConfig` or :class:`DQNAgentConfig`."""
-    return node_schema(agent, (TabularAgentConfig, DQNAgentConfig))
+    return node_schema(agent, (TabularAgentConfig, DQNAgentConfig), "agent")
 
 
 def is_tabular(cfg: DictConfig) -> bool:
@@ -127,7 +127,8 @@ def validate(cfg: DictConfig) -> None:
                 f"must be >= buffer.batch_size ({b.batch_size})",
                 b.capacity,
             )
-        if node_schema(b, (PrioritizedBufferConfig, BufferConfig)) is PrioritizedBufferConfig:
+        prioritized = PrioritizedBufferConfig
+        if node_schema(b, (prioritized, BufferConfig), "buffer") is prioritized:
             _check(b.alpha >= 0, "buffer.alpha", "must be >= 0", b.alpha)
             _check(0 <= b.beta_start <= 1, "buffer.beta_start", "must be in [0, 1]", b.beta_start)
             _check(b.priority_eps > 0, "buffer.priority_eps", "must be > 0", b.priority_eps)

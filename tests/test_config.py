@@ -177,3 +177,24 @@ def test_the_choices_read_as_plain_strings_everywhere():
     cfg = compose_config(["agent.target_update=soft"])
     assert cfg.agent.target_update == "soft" and str(cfg.agent.target_update) == "soft"
     assert "target_update: soft" in OmegaConf.to_yaml(cfg.agent)
+
+
+@pytest.mark.parametrize(
+    ("agent", "tabular"),
+    [("q_learning", True), ("sarsa", True), ("dqn", False), ("dueling_dqn", False)],
+)
+def test_the_agent_kind_comes_from_its_schema_also_for_a_config_read_back(agent, tabular):
+    """A composed node carries its schema; one read back from a run's config.yaml (reproduce,
+    eval) is matched to the schema that holds all its keys."""
+    from sweeper.config import is_tabular, node_schema
+    from sweeper.schema import BufferConfig, PrioritizedBufferConfig
+
+    cfg = compose_config([f"agent={agent}", "buffer=prioritized"])
+    plain = OmegaConf.create(OmegaConf.to_yaml(cfg))
+    assert is_tabular(cfg) is tabular and is_tabular(plain) is tabular
+    schemas = (PrioritizedBufferConfig, BufferConfig)
+    assert node_schema(plain.buffer, schemas, "buffer") is PrioritizedBufferConfig
+    uniform = OmegaConf.create(OmegaConf.to_yaml(compose_config(["buffer=uniform"])))
+    assert node_schema(uniform.buffer, schemas, "buffer") is BufferConfig
+    with pytest.raises(ConfigError, match=r"^agent: its keys fit no schema"):
+        is_tabular(OmegaConf.create({"agent": {"alpha": 0.1, "lr": 0.1}}))
