@@ -40,6 +40,7 @@ from sweeper.pruning import PrunerError
 from sweeper.seeding import replicate_seeds
 from sweeper.study_storage import StorageError, redact
 from sweeper.sweeps import results as results_mod
+from sweeper.sweeps import workers
 from sweeper.sweeps.errors import SweepError, root_cause
 from sweeper.sweeps.factories import FactoryError
 from sweeper.sweeps.hooks import HookError, StudyInfo
@@ -186,6 +187,8 @@ class OptunaSweeperImpl(Sweeper):
         )
         hooks = plan.hooks
         plan.info = info
+        for hook in hooks:  # before the first trial process starts
+            workers.preload(getattr(hook, "preload", ()))
         parent_run_id = None
         for hook in hooks:
             try:

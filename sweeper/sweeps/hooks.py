@@ -45,6 +45,10 @@ class StudyInfo:
 class StudyHook:
     """No-op base."""
 
+    #: modules the trials import because of this hook (e.g. MLflow's client): the trial
+    #: processes' fork server imports them once (``sweeper.sweeps.workers.preload``)
+    preload: Sequence[str] = ()
+
     def on_study_start(self, info: StudyInfo) -> str | None:
         """Before the first trial; may return a parent run id for the trials."""
         return None

@@ -2,11 +2,11 @@
 worker process.
 
 Why: one population trains in one process, so one population uses one core. With J slots
-each slot thread of the sweeper owns a worker process (``sweeper.sweeps.workers``: spawned,
-dies with the sweeper) that runs one population at a time (:class:`~sweeper.sweeps.packing.
-Packed`) and only trains. The sweeper keeps everything else: asking and claiming trials,
-composing and validating their configs, telling Optuna, the progress lines, the hooks, the
-heartbeat. Worker and slot talk over a pipe:
+each slot thread of the sweeper owns a worker process (``sweeper.sweeps.workers``: forked
+from the fork server, dies with the sweeper) that runs one population at a time
+(:class:`~sweeper.sweeps.packing.Packed`) and only trains. The sweeper keeps everything
+else: asking and claiming trials, composing and validating their configs, telling Optuna,
+the progress lines, the hooks, the heartbeat. Worker and slot talk over a pipe:
 
 * ``("claim",)`` -> a :class:`~sweeper.sweeps.packing.Job` or None (no more trials, or the
   sweep stops);
@@ -24,7 +24,6 @@ the worker as in a packed sweep in one process; pruning goes through the Optuna 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import threading
@@ -32,7 +31,14 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from sweeper.sweeps.packing import Job, Packed, Source
-from sweeper.sweeps.workers import WorkerDied, death_line, process_start, watch_parent
+from sweeper.sweeps.workers import (
+    WorkerDied,
+    context,
+    death_line,
+    in_environ,
+    process_start,
+    watch_parent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +88,7 @@ class Slot:
 
     def __init__(self, feed: Any, capacity: int, width: int, index: int = 0) -> None:
         self.feed, self.capacity, self.width, self.index = feed, capacity, width, index
-        self._ctx = multiprocessing.get_context("spawn")
+        self._ctx = context()
         self.proc: Any = None
 
     def kill(self) -> None:
@@ -116,8 +122,16 @@ class Slot:
         conn, child = self._ctx.Pipe(duplex=True)
         me = os.getpid()
         proc = self._ctx.Process(
-            target=_worker_main,
-            args=(child, me, process_start(me), self.capacity, self.width),
+            target=in_environ,
+            args=(
+                dict(os.environ),
+                _worker_main,
+                child,
+                me,
+                process_start(me),
+                self.capacity,
+                self.width,
+            ),
             name=f"sweeper-population-{self.index}",
         )
         proc.daemon = False  # daemonic processes may not have children (MLflow loggers)

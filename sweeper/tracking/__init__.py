@@ -21,18 +21,27 @@ Importing this package does not import mlflow (about 2 s of CPU): the training p
 does (a logging child process makes the MLflow calls, ``sweeper.tracking.worker``).
 """
 
-from sweeper.tracking.parent import (
-    ensure_parent_run,
-    finalize_parent_run,
-    find_parent_run,
-    study_hook,
-)
-from sweeper.tracking.preflight import TrackingUriError, check_tracking_uri
-from sweeper.tracking.store import is_remote, outputs_dir, resolve_tracking_uri
-from sweeper.tracking.tracker import MlflowTracker, reuse_existing, tracking_callback
+import importlib
+from typing import TYPE_CHECKING, Any
 
 # The API the sweeper (``sweeper.sweeps``) and the app use; the modules behind it are
-# tracking's own (an import-linter contract in pyproject.toml keeps sweeps off them).
+# tracking's own (an import-linter contract in pyproject.toml keeps sweeps off them). Loaded
+# on first use (PEP 562): the logging child imports ``sweeper.tracking.worker``, and this
+# package's own import must not pull in the parent run's statistics (numpy, scipy: ~1 s).
+_API = {
+    "MlflowTracker": "tracker",
+    "TrackingUriError": "preflight",
+    "check_tracking_uri": "preflight",
+    "ensure_parent_run": "parent",
+    "finalize_parent_run": "parent",
+    "find_parent_run": "parent",
+    "is_remote": "store",
+    "outputs_dir": "store",
+    "resolve_tracking_uri": "store",
+    "reuse_existing": "tracker",
+    "study_hook": "parent",
+    "tracking_callback": "tracker",
+}
 __all__ = [
     "MlflowTracker",
     "TrackingUriError",
@@ -47,3 +56,22 @@ __all__ = [
     "study_hook",
     "tracking_callback",
 ]
+
+if TYPE_CHECKING:
+    from sweeper.tracking.parent import (
+        ensure_parent_run,
+        finalize_parent_run,
+        find_parent_run,
+        study_hook,
+    )
+    from sweeper.tracking.preflight import TrackingUriError, check_tracking_uri
+    from sweeper.tracking.store import is_remote, outputs_dir, resolve_tracking_uri
+    from sweeper.tracking.tracker import MlflowTracker, reuse_existing, tracking_callback
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+    globals()[name] = value
+    return value

@@ -471,6 +471,16 @@ def close_open_runs(client, parent_run_id: str, study) -> int:
     return close_trial_runs(client, parent_run_id, study.study_name, trials)
 
 
+def preload_modules(uri: str) -> list[str]:
+    """What a trial that logs to ``uri`` imports: the tracker, MLflow's client and, for a
+    database store, MLflow's SQLAlchemy store (the trial processes' fork server imports them
+    once, instead of each worker process: ~2.5 s of CPU each)."""
+    modules = ["sweeper.tracking.tracker", "sweeper.tracking.worker", "mlflow.tracking"]
+    if uri.partition("://")[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):
+        modules.append("mlflow.store.tracking.sqlalchemy_store")
+    return modules
+
+
 class MlflowStudyHook:
     """The ``sweeper.sweeps.hooks`` study hook: parent run at start, each finished trial's run
     checked against Optuna, results at the end."""
@@ -478,6 +488,7 @@ class MlflowStudyHook:
     def __init__(self, task_cfg) -> None:
         tracking = task_cfg.tracking
         self.tracking_uri = tracking.get("tracking_uri")
+        self.preload = preload_modules(store.resolve_tracking_uri(self.tracking_uri))
         self.experiment = tracking.get("experiment")
         self.run_id: str | None = None
         self._client = None

@@ -55,6 +55,7 @@ from sweeper.tracking import store
 from sweeper.tracking.limits import MAX_KEY, MAX_PARAM, MAX_TAG
 
 OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "PRUNED": "pruned", "KILLED": "killed"}
+SYNC_BATCH = 1000  # metrics a run logging in-process keeps before one log_batch (MLflow's max)
 MLFLOW_STATUS = {"FINISHED": "FINISHED", "FAILED": "FAILED", "PRUNED": "KILLED", "KILLED": "KILLED"}
 
 
@@ -364,7 +365,11 @@ class MlflowTracker(Callback):
 
     def on_eval(self, index: int, episode: int, step: int, metrics) -> None:
         self._add({**metrics, "env_steps": step}, episode)
-        self.flush()
+        # the logging child sends them while training goes on (the run's curve grows live in
+        # the UI); in this process (mode="sync": a packed population's runs) a store call
+        # holds up every member, so they wait for the end or a full batch
+        if self._proc is not None or len(self._pending) >= SYNC_BATCH:
+            self.flush()
 
     def on_result(self, result: Mapping[str, Any]) -> None:
         """A group's aggregate with n and CI (``objective_iqm``, ``objective_ci_low``, ...)
