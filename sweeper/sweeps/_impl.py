@@ -39,8 +39,8 @@ from sweeper.overrides import format_value
 from sweeper.pruning import PrunerError
 from sweeper.seeding import replicate_seeds
 from sweeper.study_storage import StorageError, redact
+from sweeper.sweeps import remote, workers
 from sweeper.sweeps import results as results_mod
-from sweeper.sweeps import workers
 from sweeper.sweeps.errors import SweepError, root_cause
 from sweeper.sweeps.factories import FactoryError
 from sweeper.sweeps.hooks import HookError, StudyInfo
@@ -115,8 +115,9 @@ class OptunaSweeperImpl(Sweeper):
         mask_config(config, as_overrides=True)
         self.config = config
         self.hydra_context = hydra_context
+        self.task = GuardedTask(task_function)
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=GuardedTask(task_function), config=config
+            hydra_context=hydra_context, task_function=self.task, config=config
         )
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -189,6 +190,9 @@ class OptunaSweeperImpl(Sweeper):
         plan.info = info
         for hook in hooks:  # before the first trial process starts
             workers.preload(getattr(hook, "preload", ()))
+        kind = remote.remote_kind(self.launcher)
+        if kind is not None:
+            remote.prepare(kind, self.launcher, self.config, plan.sweep_dir, self.task)
         parent_run_id = None
         for hook in hooks:
             try:
@@ -264,7 +268,14 @@ class OptunaSweeperImpl(Sweeper):
             capacity = self.population if slots == 1 else min(self.population, share)
             width = max(1, len(plan.tuning_seeds))  # members per trial
             try:
-                run_packed(TuningFeed(self, ledger, progress), capacity, width, slots, ledger.stop)
+                run_packed(
+                    TuningFeed(self, ledger, progress),
+                    capacity,
+                    width,
+                    slots,
+                    ledger.stop,
+                    runner=self._population_runner(),
+                )
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
@@ -377,6 +388,7 @@ class OptunaSweeperImpl(Sweeper):
                 capacity,
                 self._slots(),
                 [cost[number] for number, _ in where],
+                runner=self._population_runner(),
             )
             failed = Outcome(TrialState.FAIL, error="not run")
             outcomes = [done.get(first + i, failed) for i in range(len(jobs))]
@@ -387,10 +399,16 @@ class OptunaSweeperImpl(Sweeper):
         for (number, out_dir), outcome in zip(where, outcomes, strict=True):
             if outcome.state != TrialState.COMPLETE:
                 log.warning("test run %s of trial %d: %s", out_dir.name, number, outcome.error)
-            values.setdefault(number, []).append(
-                retest.read_objective(out_dir) if outcome.state == TrialState.COMPLETE else None
+            values.setdefault(number, []).append(  # the job's return: it may have run elsewhere
+                outcome.value if outcome.state == TrialState.COMPLETE else None
             )
         retest.summarize(plan.study, trials, seeds, values, self.aggregate)
+
+    def _population_runner(self) -> Any:
+        """Populations as Ray tasks / submitit jobs on a remote launcher; else None (this
+        process, or this machine's worker processes)."""
+        kind = remote.remote_kind(self.launcher)
+        return None if kind is None else remote.population_runner(kind, self.launcher)
 
     def _retest_due(self, plan: Plan) -> bool:
         # (no tuning seeds: an app without replicates, see plan.supports_replicates)

@@ -49,6 +49,11 @@ class StudyHook:
     #: processes' fork server imports them once (``sweeper.sweeps.workers.preload``)
     preload: Sequence[str] = ()
 
+    def remote_problem(self) -> str | None:
+        """Why trials on other machines (a Ray or SLURM launcher) cannot use this hook's
+        store, in one line naming the key to change; None when they can."""
+        return None
+
     def on_study_start(self, info: StudyInfo) -> str | None:
         """Before the first trial; may return a parent run id for the trials."""
         return None

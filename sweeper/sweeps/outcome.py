@@ -1,8 +1,9 @@
 """A trial's job and how it ended: the task function guarded against ``sys.exit``, and the
 Optuna outcome (state, value, error, user attrs) of a job's return.
 
-Everything the sweeper keeps of a job comes from its ``JobReturn`` and its ``result.json``
-(:func:`result_attrs`); the same :class:`Outcome` is built by packed populations
+Everything the sweeper keeps of a job comes back in its ``JobReturn`` (a :class:`JobResult`
+holding the objective and what the job's ``result.json`` said, read in the job's process:
+the job may have run on another machine); the same :class:`Outcome` is built by packed populations
 (``sweeper.sweeps.packing``) and told by the ledger (``sweeper.sweeps.ledger``).
 """
 
@@ -28,28 +29,70 @@ from sweeper.sweeps.workers import process_start, watch_parent
 OUTPUT_DIR = study_attrs.OUTPUT_DIR
 
 
+@dataclass
+class JobResult:
+    """What a trial's job returns to the sweeper, wherever it ran: the objective and what the
+    sweeper keeps of the job's ``result.json`` (:func:`result_attrs`), read where the file
+    was written. A job on a Ray worker or a SLURM node has its files on that machine; the
+    sweeper reads nothing back from them."""
+
+    value: Any
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+ATTRS = "sweeper_attrs"  # a failed job's exception carries its result attrs here
+
+
 class GuardedTask:
     """Wraps the task function so that ``SystemExit`` inside a job becomes an ordinary
     exception: Hydra's ``run_job`` only catches ``Exception``, so a ``SystemExit`` would end the
     whole sweep under the basic launcher (and abort joblib's executor).
 
-    In a worker process (joblib's, the isolated launcher's) it also ties the worker's life to
-    the sweeper's (:func:`~sweeper.sweeps.workers.watch_parent`): no orphan trains on after a
-    kill -9 of the sweeper."""
+    It returns a :class:`JobResult` (a failed job's exception carries the same attrs in
+    :data:`ATTRS`), so that everything the sweeper needs travels back in the job's return.
+
+    In a worker process on this machine (joblib's, the isolated launcher's, submitit's local
+    jobs) it also ties the worker's life to the sweeper's
+    (:func:`~sweeper.sweeps.workers.watch_parent`): no orphan trains on after a kill -9 of the
+    sweeper. Not on a remote launcher's workers (``watch=False``): the sweeper's pid means
+    nothing on another machine; Ray ends a dead driver's tasks itself. ``environ``: variables
+    the job sets first (a Ray worker does not inherit the sweeper's environment: the masked
+    URLs' secrets, ``MLFLOW_*``)."""
 
     def __init__(self, task_function: TaskFunction) -> None:
         self.task_function = task_function
         self.sweeper_pid = os.getpid()
         self.sweeper_start = process_start(self.sweeper_pid)
+        self.watch = True
+        self.environ: dict[str, str] = {}
 
     def __call__(self, cfg: DictConfig) -> Any:
-        watch_parent(self.sweeper_pid, self.sweeper_start)
+        os.environ.update(self.environ)
+        if self.watch:
+            watch_parent(self.sweeper_pid, self.sweeper_start)
         try:
-            return self.task_function(cfg)
+            value = self.task_function(cfg)
         except SystemExit as exc:
             cause = exc.__cause__ or exc.__context__
             detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
-            raise TrialExit(f"the job exited with code {exc.code}{detail}") from None
+            err = TrialExit(f"the job exited with code {exc.code}{detail}")
+            setattr(err, ATTRS, _job_attrs())
+            raise err from None
+        except Exception as exc:
+            setattr(exc, ATTRS, _job_attrs())
+            raise
+        return JobResult(value, _job_attrs())
+
+
+def _job_attrs() -> dict[str, Any]:
+    """:func:`result_attrs` of this job's output dir (Hydra's), in the job's process."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        out_dir = HydraConfig.get().runtime.output_dir
+    except Exception:  # noqa: BLE001 - not under Hydra (a unit test): nothing to keep
+        return {}
+    return result_attrs(Path(out_dir)) if out_dir else {}
 
 
 def result_attrs(out_dir: Path) -> dict[str, Any]:
@@ -77,8 +120,9 @@ class Outcome:
 def outcome_of(ret: JobReturn | BaseException) -> Outcome:
     """The Optuna outcome of a job: COMPLETE with a finite value, PRUNED, or FAIL with an error.
 
-    Works on JobReturns from the sweeper's process and from joblib workers (whose exception
-    came back pickled).
+    Works on JobReturns from the sweeper's process, from worker processes and from other
+    machines (whose exception came back pickled): it reads the job's return only, never its
+    files (:class:`JobResult`).
     """
     if isinstance(ret, BaseException):
         return Outcome(TrialState.FAIL, error=error_text(ret))
@@ -87,9 +131,13 @@ def outcome_of(ret: JobReturn | BaseException) -> Outcome:
         out_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
         if out_dir:
             attrs[OUTPUT_DIR] = str(out_dir)
-            attrs.update(result_attrs(Path(out_dir)))
+    value = ret._return_value
+    if isinstance(value, JobResult):
+        attrs.update(value.attrs)
+        value = value.value
+    elif isinstance(value, BaseException):
+        attrs.update(getattr(value, ATTRS, None) or {})
     if ret.status == JobStatus.COMPLETED:
-        value = ret._return_value
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -99,7 +147,7 @@ def outcome_of(ret: JobReturn | BaseException) -> Outcome:
         if not math.isfinite(number):
             return Outcome(TrialState.FAIL, error=f"the objective is {number}", attrs=attrs)
         return Outcome(TrialState.COMPLETE, value=number, attrs=attrs)
-    exc = ret._return_value
+    exc = value
     if isinstance(exc, optuna.TrialPruned):
         return Outcome(TrialState.PRUNED, attrs=attrs)
     if isinstance(exc, BaseException):

@@ -176,16 +176,70 @@ class Slot:
             raise WorkerDied(death_line(proc.pid, proc.exitcode)) from None
 
 
+class RemoteSlot:
+    """One slot of a packed sweep on a remote launcher (``sweeper.sweeps.remote``): claims
+    up to ``capacity`` jobs of one shape, trains them as one population in one Ray task or
+    submitit job, ends each with the outcome the task returned. Unlike a local worker it
+    does not refill a member's slots mid-population (the task has no pipe back): the next
+    population starts when this one returns."""
+
+    def __init__(self, feed: Any, capacity: int, width: int, index: int, runner: Any) -> None:
+        self.feed, self.capacity, self.width, self.index = feed, capacity, width, index
+        self.runner = runner
+
+    def kill(self) -> None:
+        """Nothing to kill here: Ray ends a dead driver's tasks, submitit's jobs their own."""
+
+    def run(self) -> None:
+        from optuna.trial import TrialState
+
+        from sweeper.sweeps.errors import error_text
+        from sweeper.sweeps.outcome import Outcome
+
+        pending: Job | None = None
+        while not self.feed.stopped():
+            first, pending = pending or self.feed.claim(), None
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.capacity and not self.feed.stopped():
+                job = self.feed.claim()
+                if job is None:
+                    break
+                if job.key != first.key:
+                    pending = job  # the next population's
+                    break
+                batch.append(job)
+            try:
+                outcomes, error = self.runner(batch, self.capacity, self.width), None
+            except Exception as err:  # noqa: BLE001 - the task died: its trials fail
+                outcomes, error = {}, error_text(err)
+                log.warning("packed slot %d: the population's job failed: %s", self.index, error)
+            for job in batch:
+                self.feed.end(
+                    job.number,
+                    outcomes.get(job.number)
+                    or Outcome(TrialState.FAIL, error=f"the population's job failed: {error}"),
+                )
+        # (a pending job was claimed but never started: the feed releases it)
+
+
 def run_packed(
-    feed: Any, capacity: int, width: int, n_slots: int, stop: threading.Event | None = None
+    feed: Any,
+    capacity: int,
+    width: int,
+    n_slots: int,
+    stop: threading.Event | None = None,
+    runner: Any = None,
 ) -> None:
     """Train ``feed``'s jobs in populations of ``capacity`` jobs of ``width`` members: in this
     process when ``n_slots`` is 1, else on ``n_slots`` worker processes (``feed`` may be a
-    list, one feed per slot). Raises the first error of a slot (e.g. the storage failed;
-    ``stop`` is set then, so that the other slots take no new job), after the other slots
-    ended."""
+    list, one feed per slot); with ``runner`` (``sweeper.sweeps.remote.population_runner``)
+    each population is one Ray task or submitit job instead. Raises the first error of a slot
+    (e.g. the storage failed; ``stop`` is set then, so that the other slots take no new job),
+    after the other slots ended."""
     feeds = list(feed) if isinstance(feed, list) else [feed] * n_slots
-    if n_slots <= 1:
+    if n_slots <= 1 and runner is None:
         feed = feeds[0]
         source: Source = feed
         try:
@@ -194,7 +248,13 @@ def run_packed(
             feed.release()
         return
     errors: list[BaseException] = []
-    slots = [Slot(feeds[i], capacity, width, i) for i in range(n_slots)]
+    n_slots = max(1, n_slots)
+    slots: list[Any] = [
+        Slot(feeds[i], capacity, width, i)
+        if runner is None
+        else RemoteSlot(feeds[i], capacity, width, i, runner)
+        for i in range(n_slots)
+    ]
 
     def slot(i: int) -> None:
         try:
@@ -244,6 +304,7 @@ def run_tests(
     capacity: int,
     n_slots: int,
     costs: list[float] | None = None,
+    runner: Any = None,
 ):
     """The re-test runs (``(number, overrides)``, one seed each), packed: up to ``capacity``
     runs per population over ``n_slots`` populations. With ``costs`` (one estimate per job,
@@ -257,9 +318,9 @@ def run_tests(
     if costs is None or n_slots == 1:
         feed = TestFeed(sweeper, jobs)
         per_slot = -(-len(jobs) // n_slots)  # every slot gets its share at once
-        run_packed(feed, min(capacity, per_slot), 1, n_slots)
+        run_packed(feed, min(capacity, per_slot), 1, n_slots, runner=runner)
         return feed.outcomes
     shares = balanced_shares(jobs, costs, n_slots)
     feeds = [TestFeed(sweeper, share) for share in shares]
-    run_packed(feeds, min(capacity, max(len(share) for share in shares)), 1, n_slots)
+    run_packed(feeds, min(capacity, max(len(share) for share in shares)), 1, n_slots, runner=runner)
     return {number: outcome for feed in feeds for number, outcome in feed.outcomes.items()}

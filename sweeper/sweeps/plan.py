@@ -27,6 +27,7 @@ from sweeper.overrides import format_value
 from sweeper.pruning import PRUNER_ATTR, pruner_spec
 from sweeper.seeding import replicate_seeds
 from sweeper.study_storage import canonical, open_storage
+from sweeper.sweeps import remote
 from sweeper.sweeps import sweep_dir as sweep_dir_mod
 from sweeper.sweeps.errors import SweepError, root_cause
 from sweeper.sweeps.factories import grid_size, make_sampler
@@ -105,6 +106,7 @@ def make_plan(sweeper: OptunaSweeperImpl, arguments: Sequence[str]) -> Plan:
         self.population > 1
         and self.n_jobs > 1
         and launcher_kind(self.launcher) not in ("isolated", "basic")
+        and remote.remote_kind(self.launcher) is None  # a population per task / job
     ):
         # J populations train on J worker processes of this sweeper's own (packed_workers),
         # which keep the isolated launcher's contract (a dead worker fails its trials
@@ -161,6 +163,9 @@ def make_plan(sweeper: OptunaSweeperImpl, arguments: Sequence[str]) -> Plan:
     )
 
     storage_spec = canonical(self.storage_spec)
+    kind = remote.remote_kind(self.launcher)
+    if kind is not None:  # before any storage or directory is written
+        remote.check(kind, launcher_name(self), storage_spec, hooks)
     study_name = self.study_name or default_study_name(
         self.config,
         space,

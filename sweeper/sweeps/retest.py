@@ -70,7 +70,9 @@ def run_cost(output_dir: Path | str | None) -> float:
     runs in ``output_dir``: their mean env steps (the last ``step`` of each
     ``seed_*/episodes.csv``); 1.0 when unknown. A config that learned runs long episodes, so
     its runs cost several times a failing config's: packed re-tests use this to give every
-    slot an even share of the work, not of the runs."""
+    slot an even share of the work, not of the runs. A balancing hint only: where the
+    tuning runs' files are on another machine (a Ray or SLURM launcher) every run counts 1.0,
+    and nothing the sweep reports depends on it."""
     if not output_dir:
         return 1.0
     steps = []

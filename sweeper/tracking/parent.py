@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sweeper import analysis
+from sweeper import analysis, secrets
 from sweeper.tracking import store
 from sweeper.tracking.limits import (
     MAX_KEY,
@@ -498,6 +498,17 @@ class MlflowStudyHook:
         if self._client is None:
             self._client = store.client(self.tracking_uri)
         return self._client
+
+    def remote_problem(self) -> str | None:
+        """An embedded store (SQLite file, ``file:`` directory) is on this machine only."""
+        uri = store.resolve_tracking_uri(self.tracking_uri)
+        if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+            return (
+                f"tracking.tracking_uri: the MLflow store {secrets.mask(uri)} is on this machine: "
+                "use an "
+                "MLflow server (tracking.tracking_uri=http://HOST:5000) or tracking.enabled=false"
+            )
+        return None
 
     def on_trial_end(self, info, trial) -> None:
         """Complete trials are left alone: their tracker ended the run FINISHED before the

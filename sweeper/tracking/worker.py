@@ -205,6 +205,9 @@ def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The logging child's environment: ``base`` (os.environ) plus the HTTP limits."""
     env = {**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"}
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network calls from trials
+    # MLflow writes "View run <url>" to stdout at each run's end: the child's stdout is its
+    # answer pipe, and a sweep's trials would print two lines each (the run summary names it)
+    env.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for key, value in HTTP_LIMITS.items():
         env.setdefault(key, value)
     return env

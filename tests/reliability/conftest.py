@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from types import SimpleNamespace
+
 import pytest
 from reliability_helpers import MlflowServer
 
@@ -22,3 +25,39 @@ def mlflow_server(tmp_path):
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def pg_role(pg_url):
+    """A PostgreSQL role with a unique password and two databases of its own (Optuna,
+    MLflow); dropped at the end."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    tag = uuid.uuid4().hex[:10]
+    role, password = f"sweeper_secret_{tag}", f"S3cret-{uuid.uuid4().hex}"
+    dbs = {"optuna": f"{role}_optuna", "mlflow": f"{role}_mlflow"}
+    admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
+        for db in dbs.values():
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {db} OWNER {role}"))
+    base = make_url(pg_url)
+    url = "postgresql+psycopg://{}:{}@127.0.0.1:5432/{}"
+    try:
+        yield SimpleNamespace(
+            role=role,
+            password=password,
+            url={k: url.format(role, password, db) for k, db in dbs.items()},
+            masked={k: url.format(role, "***", db) for k, db in dbs.items()},
+            admin_url={
+                k: base.set(database=db).render_as_string(hide_password=False)
+                for k, db in dbs.items()
+            },
+        )
+    finally:
+        with admin.connect() as conn:
+            for db in dbs.values():
+                conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            conn.execute(sqlalchemy.text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()

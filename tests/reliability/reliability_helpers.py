@@ -74,3 +74,38 @@ class MlflowServer:
     def tail(self) -> str:
         path = self.root / "server.log"
         return path.read_text()[-2000:] if path.exists() else ""
+
+
+def files_with(root: Path, needle: str) -> list[str]:
+    """Every file under ``root`` (bytes, recursively) that contains ``needle``."""
+    hits = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink() and needle.encode() in path.read_bytes():
+            hits.append(str(path.relative_to(root)))
+    return hits
+
+
+def rows_with(url: str, needle: str) -> list[str]:
+    """``table`` for every row of every table of a PostgreSQL database that contains
+    ``needle`` in any column (the whole row cast to text)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = conn.execute(
+                sqlalchemy.text(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+                )
+            ).scalars()
+            hits = []
+            for table in list(tables):
+                n = conn.execute(
+                    sqlalchemy.text(f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE :p'),
+                    {"p": f"%{needle}%"},
+                ).scalar()
+                hits += [table] * n
+            return hits
+    finally:
+        engine.dispose()

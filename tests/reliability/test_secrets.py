@@ -10,15 +10,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
-from reliability_helpers import clean_env
+from reliability_helpers import clean_env, files_with, rows_with
 
 from sweeper import secrets
 from sweeper.overrides import format_value
@@ -51,77 +49,6 @@ def _train(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.Compl
     )
 
 
-def _files_with(root: Path, needle: str) -> list[str]:
-    """Every file under ``root`` (bytes, recursively) that contains ``needle``."""
-    hits = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink() and needle.encode() in path.read_bytes():
-            hits.append(str(path.relative_to(root)))
-    return hits
-
-
-def _rows_with(url: str, needle: str) -> list[str]:
-    """``table`` for every row of every table of a PostgreSQL database that contains
-    ``needle`` in any column (the whole row cast to text)."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            tables = conn.execute(
-                sqlalchemy.text(
-                    "SELECT table_name FROM information_schema.tables "
-                    "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
-                )
-            ).scalars()
-            hits = []
-            for table in list(tables):
-                n = conn.execute(
-                    sqlalchemy.text(f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE :p'),
-                    {"p": f"%{needle}%"},
-                ).scalar()
-                hits += [table] * n
-            return hits
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def pg_role(pg_url):
-    """A PostgreSQL role with a unique password and two databases of its own (Optuna,
-    MLflow); dropped at the end."""
-    import sqlalchemy
-    from sqlalchemy.engine import make_url
-
-    tag = uuid.uuid4().hex[:10]
-    role, password = f"sweeper_secret_{tag}", f"S3cret-{uuid.uuid4().hex}"
-    dbs = {"optuna": f"{role}_optuna", "mlflow": f"{role}_mlflow"}
-    admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
-        for db in dbs.values():
-            conn.execute(sqlalchemy.text(f"CREATE DATABASE {db} OWNER {role}"))
-    base = make_url(pg_url)
-    url = "postgresql+psycopg://{}:{}@127.0.0.1:5432/{}"
-    try:
-        yield SimpleNamespace(
-            role=role,
-            password=password,
-            url={k: url.format(role, password, db) for k, db in dbs.items()},
-            masked={k: url.format(role, "***", db) for k, db in dbs.items()},
-            admin_url={
-                k: base.set(database=db).render_as_string(hide_password=False)
-                for k, db in dbs.items()
-            },
-        )
-    finally:
-        with admin.connect() as conn:
-            for db in dbs.values():
-                conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            conn.execute(sqlalchemy.text(f"DROP ROLE IF EXISTS {role}"))
-        admin.dispose()
-
-
 # -- the real thing --------------------------------------------------------------------------
 def test_sweep_on_postgresql_leaves_no_password_anywhere(tmp_path, pg_role, monkeypatch):
     """A parallel sweep (joblib, 2 slots) of the real app on a PostgreSQL storage with a
@@ -147,12 +74,12 @@ def test_sweep_on_postgresql_leaves_no_password_anywhere(tmp_path, pg_role, monk
     assert proc.returncode == 0, proc.stderr[-3000:]
     pw = pg_role.password
     assert pw not in proc.stdout and pw not in proc.stderr
-    assert _files_with(tmp_path, pw) == []
-    assert _rows_with(pg_role.admin_url["optuna"], pw) == []
+    assert files_with(tmp_path, pw) == []
+    assert rows_with(pg_role.admin_url["optuna"], pw) == []
 
     # it did run there, and the storage is recorded masked where it is recorded
     assert (tmp_path / "outputs" / "mlflow.db").exists()
-    assert _rows_with(pg_role.admin_url["optuna"], "COMPLETE")
+    assert rows_with(pg_role.admin_url["optuna"], "COMPLETE")
     masked = pg_role.masked["optuna"]
     for trial in ("0", "1"):
         cfg = OmegaConf.load(tmp_path / "sweep" / trial / "config.yaml")
@@ -180,13 +107,13 @@ def test_tracking_uri_with_password_is_masked_in_a_run(tmp_path, pg_role):
     assert proc.returncode == 0, proc.stderr[-3000:]
     pw = pg_role.password
     assert pw not in proc.stdout and pw not in proc.stderr
-    assert _files_with(tmp_path, pw) == []
-    assert _rows_with(pg_role.admin_url["mlflow"], pw) == []
+    assert files_with(tmp_path, pw) == []
+    assert rows_with(pg_role.admin_url["mlflow"], pw) == []
     configs = sorted((tmp_path / "outputs" / "runs").rglob("config.yaml"))  # and .hydra/'s
     assert len(configs) == 2
     for config in configs:
         assert OmegaConf.load(config).tracking.tracking_uri == pg_role.masked["mlflow"]
-    assert _rows_with(pg_role.admin_url["mlflow"], "FINISHED")  # the run is in PostgreSQL
+    assert rows_with(pg_role.admin_url["mlflow"], "FINISHED")  # the run is in PostgreSQL
 
 
 def test_storage_error_does_not_print_a_query_password(tmp_path):
@@ -208,7 +135,7 @@ def test_storage_error_does_not_print_a_query_password(tmp_path):
     assert "hydra.sweeper.storage" in lines[0]
     assert "postgresql+psycopg://u@127.0.0.1:1/db?password=***" in lines[0]
     assert "Hunter2x" not in proc.stdout + proc.stderr
-    assert _files_with(tmp_path, "Hunter2x") == []
+    assert files_with(tmp_path, "Hunter2x") == []
 
 
 def test_a_password_from_an_interpolation_is_masked_in_the_written_config(tmp_path):
@@ -233,7 +160,7 @@ def test_a_password_from_an_interpolation_is_masked_in_the_written_config(tmp_pa
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "u:***@127.0.0.1:1/db" in (tmp_path / "run" / "config.yaml").read_text()
-    assert _files_with(tmp_path, "Env5ecretX") == []
+    assert files_with(tmp_path, "Env5ecretX") == []
 
 
 # -- units -----------------------------------------------------------------------------------

@@ -111,13 +111,16 @@ def wait_for_jobs(tmp_path: Path, proc: subprocess.Popen, n: int, timeout: float
 
 
 def trial_workers(sweeper_pid: int) -> list[int]:
-    """The sweeper's children that run trials (spawned workers or loky workers)."""
-    return [
-        p
-        for p in children(sweeper_pid)
-        if "resource_tracker" not in cmdline(p)
-        and ("spawn_main" in cmdline(p) or "loky" in cmdline(p))
-    ]
+    """The processes that run the sweeper's trials: loky's workers (its children), or the
+    isolated launcher's (children of the sweeper's fork server, or spawned children)."""
+    workers = []
+    for p in children(sweeper_pid):
+        line = cmdline(p)
+        if "forkserver" in line:
+            workers += children(p)
+        elif "resource_tracker" not in line and ("spawn_main" in line or "loky" in line):
+            workers.append(p)
+    return workers
 
 
 def mlflow_runs(tmp_path: Path):

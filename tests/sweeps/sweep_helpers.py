@@ -76,8 +76,9 @@ def states(study: optuna.Study) -> dict[str, int]:
 
 
 def sweep_children(pid: int) -> set[int]:
-    """The pids of the direct children of process ``pid`` (from ``/proc``, no psutil)."""
-    children: set[int] = set()
+    """The pids of every descendant of process ``pid`` (children, their children, ...: trial
+    workers are children of the sweeper's fork server), from ``/proc``, no psutil."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -85,6 +86,10 @@ def sweep_children(pid: int) -> set[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == pid:
-            children.add(int(entry.name))
-    return children
+        parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found

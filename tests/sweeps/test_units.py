@@ -24,11 +24,12 @@ from sweeper.pruning import (
     pruner_spec,
     pruning_callback,
 )
+from sweeper.study_attrs import OUTPUT_DIR
 from sweeper.study_storage import StorageError, canonical, is_journal, open_storage, redact
 from sweeper.sweeps.errors import TrialExit
 from sweeper.sweeps.factories import FactoryError, make_sampler
 from sweeper.sweeps.hooks import HookError
-from sweeper.sweeps.outcome import GuardedTask, outcome_of
+from sweeper.sweeps.outcome import ATTRS, GuardedTask, JobResult, outcome_of, result_attrs
 from sweeper.sweeps.plan import load_validator
 from sweeper.sweeps.search_space import build_search_space
 from sweeper.sweeps.study_name import default_study_name, derive_seed
@@ -254,13 +255,11 @@ def test_outcome_of(status, value, state, error, pickled):
         assert out.value == float(value)
 
 
-def test_outcome_reads_the_run_record(tmp_path):
+def test_result_attrs_of_a_run_record(tmp_path):
     """A single run's metrics, or a replicate group's per-seed values and aggregates."""
-    cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})
     single = {"objective": 2.0, "status": "FINISHED", "metrics": {"mean_max_q": 2.0, "x": None}}
     (tmp_path / "result.json").write_text(json.dumps(single))
-    out = outcome_of(_ret(JobStatus.COMPLETED, 2.0, cfg))
-    assert out.attrs["mean_max_q"] == 2.0 and "x" not in out.attrs
+    assert result_attrs(tmp_path) == {"mean_max_q": 2.0}
     group = {
         "objective": 2.0,
         "status": "FINISHED",
@@ -270,9 +269,30 @@ def test_outcome_reads_the_run_record(tmp_path):
         "objective_ci_low": 1.0,
     }
     (tmp_path / "result.json").write_text(json.dumps(group))
-    out = outcome_of(_ret(JobStatus.COMPLETED, 2.0, cfg))
-    assert out.value == 2.0 and out.attrs["sweeper:seeds"] == [5, 7]
-    assert out.attrs["objective_per_seed"] == [1.0, 3.0] and "status" not in out.attrs
+    attrs = result_attrs(tmp_path)
+    assert attrs["sweeper:seeds"] == [5, 7] and attrs["objective_per_seed"] == [1.0, 3.0]
+    assert "status" not in attrs and "objective" not in attrs
+
+
+def test_outcome_comes_from_the_job_return_not_its_files(tmp_path):
+    """The job may have run on another machine: the sweeper keeps what its return carries
+    (JobResult, or a failed job's exception), never what a file at its output dir says."""
+    cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})
+    decoy = {"objective": 9.0, "status": "FINISHED", "metrics": {"mean_max_q": 9.0}}
+    (tmp_path / "result.json").write_text(json.dumps(decoy))
+    ret = pickle.loads(
+        pickle.dumps(_ret(JobStatus.COMPLETED, JobResult(2.0, {"mean_max_q": 2.0}), cfg))
+    )
+    out = outcome_of(ret)
+    assert out.state == TrialState.COMPLETE and out.value == 2.0
+    assert out.attrs == {OUTPUT_DIR: str(tmp_path), "mean_max_q": 2.0}
+    err = RuntimeError("diverged")
+    setattr(err, ATTRS, {"mean_max_q": 3.0})
+    out = outcome_of(pickle.loads(pickle.dumps(_ret(JobStatus.FAILED, err, cfg))))
+    assert out.state == TrialState.FAIL and out.attrs["mean_max_q"] == 3.0
+    (tmp_path / "result.json").unlink()
+    out = outcome_of(_ret(JobStatus.COMPLETED, JobResult(1.0, {"x": 1}), cfg))
+    assert out.attrs["x"] == 1  # no file needed at all
 
 
 def test_guarded_task_turns_system_exit_into_an_exception():
@@ -284,7 +304,7 @@ def test_guarded_task_turns_system_exit_into_an_exception():
 
     with pytest.raises(TrialExit, match="exited with code 2: ValueError: agent.lr must be > 0"):
         GuardedTask(task)(None)
-    assert GuardedTask(lambda cfg: 4.0)(None) == 4.0
+    assert GuardedTask(lambda cfg: 4.0)(None) == JobResult(4.0, {})
     with pytest.raises(KeyboardInterrupt):
         GuardedTask(lambda cfg: (_ for _ in ()).throw(KeyboardInterrupt()))(None)
     pickle.dumps(GuardedTask(abs))
