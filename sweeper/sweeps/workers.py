@@ -43,6 +43,12 @@ WATCH_INTERVAL = 0.5  # seconds between two looks at the parent
 PRELOAD = [
     "hydra",
     "cloudpickle",
+    "optuna",
+    "torch",
+    "sweeper.seeding",
+    "sweeper.agents.dqn",
+    "sweeper.agents.tabular",
+    "sweeper.pruning",
     "sweeper.training",
     "sweeper.config",
     "sweeper.callbacks",

@@ -129,6 +129,7 @@ def _one_run(uri: str, experiment: str, files: Path) -> float:
 
 
 def mlflow_part(threads: list[int], seconds: float, backend: str | None) -> None:
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # as in the logging child
     import mlflow
 
     root = Path(tempfile.mkdtemp(prefix="mlflow-scaling-"))
@@ -156,7 +157,8 @@ def mlflow_part(threads: list[int], seconds: float, backend: str | None) -> None
         files.mkdir()
         for name, size in (("config.yaml", 2000), ("episodes.csv", 20000), ("result.json", 800)):
             (files / name).write_text("x" * size)
-        _one_run(uri, "warmup", files)
+        for _ in range(5):  # the server's first requests load its handlers
+            _one_run(uri, "warmup", files)
         print(f"mlflow {mlflow.__version__} server, backend {backend.split('://')[0]}, "
               f"1 worker, {seconds:g} s per M")  # fmt: skip
         print(f"{'M':>3} {'runs':>6} {'runs/s':>8} {'s/run p50':>10} {'s/run p99':>10}")

@@ -9,7 +9,8 @@ Each run is the README's first command, ``python -m sweeper.train +sweep=<sweep>
 working directory (its own ``outputs/``: a new study, a new embedded MLflow store), once as is
 and once with ``tracking.enabled=false``; the same config and seeds, so both train the same
 trials. Printed per run: wall time, CPU time of the whole process tree (the sweeper, its worker
-processes and, when tracked, MLflow's), and the MLflow runs the tracked store holds. The
+processes and, when tracked, MLflow's; polled from ``/proc`` every 0.2 s: trial workers are
+children of the sweeper's fork server, which ``RUSAGE_CHILDREN`` misses), and the MLflow runs the tracked store holds. The
 overhead is the tracked run's extra wall (and CPU) over the untracked one's. What it includes:
 creating ``outputs/mlflow.db`` (once per store), importing MLflow in each process that logs,
 the study's parent run, and every run's create / log_batch / artifacts / terminate calls
@@ -20,12 +21,37 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+
+def _tree_cpu(root: int, seen: dict[int, float]) -> None:
+    """Record the CPU seconds (user + system) of ``root`` and every descendant now alive.
+    Polled: trial workers are children of the sweeper's fork server, which the sweeper does
+    not reap, so ``RUSAGE_CHILDREN`` misses them."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry.name)
+            parents[pid] = int(fields[1])
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {root}, {root}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - tree
+        tree |= frontier
+    for pid in tree:
+        if pid in cpu:
+            seen[pid] = max(seen.get(pid, 0.0), cpu[pid])
 
 
 def one(sweep: str, tracked: bool, extra: list[str]) -> dict:
@@ -35,14 +61,26 @@ def one(sweep: str, tracked: bool, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "sweeper.train", f"+sweep={sweep}", *extra]
     if not tracked:
         cmd.append("tracking.enabled=false")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seen: dict[int, float] = {}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.2):
+            _tree_cpu(proc.pid, seen)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done.set()
+    poller.join()
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    cpu = sum(seen.values())
     runs = None
     db = cwd / "outputs" / "mlflow.db"
     if tracked and db.is_file():
@@ -50,7 +88,7 @@ def one(sweep: str, tracked: bool, extra: list[str]) -> dict:
 
         with sqlite3.connect(db) as con:
             runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
-    return {"wall": wall, "cpu": cpu, "runs": runs, "verdict": _verdict(proc.stdout)}
+    return {"wall": wall, "cpu": cpu, "runs": runs, "verdict": _verdict(stdout)}
 
 
 def _verdict(stdout: str) -> str:

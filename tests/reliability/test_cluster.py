@@ -136,7 +136,7 @@ def _check_no_password(password: str, admin_url: str, *roots: Path) -> None:
 
 
 # -- planning refuses what cannot work ---------------------------------------------------------
-@pytest.mark.parametrize("launcher", ["ray", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["ray", "submitit_local", "submitit_slurm"])
 def test_remote_launchers_refuse_machine_local_stores(tmp_path, launcher, pg_role):
     """A journal file and an embedded MLflow store cannot be shared by other machines: one
     line naming the fix, non-zero exit, before any trial (no sweep dir, no study)."""
