@@ -10,11 +10,11 @@ working directory (its own ``outputs/``: a new study, a new embedded MLflow stor
 and once with ``tracking.enabled=false``; the same config and seeds, so both train the same
 trials. Printed per run: wall time, CPU time of the whole process tree (the sweeper, its worker
 processes and, when tracked, MLflow's; polled from ``/proc`` every 0.2 s: trial workers are
-children of the sweeper's fork server, which ``RUSAGE_CHILDREN`` misses), and the MLflow runs the tracked store holds. The
-overhead is the tracked run's extra wall (and CPU) over the untracked one's. What it includes:
-creating ``outputs/mlflow.db`` (once per store), importing MLflow in each process that logs,
-the study's parent run, and every run's create / log_batch / artifacts / terminate calls
-through MLflow's public client.
+children of the sweeper's fork server, which ``RUSAGE_CHILDREN`` misses), and the MLflow runs
+the tracked store holds. The overhead is the tracked run's extra wall (and CPU) over the
+untracked one's. What it includes: creating ``outputs/mlflow.db`` (once per store), importing
+MLflow in each process that logs, the study's parent run, and every run's create / log_batch /
+artifacts / terminate calls through MLflow's public client.
 """
 
 from __future__ import annotations
