@@ -33,6 +33,9 @@ def test_the_groups_offer_what_the_issue_names():
         "cartpole_v1",
         "acrobot_v1",
         "mountaincar_v0",
+        "f1_barcelona",
+        "f1_singapore",
+        "f1_spa",
     }
     assert set(BUFFERS) == {"uniform", "prioritized", "none"}
 
@@ -63,12 +66,15 @@ def test_defaults_reproduce_the_seed_dqn_run():
 @pytest.mark.parametrize("env", ENVS)
 def test_every_agent_env_pair_composes_and_instantiates(agent, env):
     overrides = [f"agent={agent}", f"env={env}"]
-    if agent in TABULAR and env != "gridworld":
+    discrete = env == "gridworld" or env.startswith("f1_")  # obs_mode for tabular agents
+    if agent in TABULAR and not discrete:
         with pytest.raises(ConfigError, match="tabular"):
             build(compose_config(overrides))
         return
     if agent not in TABULAR and env == "gridworld":
         overrides.append("env.kwargs.obs_mode=onehot")
+    if agent not in TABULAR and env.startswith("f1_"):
+        overrides.append("env.kwargs.obs_mode=vector")  # the telemetry vector
     cfg = compose_config(overrides)
     validate(cfg)
     built, env_, eval_env = build(cfg)
