@@ -540,6 +540,30 @@ def execute(
     return objective
 
 
+def _strategy_figures(cfg, output_dir: Path, record: Run) -> dict[str, str]:
+    """On the F1 env: the learned policy's pit decision map and one greedy race's trace
+    (``sweeper.strategy_figures``), next to the learning curve."""
+    if not str(cfg.env.id).startswith("sweeper/F1"):
+        return {}
+    from sweeper import strategy_figures as sf
+    from sweeper.envs import make_env
+
+    env = make_env(
+        str(cfg.env.id), **OmegaConf.to_container(cfg.env.kwargs, resolve=True)
+    ).unwrapped
+    members = np.array([record.member])
+
+    def greedy_q(obs: np.ndarray) -> np.ndarray:
+        return record.agent.greedy_q(obs[None, ...], members)[0]
+
+    title = f"{cfg.agent.name} on {cfg.env.name} (seed {cfg.seed})"
+    sf.plot_pit_map(sf.pit_map(greedy_q, env), env, output_dir / "pit_strategy.png", title)
+    trace = sf.greedy_race(greedy_q, env, seed=int(cfg.seed))
+    sf.plot_race_trace(trace, output_dir / "race_trace.png", f"greedy race: {title}")
+    env.close()
+    return {"pit_strategy": "pit_strategy.png", "race_trace": "race_trace.png"}
+
+
 def _finish(
     cfg,
     output_dir: Path,
@@ -566,6 +590,7 @@ def _finish(
             title,
         )
         files["learning_curve"] = "learning_curve.png"
+        files.update(_strategy_figures(cfg, output_dir, record))
     result = {
         "objective": objective if math.isfinite(objective) else None,
         "objective_name": cfg.eval.objective,

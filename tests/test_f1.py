@@ -171,3 +171,33 @@ def test_q_learning_finds_the_oracles_strategy(tmp_path, seed: int) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["eval_means"][-1] == pytest.approx(best.value, abs=0.1), (result, best)
+    assert {"pit_strategy", "race_trace"} <= set(result["files"])  # the strategist's figures
+    assert (tmp_path / "run" / "pit_strategy.png").stat().st_size > 0
+
+
+def test_pit_map_and_race_trace_read_the_policy(tmp_path) -> None:
+    """A hand-made policy (pit for hards once mediums are 4 laps old): the map shows exactly
+    that, the greedy race stops once on lap 4, and both figures are written."""
+    from sweeper import strategy_figures as sf
+
+    env = F1PitStrategy(laps=8, obs_mode="vector", **{**CALM, "start_position": 3})
+    hard = 1 + env.compounds.index("hard")
+    age_col = 5 + env.compounds.index("medium")  # the compound one-hot's medium entry
+
+    def greedy_q(obs):
+        q = np.zeros((len(obs), env.action_space.n))
+        worn_mediums = (obs[:, age_col] == 1.0) & (obs[:, 4] * env.laps >= 4 - 1e-9)
+        q[worn_mediums, hard] = 1.0
+        return q
+
+    maps = sf.pit_map(greedy_q, env)
+    for lap in range(env.laps):
+        for age in range(lap + 1):
+            assert maps["medium"][lap, age] == (hard if age >= 4 else 0)
+            assert maps["soft"][lap, age] == 0 and maps["hard"][lap, age] == 0
+    assert (maps["medium"][0, 1:] == -1).all()  # no 1-lap-old tyres on lap 0
+    trace = sf.greedy_race(greedy_q, env, seed=0)
+    assert [t["lap"] for t in trace if t["pit"]] == [5]  # lap index 4, shown 1-based
+    assert len(trace) == env.laps and len(trace[0]["rivals"]) == env.n_cars - 1
+    assert sf.plot_pit_map(maps, env, tmp_path / "map.png", "t").stat().st_size > 0
+    assert sf.plot_race_trace(trace, tmp_path / "trace.png", "t").stat().st_size > 0

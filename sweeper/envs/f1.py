@@ -293,9 +293,11 @@ class F1PitStrategy(gymnasium.Env):
             st["cars"][0]["time"] += self.pass_cost * len(passed)
             lap_s[0] += self.pass_cost * len(passed)
         reward = -self.time_shaping * (lap_s[0] - self.base_lap_time) if self.time_shaping else 0.0
+        order = sorted(range(self.n_cars), key=lambda c: st["cars"][c]["time"])
         st["trace"].append(
             {"lap": lap + 1, "position": self.position(), "compound": st["cars"][0]["compound"],
-             "pit": action != 0, "safety_car": sc, "weather": weather}
+             "pit": action != 0, "safety_car": sc, "weather": weather,
+             "rivals": [order.index(c) + 1 for c in range(1, self.n_cars)]}
         )  # fmt: skip
         st["lap"] = lap + 1
         self._advance_conditions()
@@ -357,37 +359,59 @@ class F1PitStrategy(gymnasium.Env):
     def _obs(self) -> Any:
         st = self._state
         me = st["cars"][0]
-        used_mask = sum(1 << i for i, c in enumerate(DRY) if c in st["used"])
+        return self.observation(
+            st["lap"],
+            me["age"],
+            me["compound"],
+            st["used"],
+            position=self.position(),
+            safety_car=st["sc"] > 0,
+            weather=st["weather"],
+            gaps=self._gaps(),
+        )
+
+    def observation(
+        self,
+        lap: int,
+        age: int,
+        compound: str,
+        used: set[str] | frozenset[str],
+        *,
+        position: int = 1,
+        safety_car: bool = False,
+        weather: str = "dry",
+        gaps: tuple[float, float] = (0.0, 0.0),
+    ) -> Any:
+        """The observation of a car in that state (the race's own, or any other: the pit
+        decision map asks a policy about states it never saw)."""
+        used_mask = sum(1 << i for i, c in enumerate(DRY) if c in used)
         if self.obs_mode == "discrete":
-            lap_b = min(self.lap_buckets - 1, st["lap"] * self.lap_buckets // self.laps)
-            age_b = min(self.age_buckets - 1, me["age"] * self.age_buckets // self.laps)
-            pos_b = (self.position() - 1) * self.position_buckets // self.n_cars
+            lap_b = min(self.lap_buckets - 1, lap * self.lap_buckets // self.laps)
+            age_b = min(self.age_buckets - 1, age * self.age_buckets // self.laps)
+            pos_b = (position - 1) * self.position_buckets // self.n_cars
+            comp = self.compounds.index(compound) if compound in self.compounds else 0
             index = lap_b
             for value, size in (
                 (age_b, self.age_buckets),
-                (self.compounds.index(me["compound"]) if me["compound"] in self.compounds else 0,
-                 len(self.compounds)),
+                (comp, len(self.compounds)),
                 (pos_b, self.position_buckets),
-                (int(st["sc"] > 0), 2),
+                (int(safety_car), 2),
                 (used_mask, 8),
-            ):  # fmt: skip
+            ):
                 index = index * size + value
             return int(index)
-        ahead, behind = self._gaps()
-        onehot = [float(me["compound"] == c) for c in self.compounds]
-        weather = [float(st["weather"] == w) for w in WEATHER]
-        used = [float(c in st["used"]) for c in DRY]
+        ahead, behind = gaps
         vec = [
-            st["lap"] / self.laps,
-            (self.position() - 1) / max(1, self.n_cars - 1),
+            lap / self.laps,
+            (position - 1) / max(1, self.n_cars - 1),
             min(ahead / 30.0, 1.0),
             min(behind / 30.0, 1.0),
-            min(me["age"] / self.laps, 1.0),
-            *onehot,
-            (self.laps - st["lap"]) / self.laps,
-            float(st["sc"] > 0),
-            *weather,
-            *used,
+            min(age / self.laps, 1.0),
+            *(float(compound == c) for c in self.compounds),
+            (self.laps - lap) / self.laps,
+            float(safety_car),
+            *(float(weather == w) for w in WEATHER),
+            *(float(c in used) for c in DRY),
         ]
         return np.asarray(vec, dtype=np.float32)
 
@@ -405,7 +429,8 @@ class F1PitStrategy(gymnasium.Env):
         }
 
     def trace(self) -> list[dict[str, Any]]:
-        """Per lap so far: position, compound, pit, safety car, weather (the race trace)."""
+        """Per lap so far: position, compound, pit, safety car, weather and the rivals'
+        positions (the race trace)."""
         return list(self._state["trace"]) if self._state else []
 
     def render(self) -> str | None:
