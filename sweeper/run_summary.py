@@ -115,12 +115,13 @@ def single_run_rows(
 
 def print_single_run(rows: Sequence[tuple[str, str]], title: str) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_header=False)
     table.add_column("", style="bold", no_wrap=True)
     table.add_column("")
-    for key, value in rows:
-        table.add_row(key, value)
+    for key, value in rows:  # Text: an override's "[a,b]" is a value, not rich markup
+        table.add_row(key, Text(value))
     console().print(table)
     to_log_file([f"{title}: {key}: {value}" for key, value in rows])
 
@@ -196,6 +197,7 @@ class MultirunSummary(HydraCallback):
         if "sweeper_optuna" in target:
             return
         from rich.table import Table
+        from rich.text import Text
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows, aggregate_line = multirun_lines(sweep_dir)
@@ -214,7 +216,7 @@ class MultirunSummary(HydraCallback):
                 _number(r["episodes"]),
                 r["dir"],
             ]
-            table.add_row(*cells)
+            table.add_row(*(Text(c) for c in cells))
         out = console()
         out.print(table)
         if aggregate_line:

@@ -113,3 +113,13 @@ def test_columns_sets_the_width_of_piped_tables(tmp_path):
     assert max(len(line) for line in res.stdout.splitlines()) <= 70
     assert str(out) not in res.stdout  # wrapped within 70 columns
     assert row(res.stdout, "MLflow run") == "tracking off"
+
+
+def test_a_list_override_is_printed_whole_in_the_reproduce_line(tmp_path):
+    """``[soft,hard]`` in an override is a value, not rich markup (which rich would drop as
+    an unknown style tag): the reproduce line keeps it."""
+    args = ["agent=q_learning", "env=f1_spa", "train.episodes=5", "eval.every=5",
+            "+env.kwargs.compounds=[soft,hard]", "+env.kwargs.start_compound=soft"]  # fmt: skip
+    res = app(*args, "tracking.enabled=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert " '+env.kwargs.compounds=[soft,hard]' " in row(res.stdout, "reproduce")
