@@ -319,9 +319,7 @@ class F1PitStrategy(gymnasium.Env):
             if lap == int(round(fraction * self.laps)) and lap > 0:
                 planned = state["planned"] = compound
         want = {"dry": planned, "damp": "inter", "wet": "wet"}[weather]
-        if want != state["compound"] or (planned != state["compound"] and weather == "dry"):
-            return want
-        return None
+        return want if want != state["compound"] else None
 
     def _advance_conditions(self) -> None:
         st, rng = self._state, self.np_random

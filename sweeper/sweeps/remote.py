@@ -54,6 +54,11 @@ RAY_OBJECT_STORE = 78643200  # the Ray launcher's default for a cluster it start
 STORAGE_HINT = "use PostgreSQL: hydra.sweeper.storage=postgresql+psycopg://USER:PASSWORD@HOST/DB"
 
 
+def job_environ() -> dict[str, str]:
+    """What a job on a Ray worker sets first: this process's ``MLFLOW_*`` and ``SWEEPER_*``."""
+    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+
+
 def remote_kind(launcher: Any) -> str | None:
     """``ray`` or ``submitit`` for a launcher whose trials may run on other machines."""
     module = type(launcher).__module__
@@ -87,7 +92,7 @@ def prepare(kind: str, launcher: Any, config: DictConfig, sweep_dir: Path, task:
         logging.getLogger(name).setLevel(logging.WARNING)
     task.watch = False
     if kind == "ray":
-        task.environ = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+        task.environ = job_environ()
         _start_ray(launcher)
 
 
@@ -151,12 +156,12 @@ def population_runner(kind: str, launcher: Any) -> Any:
     """``run(jobs, capacity, width) -> {number: Outcome}``: one population as one Ray task
     (the launcher's ``hydra.launcher.ray.remote`` options: by default one CPU, so size
     ``population`` K for one core) or one submitit job (the launcher's resources)."""
-    environ = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    environ = job_environ()
     if kind == "ray":
         import ray
 
+        # the launcher's remote options, max_retries=0 included (set by prepare)
         options = OmegaConf.to_container(launcher.ray_cfg.remote, resolve=True) or {}
-        options.setdefault("max_retries", 0)
         task = ray.remote(**options)(train_population)
 
         def run_ray(jobs: Sequence[Any], capacity: int, width: int) -> dict[int, Any]:

@@ -69,7 +69,25 @@ def _sweep_cmd(sweep_dir: Path, *overrides: str) -> list[str]:
 
 
 def _run(cwd: Path, cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    """The command to its end; ``.pid`` is the sweeper's (the populations' checks need it)."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, err = proc.communicate(timeout=timeout)
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    done.pid = proc.pid
+    return done
+
+
+def _study_args(name: str, pg_role, server, n_trials: int) -> list[str]:
+    """The overrides every sweep here shares: 2 slots, the PostgreSQL study, the server."""
+    return [
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"hydra.sweeper.study_name={name}",
+        f"hydra.sweeper.storage={pg_role.url['optuna']}",
+        f"tracking.tracking_uri={server.url}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -174,11 +192,7 @@ def test_ray_sweep_on_postgresql_and_an_mlflow_server(tmp_path, ray_head, pg_rol
             Path("relative-sweep"),  # made absolute: Ray workers run in ray start's cwd
             "hydra/launcher=ray",
             f"hydra.launcher.ray.init.address={address}",
-            "hydra.sweeper.n_jobs=2",
-            "hydra.sweeper.n_trials=4",
-            f"hydra.sweeper.study_name={name}",
-            f"hydra.sweeper.storage={pg_role.url['optuna']}",
-            f"tracking.tracking_uri={mlflow_server.url}",
+            *_study_args(name, pg_role, mlflow_server, 4),
         ),
     )
     _check_sweep(proc, pg_role.url["optuna"], name, 4, mlflow_server, pg_role.password)
@@ -211,11 +225,7 @@ def test_kill_9_of_a_ray_worker_fails_only_its_trial(tmp_path, ray_head, pg_role
         tmp_path / "sweep",
         "hydra/launcher=ray",
         f"hydra.launcher.ray.init.address={address}",
-        "hydra.sweeper.n_jobs=2",
-        "hydra.sweeper.n_trials=4",
-        f"hydra.sweeper.study_name={name}",
-        f"hydra.sweeper.storage={url}",
-        f"tracking.tracking_uri={mlflow_server.url}",
+        *_study_args(name, pg_role, mlflow_server, 4),
         "train.episodes=4000",
         "eval.every=1000",
     )
@@ -269,23 +279,17 @@ def test_ray_populations_are_one_task_each(tmp_path, ray_head, pg_role, mlflow_s
     worker process), each trial still its own Optuna trial with its reports and its run."""
     address, _ = ray_head
     name = f"raypop-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.Popen(
+    done = _run(
+        tmp_path,
         _sweep_cmd(
             tmp_path / "sweep",
             "hydra/launcher=ray",
             f"hydra.launcher.ray.init.address={address}",
-            "hydra.sweeper.n_jobs=2",
             "hydra.sweeper.population=3",
-            "hydra.sweeper.n_trials=6",
-            f"hydra.sweeper.study_name={name}",
-            f"hydra.sweeper.storage={pg_role.url['optuna']}",
-            f"tracking.tracking_uri={mlflow_server.url}",
+            *_study_args(name, pg_role, mlflow_server, 6),
         ),
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    out, err = proc.communicate(timeout=300)
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    pids = _check_populations(done, pg_role.url["optuna"], name, 6, proc.pid)
+    )
+    pids = _check_populations(done, pg_role.url["optuna"], name, 6, done.pid)
     assert len(pids) == 2, pids  # two populations, one Ray task (worker process) each
     _check_sweep(done, pg_role.url["optuna"], name, 6, mlflow_server, pg_role.password)
 
@@ -298,11 +302,7 @@ def test_submitit_local_sweep_on_postgresql_and_an_mlflow_server(tmp_path, pg_ro
         _sweep_cmd(
             tmp_path / "sweep",
             "hydra/launcher=submitit_local",
-            "hydra.sweeper.n_jobs=2",
-            "hydra.sweeper.n_trials=4",
-            f"hydra.sweeper.study_name={name}",
-            f"hydra.sweeper.storage={pg_role.url['optuna']}",
-            f"tracking.tracking_uri={mlflow_server.url}",
+            *_study_args(name, pg_role, mlflow_server, 4),
         ),
     )
     _check_sweep(proc, pg_role.url["optuna"], name, 4, mlflow_server, pg_role.password)
@@ -312,22 +312,16 @@ def test_submitit_local_sweep_on_postgresql_and_an_mlflow_server(tmp_path, pg_ro
 
 def test_submitit_populations_are_one_job_each(tmp_path, pg_role, mlflow_server):
     name = f"subpop-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.Popen(
+    done = _run(
+        tmp_path,
         _sweep_cmd(
             tmp_path / "sweep",
             "hydra/launcher=submitit_local",
-            "hydra.sweeper.n_jobs=2",
             "hydra.sweeper.population=2",
-            "hydra.sweeper.n_trials=4",
-            f"hydra.sweeper.study_name={name}",
-            f"hydra.sweeper.storage={pg_role.url['optuna']}",
-            f"tracking.tracking_uri={mlflow_server.url}",
+            *_study_args(name, pg_role, mlflow_server, 4),
         ),
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    out, err = proc.communicate(timeout=300)
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    pids = _check_populations(done, pg_role.url["optuna"], name, 4, proc.pid)
+    )
+    pids = _check_populations(done, pg_role.url["optuna"], name, 4, done.pid)
     assert len(pids) == 2, pids
     _check_sweep(done, pg_role.url["optuna"], name, 4, mlflow_server, pg_role.password)
     _check_no_password(pg_role.password, pg_role.admin_url["optuna"], tmp_path, mlflow_server.root)
@@ -342,13 +336,7 @@ def test_a_ray_driver_and_a_submitit_driver_share_one_study(
     address, ray_temp = ray_head
     name = f"shared-{uuid.uuid4().hex[:8]}"
     url = pg_role.url["optuna"]
-    common = [
-        "hydra.sweeper.n_jobs=2",
-        "hydra.sweeper.n_trials=6",
-        f"hydra.sweeper.study_name={name}",
-        f"hydra.sweeper.storage={url}",
-        f"tracking.tracking_uri={mlflow_server.url}",
-    ]
+    common = _study_args(name, pg_role, mlflow_server, 6)
     launchers = {
         "ray": ["hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}"],
         "submitit": ["hydra/launcher=submitit_local"],
