@@ -98,19 +98,12 @@ def _agent(saved: Saved, episodes: int):
             )
         agent.q_table[0] = table
     else:
-        import torch
+        from sweeper.agents.saved import q_network
 
-        from sweeper.agents.networks import QNetwork
-
-        net = QNetwork(
-            agent.online.obs_dim,
-            agent.n_actions,
-            agent.online.hidden_sizes,
-            agent.online.dueling,
+        on = agent.online
+        agent.online.load(
+            0, q_network(saved.model, on.obs_dim, agent.n_actions, on.hidden_sizes, on.dueling)
         )
-        state = torch.load(saved.model, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["q_net"])
-        agent.online.load(0, net)
     return cfg, agent, eval_env
 
 

@@ -23,9 +23,9 @@ still age) and a pit stop costs ``sc_pit_loss`` instead of ``pit_loss``.
 **Observations** (``obs_mode``):
 
 * ``discrete`` (tabular agents): ``Discrete(n)``, the index of (lap bucket, tyre-age bucket,
-  compound, position bucket, safety car, the set of dry compounds used) with ``lap_buckets``,
-  ``age_buckets``, ``position_buckets`` equal-width buckets (set each to the number of laps
-  and cars for an exact state);
+  compound, position bucket, safety car, weather, the set of dry compounds used) with
+  ``lap_buckets``, ``age_buckets``, ``position_buckets`` equal-width buckets (set each to the
+  number of laps and cars for an exact state);
 * ``vector`` (DQN): ``Box`` of lap fraction, position, gaps to the cars ahead and behind (s /
   30, clipped to [-1, 1]), tyre age / laps, compound one-hot, fuel (laps left / laps), safety
   car, weather one-hot (dry, damp, wet), dry compounds used (one bit each).
@@ -44,8 +44,9 @@ a grid ``grid_gap`` seconds apart. Passing a car on track costs ``pass_cost`` se
 **Randomness** (lap noise, safety cars with probability ``sc_prob`` per lap for ``sc_laps``
 laps, weather changing one step dry <-> damp <-> wet with ``weather_change_prob`` per lap) comes
 from ``self.np_random`` only. Rivals (``rivals``: pace delta s/lap, start compound, pit laps as
-fractions of the race with their compounds) keep their plan, but switch to intermediates (damp)
-or wets (wet) the lap the weather changes, and back to their planned dry compound when it dries.
+fractions of the race with their compounds) keep their plan, but start on, and switch to,
+intermediates (damp) or wets (wet) the lap the weather changes, and back to their planned dry
+compound when it dries (:func:`planned_stop`).
 ``track``: a preset (:data:`TRACKS`); a keyword given explicitly wins over the preset.
 """
 
@@ -117,6 +118,30 @@ def lap_time(
         + cliff_slope * past * past / 2.0
         + fuel_effect * (laps - 1 - lap)
     )
+
+
+def weather_tyre(weather: str, dry_choice: str) -> str:
+    """The tyre a fixed strategy runs in ``weather``: its dry compound, inters when damp,
+    wets when wet."""
+    return {"dry": dry_choice, "damp": "inter", "wet": "wet"}[weather]
+
+
+def planned_stop(
+    plan: Sequence[tuple[float, str]],
+    lap: int,
+    laps: int,
+    planned: str,
+    compound: str,
+    weather: str,
+) -> tuple[str, str | None]:
+    """A fixed strategy's choice on ``lap``: ``(the dry compound it now plans, the compound it
+    pits for or None)``. ``plan`` holds (race fraction, compound) stops; the car is on
+    ``compound`` and planned ``planned``; rain overrides the plan (:func:`weather_tyre`)."""
+    for fraction, new in plan:
+        if lap == int(round(fraction * laps)) and lap > 0:
+            planned = new
+    want = weather_tyre(weather, planned)
+    return planned, (want if want != compound else None)
 
 
 class F1PitStrategy(gymnasium.Env):
@@ -202,7 +227,7 @@ class F1PitStrategy(gymnasium.Env):
         n_c = len(self.compounds)
         if obs_mode == "discrete":
             self.observation_space = spaces.Discrete(
-                self.lap_buckets * self.age_buckets * n_c * self.position_buckets * 2 * 8
+                self.lap_buckets * self.age_buckets * n_c * self.position_buckets * 2 * 3 * 8
             )
         elif obs_mode == "vector":
             size = 5 + n_c + 2 + len(WEATHER) + len(DRY)
@@ -241,8 +266,9 @@ class F1PitStrategy(gymnasium.Env):
         for slot, car in zip(order, range(1, self.n_cars), strict=True):
             grid[car] = slot * self.grid_gap
         for car in range(self.n_cars):
-            compound = self.start_compound if car == 0 else self.rivals[car - 1][1]
-            cars.append({"time": grid[car], "compound": compound, "age": 0, "planned": compound})
+            planned = self.start_compound if car == 0 else self.rivals[car - 1][1]
+            compound = planned if car == 0 else weather_tyre(self.weather_start, planned)
+            cars.append({"time": grid[car], "compound": compound, "age": 0, "planned": planned})
         self._state = {
             "lap": 0,
             "cars": cars,
@@ -313,13 +339,10 @@ class F1PitStrategy(gymnasium.Env):
         state = self._state["cars"][car]
         if car == 0:
             return self.compounds[action - 1] if action else None
-        _, _, plan = self.rivals[car - 1]
-        planned = state["planned"]
-        for fraction, compound in plan:
-            if lap == int(round(fraction * self.laps)) and lap > 0:
-                planned = state["planned"] = compound
-        want = {"dry": planned, "damp": "inter", "wet": "wet"}[weather]
-        return want if want != state["compound"] else None
+        state["planned"], stop = planned_stop(
+            self.rivals[car - 1][2], lap, self.laps, state["planned"], state["compound"], weather
+        )
+        return stop
 
     def _advance_conditions(self) -> None:
         st, rng = self._state, self.np_random
@@ -341,6 +364,11 @@ class F1PitStrategy(gymnasium.Env):
         """The car's place (1-based) by cumulative race time."""
         cars = self._state["cars"]
         return 1 + sum(1 for other in cars[1:] if other["time"] < cars[0]["time"])
+
+    def result_points(self) -> float:
+        """The race's result as the championship counts it: the points of the car's place,
+        minus ``rule_penalty`` if it broke the two-compound rule (no scaling, no shaping)."""
+        return self.points_for(self.position()) - (self.rule_penalty if self.rule_broken() else 0)
 
     def rule_broken(self) -> bool:
         """A dry race finished on fewer than two different dry compounds."""
@@ -394,6 +422,7 @@ class F1PitStrategy(gymnasium.Env):
                 (comp, len(self.compounds)),
                 (pos_b, self.position_buckets),
                 (int(safety_car), 2),
+                (WEATHER.index(weather), len(WEATHER)),
                 (used_mask, 8),
             ):
                 index = index * size + value
