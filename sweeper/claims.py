@@ -13,7 +13,14 @@ evidence). Each sweep names its claim in ``hydra.sweeper.summary.claim``:
 * ``overestimation`` (section 8): DQN vs Double DQN, predicted max-Q at the start states minus
   the discounted return the same greedy policy collects, per seed; curves of both;
 * ``conservative`` (section 2): Q-learning vs SARSA, state values next to the trap from each
-  seed's Q-table; at each exploration floor swept, the seed's first; heatmaps with arrows.
+  seed's Q-table; at each exploration floor swept, the seed's first; heatmaps with arrows;
+* ``wet_caution`` (section 2 on the seed's own race): at a drying Spa, does SARSA stay on
+  inters longer than Q-learning? Each seed's greedy policy drives races no run saw
+  (``sweeper.envs.f1_policies``): laps per race on wet-weather tyres on a dry track, and
+  points;
+* ``safety_car_replay`` (prioritized replay, on the seed's race): at Singapore, where safety
+  cars upset the pit window, does DQN with prioritized replay score more points per race
+  than with uniform replay? The same unseen races per seed.
 
 Every sweep also gets grouped learning curves and, when it re-tested its best configs,
 tuning vs test values. The figures are PNGs under ``<sweep dir>/figures``.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,9 +43,17 @@ from sweeper import analysis, figures, verdicts
 
 log = logging.getLogger("sweeper.sweeps")
 
-CLAIMS = ("sensitivity", "ablation", "overestimation", "conservative")
+CLAIMS = (
+    "sensitivity",
+    "ablation",
+    "overestimation",
+    "conservative",
+    "wet_caution",
+    "safety_car_replay",
+)
 SEED_MEASURE = "last50_length"  # the seed's measure: mean episode length, last 50 episodes
 SEED_MEASURE_LABEL = "episode length, mean of the last 50 episodes"
+RACES = 100  # unseen races per seed for the F1 claims (f1_policies.RACE_SEED_OFFSET on)
 
 
 def answer(
@@ -94,6 +110,10 @@ def answer(
         verdict = _overestimation(arms, group_by, out_dir, paths)
     elif claim == "conservative":
         verdict = _conservative(arms, group_by, env_kwargs or {}, out_dir, paths)
+    elif claim == "wet_caution":
+        verdict = _wet_caution(arms)
+    elif claim == "safety_car_replay":
+        verdict = _safety_car_replay(arms)
     return {
         "verdict": None
         if verdict is None
@@ -361,3 +381,99 @@ def _q_tables(trials: Sequence[FrozenTrial]) -> list[np.ndarray]:
             if path.exists():
                 tables.append(np.load(path))
     return tables
+
+
+# -- the seed's race (sweeper.envs.f1) ---------------------------------------------------------
+
+
+def _races(trials: Sequence[FrozenTrial]) -> list[list[Any]]:
+    """Per seed of the trials: :data:`RACES` unseen races of its saved greedy policy."""
+    from omegaconf import OmegaConf
+
+    from sweeper.agents.saved import q_function
+    from sweeper.envs import f1_policies as pol
+    from sweeper.envs import make_env
+
+    out = []
+    for d in (d for t in trials for d in _seed_dirs(t)):
+        models = [p for p in (d / "model.npy", d / "model.pt") if p.is_file()]
+        if not models or not (d / "config.yaml").is_file():
+            continue
+        cfg = OmegaConf.load(d / "config.yaml")
+        env = make_env(str(cfg.env.id), **OmegaConf.to_container(cfg.env.kwargs, resolve=True))
+        env = env.unwrapped
+        q = q_function(
+            models[0],
+            int(np.prod(env.observation_space.shape or (1,))),
+            int(env.action_space.n),
+            list(cfg.agent.get("hidden_sizes", [])),
+            bool(cfg.agent.get("dueling", False)),
+        )
+        out.append(pol.races(env, pol.greedy(q), RACES))
+        env.close()
+    return out
+
+
+def _per_seed(races: list[list[Any]], field: str) -> list[float]:
+    """Per seed, the mean of ``field`` over its races (NaN for a seed with none)."""
+    return [float(np.mean([getattr(r, field) for r in rs])) if rs else math.nan for rs in races]
+
+
+def _also(verdict: verdicts.Verdict, other: verdicts.Verdict, key: str) -> verdicts.Verdict:
+    """``verdict`` with ``other``'s finding appended to its line (and details under ``key``)."""
+    line = f"{verdict.line}; {other.claim}: {other.line.split(': ', 2)[-1]}"
+    return verdicts.Verdict(
+        verdict.claim, verdict.holds, line, {**verdict.details, key: other.details}
+    )
+
+
+def _wet_caution(arms):
+    by_agent = {_value_of(label, "agent"): ts for label, ts in arms.items()}
+    if not {"q_learning", "sarsa"} <= set(by_agent):
+        return None
+    races = {a: _races(by_agent[a]) for a in ("sarsa", "q_learning")}
+    names = {"sarsa": "SARSA", "q_learning": "Q-learning"}
+    unseen = f"{RACES} unseen races per seed"
+    laps = verdicts.greater(
+        verdicts.WET_CLAIM,
+        *((names[a], _per_seed(races[a], "dry_laps_on_wet_tyres")) for a in races),
+        f"laps per race on inters or wets while the track is dry ({unseen})",
+        reasons=("SARSA stays on them longer", "Q-learning stays on them longer"),
+    )
+    slicks = verdicts.greater(
+        "Q-learning takes slicks on a wet track more",
+        *((names[a], _per_seed(races[a], "wet_laps_on_slicks")) for a in ("q_learning", "sarsa")),
+        f"laps per race on slicks while the track is damp or wet ({unseen})",
+        reasons=("Q-learning's policies do", "SARSA's policies do"),
+    )
+    points = verdicts.greater(
+        "SARSA scores more points",
+        *((names[a], _per_seed(races[a], "points")) for a in races),
+        f"points per race ({unseen})",
+        reasons=("SARSA's policies score more", "Q-learning's policies score more"),
+    )
+    return _also(_also(laps, slicks, "slicks_in_the_wet"), points, "points")
+
+
+def _safety_car_replay(arms):
+    by_buffer = {_value_of(label, "buffer"): ts for label, ts in arms.items()}
+    if not {"prioritized", "uniform"} <= set(by_buffer):
+        return None
+    races = {b: _races(by_buffer[b]) for b in ("prioritized", "uniform")}
+    unseen = f"{RACES} unseen races per seed"
+    points = verdicts.greater(
+        verdicts.SC_REPLAY_CLAIM,
+        *((b, _per_seed(races[b], "points")) for b in races),
+        f"points per race ({unseen})",
+        reasons=("prioritized replay's policies score more", "uniform replay's score more"),
+    )
+    sc_only = [
+        [[r for r in rs if r.safety_car] for rs in races[b]] for b in ("prioritized", "uniform")
+    ]
+    in_sc = verdicts.greater(
+        "prioritized replay scores more in safety-car races",
+        *((b, _per_seed(rs, "points")) for b, rs in zip(races, sc_only, strict=True)),
+        "points per race in the races with a safety car",
+        reasons=("prioritized replay's policies score more", "uniform replay's score more"),
+    )
+    return _also(points, in_sc, "safety_car_races")

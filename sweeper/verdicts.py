@@ -50,6 +50,10 @@ UNKNOWN = "not enough evidence"
 ABLATION_CLAIM = "experience replay and the target network are both necessary"
 OVERESTIMATION_CLAIM = "DQN overestimates more than Double DQN"
 TRAP_CLAIM = "SARSA is more conservative near the trap (lower values)"
+WET_CLAIM = "SARSA stays on inters longer than Q-learning on a drying track"
+SC_REPLAY_CLAIM = (
+    "prioritized replay learns a better strategy than uniform where safety cars come out"
+)
 
 MIN_TOP_SHARE = 0.9
 MIN_TRIALS = 20  # Exercise 3's grid is 27 configs; fewer trials than that barely fit a model
@@ -322,6 +326,46 @@ def overestimation(
 # -- section 2: SARSA near the trap ------------------------------------------------------------
 
 
+def greater(
+    claim: str,
+    a: tuple[str, Sequence[float]],
+    b: tuple[str, Sequence[float]],
+    measure: str,
+    *,
+    reasons: tuple[str, str] | None = None,
+    how: str = "iqm",
+    seed: int = 0,
+    details: Mapping[str, Any] | None = None,
+) -> Verdict:
+    """``claim`` says arm ``a``'s ``measure`` is greater than arm ``b``'s: each arm is
+    ``(name, one value per seed)``. Holds when the CI of ``a - b`` is above 0, does not hold
+    when it is below 0. ``reasons`` words the two outcomes (default: "<a>'s <measure> is
+    higher" / "... lower"); ``details`` adds to the verdict's numbers."""
+    (a_name, a_values), (b_name, b_values) = a, b
+    ests = {a_name: estimate(a_values, how, seed=seed), b_name: estimate(b_values, how, seed=seed)}
+    diff = compare(a_values, b_values, how, seed=seed)
+    side = _side(diff)
+    small = _small(ests)
+    holds = None if small or side in (None, 0) else side == 1
+    higher, lower = reasons or (f"{a_name}'s is higher", f"{a_name}'s is lower")
+    if small:
+        reason = "no CI with " + ", ".join(small)
+    elif holds is None:
+        reason = f"CI of {a_name} - {b_name} includes 0"
+    else:
+        reason = higher if holds else lower
+    per_arm = ", ".join(f"{name} {_fmt_estimate(e)}" for name, e in ests.items())
+    body = f"{reason}; {measure}: {per_arm}; {a_name} - {b_name} = {_fmt_diff(diff)}"
+    out = {
+        "how": how,
+        "measure": measure,
+        "values": {name: _estimate_details(e) for name, e in ests.items()},
+        "difference": _diff_details(diff),
+        **dict(details or {}),
+    }
+    return Verdict(claim, holds, _line(claim, holds, body), out)
+
+
 def conservative_near_trap(
     q_learning: Sequence[float],
     sarsa: Sequence[float],
@@ -337,35 +381,16 @@ def conservative_near_trap(
     line (e.g. ``"(2,3), (3,2): next to the trap at (3,3)"``). Holds when the CI of
     ``q_learning - sarsa`` is above 0, does not hold when it is below 0.
     """
-    claim = TRAP_CLAIM
-    ests = {
-        "Q-learning": estimate(q_learning, how, seed=seed),
-        "SARSA": estimate(sarsa, how, seed=seed),
-    }
-    diff = compare(q_learning, sarsa, how, seed=seed)
-    side = _side(diff)
-    small = _small(ests)
-    holds = None if small or side in (None, 0) else side == 1
-    if small:
-        reason = "no CI with " + ", ".join(small)
-    elif holds is None:
-        reason = "CI of Q-learning - SARSA includes 0"
-    elif holds:
-        reason = "SARSA's values are lower"
-    else:
-        reason = "SARSA's values are higher"
-    per_arm = ", ".join(f"{name} {_fmt_estimate(e)}" for name, e in ests.items())
-    body = (
-        f"{reason}; state value (max over actions) near the trap, cells {cells}: {per_arm}; "
-        f"Q-learning - SARSA = {_fmt_diff(diff)}"
+    return greater(
+        TRAP_CLAIM,
+        ("Q-learning", q_learning),
+        ("SARSA", sarsa),
+        f"state value (max over actions) near the trap, cells {cells}",
+        reasons=("SARSA's values are lower", "SARSA's values are higher"),
+        how=how,
+        seed=seed,
+        details={"cells": cells},
     )
-    details = {
-        "how": how,
-        "cells": cells,
-        "values": {name: _estimate_details(e) for name, e in ests.items()},
-        "difference": _diff_details(diff),
-    }
-    return Verdict(claim, holds, _line(claim, holds, body), details)
 
 
 # -- Exercise 3: which hyperparameter matters most ---------------------------------------------

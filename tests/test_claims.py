@@ -179,3 +179,108 @@ def test_sensitivity_names_the_hyperparameter_that_drives_the_seed_measure(tmp_p
     assert out["verdict"]["holds"] is True and "agent.lr matters most: holds" in line, line
     assert "on the greedy evaluation return: not enough evidence" in line
     assert any(p.endswith("marginal_effects_last50_length.png") for p in out["figures"])
+
+
+# -- the seed's race -----------------------------------------------------------------------------
+WET = {
+    "laps": 8, "weather_start": "damp", "weather_change_prob": 0.4, "compounds": ["soft", "inter"],
+    "start_compound": "inter", "lap_buckets": 8, "age_buckets": 1, "position_buckets": 1,
+}  # fmt: skip
+
+
+def _wet_table(env, slicks_when_dry: bool) -> np.ndarray:
+    """A Q-table that stays out everywhere, or pits for softs whenever the track is dry and
+    the car is on inters (and for inters when it rains on softs)."""
+    import itertools
+
+    from sweeper.envs.f1 import WEATHER
+
+    q = np.zeros((env.observation_space.n, env.action_space.n))
+    if not slicks_when_dry:
+        return q
+    for lap, compound, sc, weather, used in itertools.product(
+        range(env.laps), env.compounds, (False, True), WEATHER, ({"soft"}, set())
+    ):
+        obs = env.observation(lap, 0, compound, used, safety_car=sc, weather=weather)
+        want = "soft" if weather == "dry" else "inter"
+        if want != compound:
+            q[obs, 1 + env.compounds.index(want)] = 1.0
+    return q
+
+
+def _f1_seed_dirs(tmp_path, name: str, table: np.ndarray, agent: str, seeds: int = 3):
+    from omegaconf import OmegaConf
+
+    trial_dir = tmp_path / name
+    for seed in range(seeds):
+        d = trial_dir / f"seed_{seed}"
+        d.mkdir(parents=True)
+        np.save(d / "model.npy", table)
+        cfg = {"env": {"id": "sweeper/F1PitStrategy-v0", "kwargs": WET}, "agent": {"name": agent}}
+        OmegaConf.save(OmegaConf.create(cfg), d / "config.yaml")
+    return trial_dir
+
+
+@pytest.mark.parametrize("sarsa_cautious", [True, False])
+def test_the_wet_caution_verdict_drives_each_seeds_policy(tmp_path, sarsa_cautious):
+    """Q-tables on disk as the F1 sweep leaves them: the policy that never leaves its inters
+    has dry laps on them in the unseen races, the one that takes slicks when it dries has
+    none; the verdict says which agent held the cautious one, with the race counts."""
+    from sweeper.envs import f1_policies as pol
+    from sweeper.envs.f1 import F1PitStrategy
+
+    env = F1PitStrategy(**WET)
+    cautious, bold = _wet_table(env, False), _wet_table(env, True)
+    study = optuna.create_study(direction="maximize")
+    tables = {"sarsa": cautious, "q_learning": bold}
+    if not sarsa_cautious:
+        tables = {"sarsa": bold, "q_learning": cautious}
+    for agent, table in tables.items():
+        trial_dir = _f1_seed_dirs(tmp_path, agent, table, agent)
+        study.add_trial(arm_trial({"agent": agent}, [1.0] * 3, {}, out_dir=trial_dir))
+    out = claims.answer("wet_caution", study, tmp_path, group_by=["agent"])
+    verdict = out["verdict"]
+    stay = pol.races(env, pol.greedy(lambda o: cautious[o.astype(int)]), claims.RACES)
+    dry_on_inters = np.mean([r.dry_laps_on_wet_tyres for r in stay])
+    assert dry_on_inters > 0.5  # the races do dry out
+    assert verdict["holds"] is sarsa_cautious, verdict["line"]
+    cautious_name = "SARSA" if sarsa_cautious else "Q-learning"
+    assert f"{cautious_name} IQM {dry_on_inters:.4g}" in verdict["line"]
+    assert "(n=3)" in verdict["line"] and "SARSA scores more points" in verdict["line"]
+
+
+def test_the_safety_car_replay_verdict_drives_each_seeds_policy(tmp_path):
+    """Two arms by buffer, as the Singapore sweep leaves them (here Q-tables on the discrete
+    state): the one-stop policy (mediums, then softs from lap 10) scores points; staying out
+    breaks the two-compound rule (-25). The verdict reads prioritized > uniform, on all races
+    and on those with a safety car."""
+    from omegaconf import OmegaConf
+
+    from sweeper.envs.f1 import WEATHER, F1PitStrategy
+
+    race = {"track": "singapore", "laps": 16, "lap_buckets": 16, "age_buckets": 1,
+            "position_buckets": 1}  # fmt: skip
+    env = F1PitStrategy(**race)
+    one_stop = np.zeros((env.observation_space.n, env.action_space.n))
+    soft = 1 + env.compounds.index("soft")
+    for lap in range(10, env.laps):
+        for sc in (False, True):
+            for weather in WEATHER:
+                obs = env.observation(lap, 0, "medium", {"medium"}, safety_car=sc, weather=weather)
+                one_stop[obs, soft] = 1.0
+    study = optuna.create_study(direction="maximize")
+    for buffer, table in (("prioritized", one_stop), ("uniform", np.zeros_like(one_stop))):
+        trial_dir = tmp_path / buffer
+        for seed in range(3):
+            d = trial_dir / f"seed_{seed}"
+            d.mkdir(parents=True)
+            np.save(d / "model.npy", table)
+            cfg = {"env": {"id": "sweeper/F1PitStrategy-v0", "kwargs": race}, "agent": {}}
+            OmegaConf.save(OmegaConf.create(cfg), d / "config.yaml")
+        study.add_trial(arm_trial({"buffer": buffer}, [1.0] * 3, {}, out_dir=trial_dir))
+    verdict = claims.answer("safety_car_replay", study, tmp_path, group_by=["buffer"])["verdict"]
+    line = verdict["line"]
+    assert verdict["holds"] is True, line
+    # no stop: P1 (the whole field stops once, 28 s), minus the 25-point penalty, every race
+    assert "uniform IQM 0 [0, 0] (n=3)" in line
+    assert "prioritized replay scores more in safety-car races: holds" in line

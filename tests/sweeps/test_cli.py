@@ -451,9 +451,13 @@ def test_ready_made_sweep_double_vs_vanilla(tmp_path):
     assert "mean_max_q" in proc.stdout
 
 
-@pytest.mark.parametrize(
-    "name", ["sensitivity", "ablation", "tabular", "sarsa_vs_q", "cartpole_v1"]
-)
+READY_MADE = sorted(
+    p.stem for p in (Path(__file__).parents[2] / "conf" / "sweep").glob("*.yaml")
+    if p.stem != "double_vs_vanilla"  # run with tracking and joblib in the test above
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", READY_MADE)
 def test_ready_made_sweeps_run(tmp_path, name):
     # the basic launcher and no tracking keep this fast; joblib + tracking run in the test above
     proc = run_sweep(
