@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sweeper.envs.f1 import DRY, F1PitStrategy
+from sweeper.envs.f1_policies import greedy, races
 
 COLOURS = {"soft": "#d62728", "medium": "#e6b800", "hard": "#7f7f7f", "inter": "#2ca02c",
            "wet": "#1f77b4"}  # fmt: skip
@@ -83,11 +84,7 @@ def plot_pit_map(maps: dict[str, np.ndarray], env: F1PitStrategy, path: Path, ti
 def greedy_race(greedy_q: GreedyQ, env: F1PitStrategy, seed: int = 0) -> list[dict[str, Any]]:
     """One race with the greedy policy; the env's trace (per lap: position, compound, pit,
     safety car, weather, the rivals' positions)."""
-    obs, _ = env.reset(seed=seed)
-    terminated = False
-    while not terminated:
-        action = int(np.argmax(np.asarray(greedy_q(np.asarray([obs])))[0]))
-        obs, _, terminated, _, _ = env.step(action)
+    races(env, greedy(greedy_q), 1, offset=seed)
     return env.trace()
 
 

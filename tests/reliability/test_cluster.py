@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from reliability_helpers import clean_env, files_with, free_port, rows_with
+from reliability_helpers import MlflowServer, clean_env, files_with, free_port, rows_with
 
 from sweeper import study_attrs
 
@@ -110,6 +110,18 @@ def ray_head():
     finally:
         subprocess.run([str(ray), "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """One ``mlflow server`` for the module (each test's runs carry its own study name and
+    each test's PostgreSQL role its own password, so sharing it hides nothing)."""
+    server = MlflowServer(tmp_path_factory.mktemp("cluster") / "mlflow-server")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 def _study(url: str, name: str) -> optuna.Study:
