@@ -262,3 +262,21 @@ def test_dqn_beats_every_fixed_rival_strategy(tmp_path) -> None:
     print(f"DQN points per race by seed {learned}; fixed plans {fixed}")
     assert all(points > fixed[best] for points in learned.values()), (learned, best, fixed)
     assert (tmp_path / "seed_0" / "race_trace.png").stat().st_size > 0
+
+
+def test_the_compound_tables_are_keywords_too() -> None:
+    """deg / cliff / pace: partial tables override the defaults they name, and the oracle
+    (which reads the env's own formula) follows them; a key that is no compound is refused."""
+    soft_deg = F1PitStrategy(laps=10, deg={"soft": 0.5}, **SOLO)
+    assert soft_deg.lap_seconds("soft", 4, 9, "dry") == pytest.approx(90 + 0.5 * 4)
+    assert soft_deg.lap_seconds("medium", 4, 9, "dry") == pytest.approx(90.6 + 0.07 * 4)
+    cliffy = F1PitStrategy(laps=10, cliff={"medium": 2}, pace={"dry": {"hard": 0.0}}, **SOLO)
+    assert cliffy.lap_seconds("medium", 4, 9, "dry") == pytest.approx(90.6 + 0.28 + 0.5 * 4 / 2)
+    assert cliffy.lap_seconds("hard", 0, 9, "dry") == pytest.approx(90.0)
+    small = F1PitStrategy(laps=4, cliff={"medium": 1}, pace={"dry": {"hard": 0.0}},
+                          compounds=("soft", "medium", "hard"), **SOLO)  # fmt: skip
+    assert optimal_strategy(small).value == pytest.approx(brute_force(small).value, abs=1e-9)
+    for kwargs, key in (({"deg": {"supersoft": 1.0}}, "deg"), ({"pace": {"dry": {"x": 1}}}, "pace"),
+                        ({"pace": {"monsoon": {}}}, "pace")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"^{key}: unknown key"):
+            F1PitStrategy(**kwargs)

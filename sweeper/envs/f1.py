@@ -36,6 +36,9 @@ stayed dry and the car used fewer than two different dry compounds (F1's rule). 
 shaping: every lap ``-time_shaping * (lap seconds - base_lap_time)`` (off by default, 0.0); with
 ``time_shaping=1`` and ``points_scale=0`` the return is minus the race time lost, in seconds.
 
+``pace``, ``deg`` and ``cliff`` (the tables :data:`PACE`, :data:`DEG`, :data:`CLIFF`) take
+partial tables: ``deg={"soft": 0.2}`` changes the softs' degradation only.
+
 **Episode end**: terminated after the last lap (no truncation: a race has a fixed length).
 
 **Positions** come from cumulative race time; the car starts ``start_position`` (1-based) on
@@ -163,6 +166,9 @@ class F1PitStrategy(gymnasium.Env):
         deg_scale: float | None = None,
         cliff_slope: float = 0.5,
         fuel_effect: float = 0.035,
+        pace: Mapping[str, Mapping[str, float]] | None = None,
+        deg: Mapping[str, float] | None = None,
+        cliff: Mapping[str, int] | None = None,
         noise_std: float = 0.3,
         weather_start: str = "dry",
         weather_change_prob: float | None = None,
@@ -198,6 +204,16 @@ class F1PitStrategy(gymnasium.Env):
         self.weather_change_prob = float(pick("weather_change_prob", weather_change_prob, 0.0))
         self.sc_laps, self.sc_lap_factor = int(sc_laps), float(sc_lap_factor)
         self.cliff_slope, self.fuel_effect = float(cliff_slope), float(fuel_effect)
+        # per compound (and weather) tables: a partial table overrides the defaults it names
+        for name, table in (("pace", pace), ("deg", deg), ("cliff", cliff)):
+            keys = [k for k in (table or {}) if k not in (WEATHER if name == "pace" else COMPOUNDS)]
+            keys += [f"{w}.{c}" for w, row in (pace or {}).items() if name == "pace"
+                     for c in row if c not in COMPOUNDS]  # fmt: skip
+            if keys:
+                raise ValueError(f"{name}: unknown key {keys[0]!r}")
+        self.pace = {w: {**PACE[w], **dict((pace or {}).get(w, {}))} for w in WEATHER}
+        self.deg = {**DEG, **dict(deg or {})}
+        self.cliff = {**CLIFF, **dict(cliff or {})}
         self.noise_std, self.grid_gap, self.pass_cost = float(noise_std), grid_gap, pass_cost
         self.compounds = tuple(compounds)
         unknown = [c for c in (*self.compounds, start_compound) if c not in COMPOUNDS]
@@ -249,6 +265,9 @@ class F1PitStrategy(gymnasium.Env):
             deg_scale=self.deg_scale,
             cliff_slope=self.cliff_slope,
             fuel_effect=self.fuel_effect,
+            pace=self.pace,
+            deg=self.deg,
+            cliff=self.cliff,
         )
 
     def pit_seconds(self, safety_car: bool) -> float:
