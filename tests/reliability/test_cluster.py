@@ -287,7 +287,7 @@ def _check_populations(proc, url: str, name: str, n_trials: int, sweeper_pid: in
 
 
 def test_ray_populations_are_one_task_each(tmp_path, ray_head, pg_role, mlflow_server):
-    """population=3 with 2 slots on Ray: 6 trials in 2 populations, each one Ray task (one
+    """population=2 with 2 slots on Ray: 4 trials in 2 populations, each one Ray task (one
     worker process), each trial still its own Optuna trial with its reports and its run."""
     address, _ = ray_head
     name = f"raypop-{uuid.uuid4().hex[:8]}"
@@ -297,13 +297,13 @@ def test_ray_populations_are_one_task_each(tmp_path, ray_head, pg_role, mlflow_s
             tmp_path / "sweep",
             "hydra/launcher=ray",
             f"hydra.launcher.ray.init.address={address}",
-            "hydra.sweeper.population=3",
-            *_study_args(name, pg_role, mlflow_server, 6),
+            "hydra.sweeper.population=2",
+            *_study_args(name, pg_role, mlflow_server, 4),
         ),
     )
-    pids = _check_populations(done, pg_role.url["optuna"], name, 6, done.pid)
+    pids = _check_populations(done, pg_role.url["optuna"], name, 4, done.pid)
     assert len(pids) == 2, pids  # two populations, one Ray task (worker process) each
-    _check_sweep(done, pg_role.url["optuna"], name, 6, mlflow_server, pg_role.password)
+    _check_sweep(done, pg_role.url["optuna"], name, 4, mlflow_server, pg_role.password)
 
 
 # -- submitit ----------------------------------------------------------------------------------

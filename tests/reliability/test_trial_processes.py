@@ -277,7 +277,7 @@ def test_the_isolated_launcher_runs_a_basic_sweep_batch(tmp_path):
             *[o for o in LONG_TRIAL if not o.startswith(("hydra", "agent.alpha", "train.ep"))],
             # jobs of several seconds: far longer than a slot's worker process takes to come
             # up, however loaded the machine (with 1.5 s jobs one worker could take them all)
-            "train.episodes=100000",
+            "train.episodes=30000",  # ~16 s a job here
             "tracking.enabled=false",
         ],
         cwd=tmp_path,
