@@ -56,6 +56,16 @@ from sweeper import study_attrs
 from sweeper.config_hash import flatten
 from sweeper.messages import one_line
 from sweeper.statistics import AGGREGATES, CONFIDENCE, LABELS, Estimate, aggregate, estimate
+from sweeper.variance_decomposition import (
+    SEED,
+    Decomposition,
+    Interval,
+    answer,
+    decompose,
+    full_grid,
+    percent,
+)
+from sweeper.verdicts import Verdict
 
 if TYPE_CHECKING:
     import optuna
@@ -78,6 +88,7 @@ PER_SEED = "_per_seed"
 SEED_PARAMS = ("seed",)  # replicates, not hyperparameters
 
 EVALUATOR = "fANOVA"
+EXACT = "exact ANOVA"  # a full grid's importance (sweeper.variance_decomposition)
 N_TREES = 16  # Optuna's default is 64; 16 keeps 100 refits to seconds
 MAX_DEPTH = 64  # Optuna's default
 N_BOOTSTRAP = 100
@@ -305,6 +316,10 @@ class Importance:
     reason: str | None = None  # why no parameter is said to matter most
     settings: dict[str, Any] = field(default_factory=dict)
     confidence: float = CONFIDENCE
+    # the seed's share of the variance (between seeds of one config), where trials have seeds
+    seed_share: Interval | None = None
+    # a full grid: its exact decomposition, of which ``values`` are the main effects' shares
+    decomposition: Decomposition | None = None
 
     @property
     def available(self) -> bool:
@@ -321,6 +336,8 @@ class Importance:
 
     @property
     def verdict(self) -> str:
+        if self.decomposition is not None:
+            return self.answer().details["status"]
         if self.most_important is not None:
             share = self.top_share.get(self.most_important, 0.0)
             return (
@@ -354,7 +371,19 @@ class Importance:
             for p, v in self.values.items()
         }
 
+    def answer(self) -> Verdict:
+        """The decomposition's answer (:func:`sweeper.variance_decomposition.answer`)."""
+        if self.decomposition is None:
+            raise ValueError("only a full grid's importance is a decomposition")
+        return answer(self.decomposition)
+
     def as_dict(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.seed_share is not None:
+            extra["seed_share"] = [round(v, 4) for v in self.seed_share.as_list()]
+        if self.decomposition is not None:
+            extra["decomposition"] = self.decomposition.as_dict()
+            extra["answer"] = self.answer().line
         return {
             "evaluator": self.evaluator,
             "settings": dict(self.settings),
@@ -372,6 +401,7 @@ class Importance:
             "most_important": self.most_important,
             "reason": self.reason,
             "verdict": self.verdict,
+            **extra,
         }
 
 
@@ -385,6 +415,23 @@ def importance_text(imp: Mapping[str, Any]) -> tuple[str, str]:
         f"pruned left out: {imp.get('n_pruned')})"
     )
     values = imp.get("values") or {}
+    level = f"{imp.get('confidence', CONFIDENCE):.0%}"
+    seed = imp.get("seed_share")
+    seed_text = (
+        f"the seed {percent(seed[0])}% [{percent(seed[1])}, {percent(seed[2])}]" if seed else ""
+    )
+    grid = imp.get("decomposition")
+    if grid:
+        head = (
+            f"share of the variance (exact ANOVA, omega squared: {grid['n_configs']} configs x "
+            f"{grid['n_seeds']} seeds)"
+        )
+        parts = [
+            f"{name} {percent(v)}% [{percent(lo)}, {percent(hi)}]"
+            for name, (v, lo, hi) in grid["shares"].items()
+            if name != "seed"
+        ]
+        return head, ", ".join([*parts, seed_text]) + f" ({level} bootstrap CI over seeds)"
     if not values:
         return head, f"unavailable: {imp.get('reason') or imp.get('verdict')}"
     ci = imp.get("ci") or {}
@@ -394,8 +441,13 @@ def importance_text(imp: Mapping[str, Any]) -> tuple[str, str]:
         parts.append(
             f"{name} {value:.2f}" + (f" [{lo_hi[0]:.2f}, {lo_hi[1]:.2f}]" if lo_hi else "")
         )
-    level = f"{imp.get('confidence', CONFIDENCE):.0%}"
-    return head, ", ".join(parts) + f" ({level} bootstrap CI over {imp.get('resampled')})"
+    text = ", ".join(parts) + f" ({level} bootstrap CI over {imp.get('resampled')})"
+    if seed:
+        text += (
+            f"; these split the hyperparameters' part only: {seed_text} of the variance "
+            f"(between seeds of one config; {level} CI)"
+        )
+    return head, text
 
 
 @contextlib.contextmanager
@@ -571,6 +623,14 @@ def _importance(
             f"only {len(complete)} complete trial(s), needs at least {MIN_TRIALS_TO_IMPORTANCE}"
         )
         return result
+    grid = full_grid(
+        [(t.params, seeds_of(t), t.user_attrs.get(metric + PER_SEED)) for t in complete], names
+    )
+    if not isinstance(grid, str) and not n_pruned:
+        return _grid_importance(
+            result, decompose(grid[0], names, grid[1], metric=metric, seed=seed)
+        )
+    result.seed_share = _seed_share(complete, metric, seed)
     try:
         import sklearn  # noqa: F401 - fANOVA's random forest
     except ImportError:
@@ -669,6 +729,40 @@ def _importance(
     else:
         result.most_important = leader
     return result
+
+
+def _grid_importance(result: Importance, d: Decomposition) -> Importance:
+    """A full grid's importance: the exact decomposition (``sweeper.variance_decomposition``),
+    not a forest fitted to it; ``values`` are the main effects' shares of the variance (not
+    normalized: the seed and the interactions take the rest)."""
+    verdict = answer(d)
+    result.evaluator = EXACT
+    result.decomposition = d
+    result.resampled = "seeds"
+    result.settings = dict(d.settings)
+    result.n_bootstrap = result.n_refits = d.n_resamples
+    result.values = {p: d.shares[p].value for p in d.params}
+    result.ci = {p: (d.shares[p].low, d.shares[p].high) for p in d.params}
+    result.top_share = dict(sorted(d.first.items(), key=lambda kv: -kv[1]))
+    result.seed_share = d.shares[SEED]
+    result.most_important = verdict.details["most_important"]
+    if result.most_important is None:
+        result.reason = verdict.details["status"]
+    return result
+
+
+def _seed_share(complete: Sequence[FrozenTrial], metric: str, seed: int) -> Interval | None:
+    """Where the trials are not a grid but share their tuning seeds: the seed's share of the
+    variance of the per-seed values, from the same decomposition with one factor, the config
+    (its share: all the hyperparameters' effects together)."""
+    rows = [
+        (t.params | {"config": t.number}, seeds_of(t), t.user_attrs.get(metric + PER_SEED))
+        for t in complete
+    ]
+    grid = full_grid(rows, ["config"])
+    if isinstance(grid, str):
+        return None
+    return decompose(grid[0], ["config"], grid[1], metric=metric, seed=seed).shares[SEED]
 
 
 def _wider(a, b):

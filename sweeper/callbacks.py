@@ -93,6 +93,9 @@ class CsvWriter(Callback):
 
     def on_eval(self, index: int, episode: int, step: int, metrics: Metrics) -> None:
         self._write("evals", {"eval": index, "episode": episode, "step": step, **metrics})
+        self.flush()
+
+    def flush(self) -> None:
         for f in self._files.values():
             f.flush()
 

@@ -39,7 +39,13 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from sweeper import analysis, figures, verdicts
+from sweeper import (
+    analysis,
+    decomposition_figure,
+    figures,
+    variance_decomposition,
+    verdicts,
+)
 
 log = logging.getLogger("sweeper.sweeps")
 
@@ -203,6 +209,7 @@ def importance_metrics(claim: str | None) -> list[str]:
 
 def _sensitivity(study, params, importance, out_dir: Path, paths: list[Path]):
     params = list(params)
+    log_params = [p for p in params if p.endswith(("lr", "capacity"))]
     if importance is None:
         importance = analysis.importance(study, params)
     for metric, name, label in (
@@ -217,12 +224,33 @@ def _sensitivity(study, params, importance, out_dir: Path, paths: list[Path]):
                     out_dir / name,
                     ylabel=label,
                     title=f"marginal effects: {label} per hyperparameter value",
-                    log_params=[p for p in params if p.endswith(("lr", "capacity"))],
+                    log_params=log_params,
                 )
             )
     # The seed's question is asked of its own measure (Exercise 3: "returns the average
-    # episode length over the last 50 episodes"); the greedy evaluation's ranking follows.
+    # episode length over the last 50 episodes"); the greedy evaluation's answer follows.
     on_seed_measure = analysis.importance(study, params, metric=SEED_MEASURE)
+    if on_seed_measure.decomposition is not None:  # a full grid: its exact decomposition
+        for imp, name, label in (
+            (on_seed_measure, "variance_decomposition_last50_length.png", SEED_MEASURE_LABEL),
+            (importance, "variance_decomposition.png", "greedy evaluation return"),
+        ):
+            if imp.decomposition is not None:
+                paths.append(
+                    decomposition_figure.plot(
+                        imp.decomposition, out_dir / name, ylabel=label, log_params=log_params
+                    )
+                )
+        verdict = variance_decomposition.answer(
+            on_seed_measure.decomposition, f"the seed's measure, {SEED_MEASURE_LABEL}"
+        )
+        if importance.decomposition is not None:
+            other = variance_decomposition.answer(importance.decomposition).line
+            other = other.removeprefix("verdict: ")
+        else:
+            other = importance.verdict
+        line = f"{verdict.line}; on the greedy evaluation return: {other}"
+        return verdicts.Verdict(verdict.claim, verdict.holds, line, verdict.details)
     ranking = on_seed_measure.ranking()
     if not ranking:
         return None

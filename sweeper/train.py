@@ -305,8 +305,9 @@ class Run:
         write_config(cfg, self.output_dir)
         self.history = History()
         self.callbacks = list(callbacks)
+        self.csv = CsvWriter(self.output_dir)
         self.stream = CallbackList(
-            [CsvWriter(self.output_dir), self.history, ProgressBar(cfg.train.progress), *callbacks]
+            [self.csv, self.history, ProgressBar(cfg.train.progress), *callbacks]
         )
         self.status: str | None = None
 
@@ -333,6 +334,7 @@ class Run:
         return status
 
     def _write(self, objective: float, status: str, error: str | None) -> None:
+        self.csv.flush()  # the figure reads what episodes.csv holds
         _finish(self.cfg, self.output_dir, self, objective, status, error)
 
     def _close(self, exc: BaseException | None) -> None:
@@ -474,6 +476,17 @@ class Group:
         if status == "FINISHED":
             result["objective"] = result[f"objective_{self.how}"]
         (self.output_dir / "result.json").write_text(json.dumps(result, indent=2))
+        if self.cfg.train.plot and len(self.runs) == len(self.seeds):
+            from sweeper.plotting import plot_group
+
+            cfg = self.cfg
+            plot_group(
+                [r.output_dir for r in self.runs],
+                self.output_dir / "learning_curve.png",
+                f"{cfg.agent.name} on {cfg.env.name}",
+                how=self.how,
+                **_goal(cfg),
+            )
         self.group.on_result(result)
 
 
@@ -564,6 +577,19 @@ def _strategy_figures(cfg, output_dir: Path, record: Run) -> dict[str, str]:
     return {"pit_strategy": "pit_strategy.png", "race_trace": "race_trace.png"}
 
 
+def _goal(cfg) -> dict[str, Any]:
+    """The env's solved return (gymnasium's ``reward_threshold``; the seed's 200 steps on
+    CartPoleSimple) for the figure's goal line, on the length panel too where a return is
+    one per step (CartPole)."""
+    import gymnasium
+
+    try:
+        goal = gymnasium.spec(str(cfg.env.id)).reward_threshold
+    except Exception:  # noqa: BLE001 - an env id gymnasium does not know: no goal line
+        goal = None
+    return {"goal": goal, "goal_on_length": "CartPole" in str(cfg.env.id)}
+
+
 def _finish(
     cfg,
     output_dir: Path,
@@ -579,16 +605,10 @@ def _finish(
         files["model"] = record.agent.save(record.member, output_dir / "model").name
     history = record.history
     if cfg.train.plot and history.returns:
-        from sweeper.plotting import plot_learning_curve
+        from sweeper.plotting import plot_run
 
         title = f"{cfg.agent.name} on {cfg.env.name} (seed {cfg.seed})"
-        plot_learning_curve(
-            history.returns,
-            history.eval_episodes,
-            history.eval_means,
-            output_dir / "learning_curve.png",
-            title,
-        )
+        plot_run(output_dir, output_dir / "learning_curve.png", title, **_goal(cfg))
         files["learning_curve"] = "learning_curve.png"
         files.update(_strategy_figures(cfg, output_dir, record))
     result = {

@@ -19,9 +19,17 @@ _SPECS: dict[str, tuple[str, int]] = {
     "sweeper/CartPoleSimple-v0": ("sweeper.envs.cartpole_simple:CartPoleSimple", 500),
 }
 
+#: The seed's goal line: "Goal (200 steps)" on CartPoleSimple (a return of one per step).
+_SOLVED = {"sweeper/CartPoleSimple-v0": 200.0}
+
 for _env_id, (_entry_point, _max_steps) in _SPECS.items():
     if _env_id not in gymnasium.registry:  # idempotent: re-imports and reloads are harmless
-        gymnasium.register(id=_env_id, entry_point=_entry_point, max_episode_steps=_max_steps)
+        gymnasium.register(
+            id=_env_id,
+            entry_point=_entry_point,
+            max_episode_steps=_max_steps,
+            reward_threshold=_SOLVED.get(_env_id),
+        )
 
 # A race ends itself after its laps (terminated, never truncated): no step limit.
 _F1 = {"sweeper/F1PitStrategy-v0": None} | {

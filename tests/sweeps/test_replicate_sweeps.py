@@ -365,3 +365,37 @@ def test_four_trials_are_not_enough_evidence_to_rank(tmp_path):
     assert imp["verdict"] == f"{NOT_ENOUGH} ({imp['reason']})"
     assert imp["verdict"] in proc.stdout
     assert "retest" not in res and "test seeds" not in proc.stdout
+
+
+# -- a full grid with replicates: its exact decomposition ------------------------------------
+
+
+def test_a_grid_names_the_hyperparameter_that_drives_it(tmp_path):
+    """A real 2 x 2 grid on 8 shared tuning seeds: the learning rate of tabular Q-learning
+    against the evaluation cadence, which cannot change what is learned. The importance is the
+    grid's exact decomposition, and the summary names the learning rate."""
+    proc = sweep(
+        tmp_path,
+        *TINY,
+        "tracking.enabled=false",
+        "train.episodes=100",
+        "eval.episodes=5",
+        "agent.alpha=choice(0.02,0.5)",
+        "eval.every=choice(10,20)",
+        "hydra/sweeper/sampler=grid",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.seeds=8",
+        "hydra.sweeper.retest.enabled=false",
+    )
+    ok(proc)
+    res = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    imp = res["importance"]
+    assert imp["evaluator"] == "exact ANOVA" and res["most_important"] == "agent.alpha"
+    shares = imp["decomposition"]["shares"]
+    assert set(shares) == {"agent.alpha", "eval.every", "interactions", "seed"}
+    assert shares["agent.alpha"][1] > 0 and shares["eval.every"][1] <= 0  # CI lows
+    assert imp["decomposition"]["n_seeds"] == 8 and imp["decomposition"]["n_configs"] == 4
+    assert imp["verdict"] == "agent.alpha matters most of the hyperparameters"
+    assert "agent.alpha matters most of the hyperparameters" in proc.stdout
+    assert "exact ANOVA, omega squared: 4 configs x 8 seeds" in proc.stdout
