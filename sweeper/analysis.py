@@ -54,17 +54,10 @@ import numpy as np
 
 from sweeper import study_attrs
 from sweeper.config_hash import flatten
+from sweeper.decomposition_verdict import answer, percent
 from sweeper.messages import one_line
 from sweeper.statistics import AGGREGATES, CONFIDENCE, LABELS, Estimate, aggregate, estimate
-from sweeper.variance_decomposition import (
-    SEED,
-    Decomposition,
-    Interval,
-    answer,
-    decompose,
-    full_grid,
-    percent,
-)
+from sweeper.variance_decomposition import SEED, Decomposition, Interval, decompose, full_grid
 from sweeper.verdicts import Verdict
 
 if TYPE_CHECKING:
@@ -372,7 +365,7 @@ class Importance:
         }
 
     def answer(self) -> Verdict:
-        """The decomposition's answer (:func:`sweeper.variance_decomposition.answer`)."""
+        """The decomposition's answer (:func:`sweeper.decomposition_verdict.answer`)."""
         if self.decomposition is None:
             raise ValueError("only a full grid's importance is a decomposition")
         return answer(self.decomposition)

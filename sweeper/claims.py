@@ -42,8 +42,8 @@ from optuna.trial import FrozenTrial
 from sweeper import (
     analysis,
     decomposition_figure,
+    decomposition_verdict,
     figures,
-    variance_decomposition,
     verdicts,
 )
 
@@ -241,11 +241,11 @@ def _sensitivity(study, params, importance, out_dir: Path, paths: list[Path]):
                         imp.decomposition, out_dir / name, ylabel=label, log_params=log_params
                     )
                 )
-        verdict = variance_decomposition.answer(
+        verdict = decomposition_verdict.answer(
             on_seed_measure.decomposition, f"the seed's measure, {SEED_MEASURE_LABEL}"
         )
         if importance.decomposition is not None:
-            other = variance_decomposition.answer(importance.decomposition).line
+            other = decomposition_verdict.answer(importance.decomposition).line
             other = other.removeprefix("verdict: ")
         else:
             other = importance.verdict

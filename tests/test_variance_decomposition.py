@@ -18,6 +18,7 @@ from optuna.distributions import CategoricalDistribution
 from statsmodels.stats.anova import anova_lm
 
 from sweeper import analysis, claims, decomposition_figure
+from sweeper import decomposition_verdict as dv
 from sweeper import variance_decomposition as vd
 
 PARAMS = ["a", "b", "c"]
@@ -124,8 +125,8 @@ def test_no_effect_every_share_includes_zero_and_nothing_is_named():
     d = vd.decompose(y, PARAMS, LEVELS)
     for p in [*PARAMS, vd.INTERACTIONS]:
         assert d.shares[p].low <= 0 <= d.shares[p].high, (p, d.shares[p])
-    v = vd.answer(d)
-    assert v.holds is None and v.details["answer"] == vd.UNKNOWN
+    v = dv.answer(d)
+    assert v.holds is None and v.details["answer"] == dv.UNKNOWN
     assert v.details["most_important"] is None
     assert "not enough evidence to rank the hyperparameters" in v.line
     assert "matters most of the hyperparameters" not in v.line
@@ -135,7 +136,7 @@ def test_no_effect_every_share_includes_zero_and_nothing_is_named():
 def test_two_equal_effects_tie_and_the_third_is_named_least():
     y = factorial([[-10, 0, 10], [10, 0, -10], [0, 0, 0]], noise=15.0, n_seeds=10, seed=5)
     d = vd.decompose(y, PARAMS, LEVELS)
-    v = vd.answer(d)
+    v = dv.answer(d)
     assert v.holds is None and v.details["answer"] == "tie"
     assert sorted(v.details["contenders"]) == ["a", "b"]
     assert not d.separated("a", "b") and d.separated("a", "c") and d.separated("b", "c")
@@ -150,7 +151,7 @@ def test_two_equal_effects_tie_and_the_third_is_named_least():
 def test_one_dominant_effect_is_named_with_its_size_in_the_metrics_units():
     y = factorial([[0, 30, 60], [0, 3, 0], [0, 0, 0]], noise=5.0, n_seeds=8, seed=5)
     d = vd.decompose(y, PARAMS, LEVELS)
-    v = vd.answer(d, "the score")
+    v = dv.answer(d, "the score")
     assert v.holds is True and v.details["most_important"] == "a"
     assert v.line.startswith("verdict (on the score): a matters most of the hyperparameters")
     e = d.effects["a"]
@@ -191,7 +192,7 @@ def test_full_grid_needs_every_config_on_the_same_seeds():
 
 
 def test_percent_is_for_people():
-    assert [vd.percent(x) for x in (0.0714, 0.63, -0.0004, 0.0996, 1.0)] == [
+    assert [dv.percent(x) for x in (0.0714, 0.63, -0.0004, 0.0996, 1.0)] == [
         "7.1",
         "63",
         "0.0",
