@@ -20,6 +20,7 @@ from statsmodels.stats.anova import anova_lm
 from sweeper import analysis, claims, decomposition_figure
 from sweeper import decomposition_verdict as dv
 from sweeper import variance_decomposition as vd
+from sweeper.tracking.parent import parent_metrics
 
 PARAMS = ["a", "b", "c"]
 LEVELS = {"a": [1, 2, 3], "b": [10, 20, 30], "c": ["x", "y", "z"]}
@@ -252,6 +253,10 @@ def test_importance_of_a_full_grid_is_its_exact_decomposition(tmp_path):
     assert "; on the greedy evaluation return: a matters most" in out["verdict"]["line"]
     figs = [Path(p) for p in out["figures"] if "variance_decomposition" in str(p)]
     assert len(figs) == 2 and all(p.stat().st_size > 0 for p in figs)
+    metrics = parent_metrics({"importance": d})  # the MLflow parent run's
+    assert metrics["importance.seed"] == pytest.approx(expected[4], abs=1e-4)
+    assert metrics["importance.interactions"] == pytest.approx(expected[3], abs=1e-4)
+    assert metrics["importance_ci_low.seed"] <= metrics["importance.seed"]
     bars = decomposition_figure.bars(imp.decomposition)
     assert [name for name, _ in bars] == [*PARAMS, vd.INTERACTIONS, vd.SEED]
 

@@ -255,7 +255,9 @@ def parent_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     the sweep's results): ``n_<state>`` and ``n_trials`` (trials that count), ``best_value``
     (the best trial's aggregate over its seeds) with ``best_<iqm|mean|...>``, ``best_ci_low``,
     ``best_ci_high``, ``best_n`` (seeds); per parameter ``importance.<p>``,
-    ``importance_ci_low.<p>``, ``importance_ci_high.<p>`` and ``importance_top_share.<p>``."""
+    ``importance_ci_low.<p>``, ``importance_ci_high.<p>`` and ``importance_top_share.<p>``;
+    the same three for ``seed`` (the seed's share of the variance, where trials have seeds) and,
+    on a full grid, ``interactions``."""
     out: dict[str, float] = {}
     trials = summary.get("trials") or {}
     for key in ("complete", "pruned", "failed", "running", "waiting", "uncounted"):
@@ -281,6 +283,15 @@ def parent_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
             out[f"importance_ci_high.{name}"[:250]] = float(ci[name][1])
         if name in shares:
             out[f"importance_top_share.{name}"[:250]] = float(shares[name])
+    # the seed's share of the variance (and a grid's interactions'), with their CIs
+    parts = {"seed": imp.get("seed_share")}
+    if imp.get("decomposition"):
+        parts["interactions"] = imp["decomposition"]["shares"].get("interactions")
+    for name, share in parts.items():
+        if share:
+            out[f"importance.{name}"] = float(share[0])
+            out[f"importance_ci_low.{name}"] = float(share[1])
+            out[f"importance_ci_high.{name}"] = float(share[2])
     for row in (summary.get("retest") or {}).get("configs", []):
         for phase in ("tuning", "test"):
             for key in ("value", "ci_low", "ci_high", "n"):

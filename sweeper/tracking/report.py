@@ -62,9 +62,11 @@ def load_study(study_name: str | None, storage: str | None):
 
 
 def shown_value(value: Any) -> str:
-    """A value as the report's table shows it (floats to 6 significant digits)."""
+    """A value as the report's table shows it: floats to 4 significant digits, as every
+    number a person reads here (``399.3``, not ``399.333333``); the stored values keep full
+    precision."""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.4g}"
     return str(value)
 
 
