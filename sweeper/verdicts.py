@@ -482,8 +482,9 @@ def importance_ranking(
     if resamples < min_resamples:
         shortfalls.append(f"only {resamples} resamples, below {min_resamples}")
 
-    if shortfalls:
+    if shortfalls:  # the claim names no leader: the line must not say one matters most
         holds: bool | None = None
+        claim = f"{expected} matters most" if expected else "which hyperparameter matters most"
         status = f"{UNKNOWN} to rank ({'; '.join(shortfalls)})"
     elif expected is None or expected == leader:
         holds, status = True, HOLDS

@@ -280,6 +280,8 @@ def test_importance_ranking_not_enough_evidence():
     v = importance_ranking(_ranking(lr_share=0.6))
     _well_formed(v, "not enough evidence")
     assert ": not enough evidence to rank (" in v.line
+    assert v.line.startswith("verdict: which hyperparameter matters most: not enough evidence")
+    assert v.claim == "which hyperparameter matters most" and "lr matters most" not in v.line
     assert v.holds is None and "ranked first in only 60% of resamples, below 90%" in v.line
     few = importance_ranking(_ranking(n_trials=9))
     assert few.holds is None and "only 9 trials, below 20" in few.line
