@@ -80,7 +80,11 @@ class Interval:
 @dataclass(frozen=True)
 class Effect:
     """How far a hyperparameter's marginal mean moves over its values: from the value where
-    the mean is lowest (``low_level``, mean ``low_mean``) to where it is highest."""
+    the mean is lowest (``low_level``, mean ``low_mean``) to where it is highest. The two
+    values are picked on the same data, so the size is never below 0 and is biased up where
+    the hyperparameter does nothing: whether it matters is its share's CI; this says how much,
+    in the metric's units, where it does. Its CI is that of the difference of those two means
+    over the same resamples of seeds."""
 
     low_level: Any
     high_level: Any
