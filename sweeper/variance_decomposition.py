@@ -371,24 +371,6 @@ def expanded_alpha(alpha: float, n: int) -> float:
     return float(2 * stats.norm.sf(z))
 
 
-def one_way_seed_share(groups: Sequence[Sequence[float]]) -> float | None:
-    """The seed's share of the variance where configs are not a grid: omega squared of the
-    residual in a one-way ANOVA with one group per config (its replicate seeds), from
-    ``scipy.stats.f_oneway``'s F. None without at least two configs of two seeds or more."""
-    data = [np.asarray(g, dtype=float) for g in groups]
-    data = [g[np.isfinite(g)] for g in data]
-    data = [g for g in data if g.size >= 2]
-    if len(data) < 2:
-        return None
-    n_obs = sum(g.size for g in data)
-    df_between, df_error = len(data) - 1, n_obs - len(data)
-    f = stats.f_oneway(*data).statistic
-    if not math.isfinite(f):  # no spread within configs: the seed explains nothing
-        return 0.0
-    # with SS_b = F * df_b * MS_e and SS_t = SS_b + df_e * MS_e (MS_e cancels):
-    return float(n_obs / (f * df_between + df_error + 1))
-
-
 # -- a study's trials as a grid -------------------------------------------------------------------
 
 
