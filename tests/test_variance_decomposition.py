@@ -164,11 +164,10 @@ def test_one_dominant_effect_is_named_with_its_size_in_the_metrics_units():
     assert d.first["a"] > 0.99
 
 
-def test_the_decomposition_is_deterministic_and_resamples_whole_seeds():
+def test_the_decomposition_is_deterministic_and_a_shared_seed_offset_is_the_seeds_share():
     y = factorial([[0, 5, 10], [0, 0, 0], [0, 0, 0]], noise=5.0, n_seeds=6, seed=6)
     assert vd.decompose(y, PARAMS, LEVELS).as_dict() == vd.decompose(y, PARAMS, LEVELS).as_dict()
-    # a seed that adds the same offset to every config is seed variance the configs share:
-    # resampling whole seeds keeps a difference of shares paired, so it does not widen it
+    # a seed that adds the same offset to every config is variance between seeds of one config
     shifted = y + np.arange(6) * 3.0
     a, b = vd.decompose(y, PARAMS, LEVELS), vd.decompose(shifted, PARAMS, LEVELS)
     assert b.shares[vd.SEED].value > a.shares[vd.SEED].value
