@@ -190,7 +190,9 @@ def test_resume_after_kill_9_counts_exactly(tmp_path, jobs):
         except (AssertionError, Exception):  # noqa: BLE001 - not created yet
             return False
         done = len(study.get_trials(states=(TrialState.COMPLETE,)))
-        return done >= 1 and len(study.get_trials(states=(TrialState.RUNNING,))) == 3 * jobs
+        # a population in flight after one has finished (with two workers the second may be
+        # between populations at the moment of the kill: how many run then is a race)
+        return done >= 1 and len(study.get_trials(states=(TrialState.RUNNING,))) >= 3
 
     try:
         end = time.time() + 180
@@ -210,7 +212,7 @@ def test_resume_after_kill_9_counts_exactly(tmp_path, jobs):
         proc.wait()
     study = only_study(journal(tmp_path))
     killed = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
-    assert len(killed) == 3 * jobs
+    assert 3 <= len(killed) <= 3 * jobs
     restart = run_sweep(tmp_path, "app", *args, timeout=400)  # the same command
     _ok(restart)
     study = only_study(journal(tmp_path))
