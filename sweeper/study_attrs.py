@@ -18,6 +18,7 @@ OUTPUT_DIR = "sweeper:output_dir"  # its run directory
 OWNER = "sweeper:owner"  # the process running it (host, pid, start)
 HEARTBEAT = "sweeper:heartbeat"  # the owner's last sign of life
 REQUEUED = "sweeper:requeued_from"  # a queued trial re-running a stale trial's grid point
+RETRIES = "sweeper:retries"  # how many attempts of this point died with their worker before
 WORKER_PID = "sweeper:worker_pid"  # the packed worker process that trained it
 
 # -- on studies -------------------------------------------------------------------------------

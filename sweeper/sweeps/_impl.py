@@ -21,6 +21,9 @@ Flow of ``sweep(arguments)``:
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,7 +135,38 @@ class OptunaSweeperImpl(Sweeper):
             SweepError,
         ) as err:
             raise SystemExit(f"sweeper: {one_line(err, 2000)}") from None
-        return self._run(plan)
+        try:
+            return self._run(plan)
+        except KeyboardInterrupt:
+            self._interrupted(plan)
+            raise  # (never reached: _interrupted exits)
+
+    def _interrupted(self, plan: Plan) -> None:
+        """Ctrl-C: a clean stop. The trials this process ran fail uncounted ("interrupted";
+        their points are asked again by the next run), the worker processes end, every MLflow
+        run of this process ends KILLED (``outcome=interrupted``), then one line and exit
+        code 130 (128 + SIGINT, as a shell reports it). A second Ctrl-C ends at once."""
+        signal.signal(signal.SIGINT, _exit_now)
+        ledger = self.ledger
+        reason = "interrupted: Ctrl-C"
+        if ledger is not None:
+            ledger.stop.set()
+            _quietly(ledger.fail_owned, reason)  # before the workers are killed (not deaths)
+        self._close_launcher()
+        if ledger is not None:
+            _quietly(ledger.run_due_hooks)
+        for hook in plan.hooks:
+            _quietly(hook.on_study_end, plan.info, {"error": reason, "interrupted": True})
+        try:
+            done = f"{ledger.done_before() if ledger is not None else 0}/{plan.n_trials}"
+        except Exception:  # noqa: BLE001 - the storage is gone too: say what is known
+            done = "the finished"
+        sys.stderr.write(
+            f"sweeper: interrupted: {done} trials finished and kept in "
+            f"{redact(plan.storage_spec)}; re-run the same command to resume\n"
+        )
+        sys.stderr.flush()
+        raise SystemExit(130)
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """A job's config (with its ``hydra`` node) as the launcher composes it."""
@@ -300,9 +334,7 @@ class OptunaSweeperImpl(Sweeper):
         except KeyboardInterrupt:
             ledger.stop.set()
             progress.stop()
-            ledger.fail_owned("interrupted (KeyboardInterrupt)")
-            ledger.run_due_hooks()
-            raise
+            raise  # sweep() ends it (_interrupted), also from the re-test and the summary
         except BaseException:
             self._close_launcher()
             raise
@@ -344,7 +376,7 @@ class OptunaSweeperImpl(Sweeper):
         from the tuning seeds (``sweeper.sweeps.retest``); one job per (config, seed) on the
         launcher, so every slot stays busy; with ``population`` > 1 the jobs train packed,
         spread evenly over the slots' populations (one population per slot)."""
-        from sweeper.sweeps import retest
+        from sweeper.sweeps import retest, retest_claim
 
         cfg = self.retest_cfg
         if not self._retest_due(plan):
@@ -353,6 +385,25 @@ class OptunaSweeperImpl(Sweeper):
         if not trials:
             return
         seeds = replicate_seeds(plan.sweep_seed, int(cfg["seeds"]), "test")
+        held = retest_claim.claim(
+            plan.study,
+            [t.number for t in trials],
+            seeds,
+            grace_period=self.grace_period,
+            heartbeat_interval=self.heartbeat_interval,
+        )
+        if held is None:  # done already, running elsewhere, or left to a process still tuning
+            return
+        try:
+            self._retest_runs(plan, trials, seeds)
+        except BaseException:
+            held.release(done=False)
+            raise
+        held.release(done=True)
+
+    def _retest_runs(self, plan: Plan, trials: list, seeds: list[int]) -> None:
+        from sweeper.sweeps import retest
+
         extra = [o for o in plan.trial_overrides if o.startswith("trial.study_name=")]
         if plan.parent_run_id:
             extra.append(f"trial.parent_run_id={format_value(plan.parent_run_id)}")
@@ -457,6 +508,20 @@ class OptunaSweeperImpl(Sweeper):
             outcome = outcome_of(ret)
             ledger.tell(trial, outcome)
             progress.trial_finished(study, trial.number, outcome)
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    """A second Ctrl-C while the first one is being handled: end now (what is not closed
+    yet is closed by the next run of the same command)."""
+    os._exit(130)
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    """A clean-up step that must not stop the next one (logged at debug level)."""
+    try:
+        fn(*args)
+    except Exception as err:  # noqa: BLE001
+        log.debug("%s failed: %s", getattr(fn, "__name__", fn), err)
 
 
 _LAUNCHER_LOGGERS = (

@@ -39,6 +39,10 @@ log = logging.getLogger("sweeper.sweeps")
 ERROR = study_attrs.ERROR
 OVERRIDES = study_attrs.OVERRIDES
 REQUEUED = study_attrs.REQUEUED
+RETRIES = study_attrs.RETRIES
+# Attempts of one point whose worker process died (kill -9, the OOM killer, preemption) that
+# are retried before the trial fails and counts (Optuna's RetryFailedTrialCallback default 2+1).
+MAX_RETRIES = 2
 
 
 class _Surplus(Exception):
@@ -150,12 +154,34 @@ class TrialLedger:
                 if self.gave_up():
                     self.stop.set()
 
+    def retry(self, trial: optuna.trial.Trial, error: str) -> Outcome | None:
+        """Trial ``trial`` did not fail of itself: its worker process died (kill -9, the OOM
+        killer) while it trained, maybe for another trial. As Optuna's
+        ``RetryFailedTrialCallback``: the attempt stays FAIL with the reason and does not
+        count, its params are queued again (any sampler) with the attempt's number; after
+        :data:`MAX_RETRIES` such deaths of one point the trial fails and counts."""
+        attempts = int(trial.user_attrs.get(RETRIES, 0) or 0)
+        if attempts >= MAX_RETRIES:
+            failed = Outcome(TrialState.FAIL, error=f"{error} (retried {attempts} times before)")
+            self.tell(trial, failed)
+            return failed
+        log.warning("trial %d: %s: its params are queued again", trial.number, error)
+        self.finish_uncounted(
+            trial.number, f"worker died: {error}", dict(trial.params), retries=attempts + 1
+        )
+        return None
+
     def finish_uncounted(
-        self, number: int, reason: str, params: dict[str, Any] | None = None
+        self,
+        number: int,
+        reason: str,
+        params: dict[str, Any] | None = None,
+        retries: int | None = None,
     ) -> None:
         """Fail a stale, surplus or interrupted trial so that it does not count. Its point was
         never evaluated: for the grid sampler (which takes every finished trial's point as
-        visited) the params are queued again, so the grid loses no point."""
+        visited) the params are queued again, so the grid loses no point; with ``retries``
+        (its worker died: :meth:`retry`) for every sampler."""
         plan = self.plan
         trial_id = plan.storage.get_trial_id_from_study_id_trial_number(plan.study_id, number)
         safe(plan.storage.set_trial_user_attr, trial_id, UNCOUNTED, reason)
@@ -171,18 +197,48 @@ class TrialLedger:
             self._running.pop(number, None)
             if failed:  # the hooks run outside the lock (they may call a slow server)
                 self._hooks_due.append(number)
-        if failed and params and plan.sampler_name == "grid":
-            self._requeue(number, params)
+        if failed and (retries is not None or plan.sampler_name == "grid"):
+            self._requeue(number, params or {}, retries)
 
-    def _requeue(self, number: int, params: dict[str, Any]) -> None:
-        """Queue ``params`` again unless a counted trial has them or they are queued already."""
+    def _requeue(self, number: int, params: dict[str, Any], retries: int | None = None) -> None:
+        """Queue ``params`` again unless a counted trial has them or they are queued already.
+
+        A trial that failed before all its params were written (a full disk, a kill between
+        two writes) has only some: the grid sampler's point (``grid_id``) completes them; the
+        grid sampler refuses an incomplete point, and for other samplers a partial point is
+        not queued (the sampler proposes anew)."""
+        names = set(self.plan.space.distributions)
+        if set(params) != names:
+            params = self._grid_point(number) or {}
+            if set(params) != names:
+                return
         for t in self.plan.study.get_trials(deepcopy=False):
             if t.state == TrialState.WAITING and t.user_attrs.get(REQUEUED) == number:
                 return
             if t.number != number and counts(t) and t.params == params:
                 return
-        self.plan.study.enqueue_trial(params, user_attrs={REQUEUED: number})
+        attrs: dict[str, Any] = {REQUEUED: number}
+        if retries is not None:
+            attrs[RETRIES] = retries
+        self.plan.study.enqueue_trial(params, user_attrs=attrs)
         log.info("trial %d's params queued again: %s", number, params)
+
+    def _grid_point(self, number: int) -> dict[str, Any] | None:
+        """Trial ``number``'s whole point: the params it was queued with (``fixed_params``),
+        or the grid sampler's (from its ``grid_id``); None if neither is known."""
+        sampler = self.plan.study.sampler
+        grids, names = getattr(sampler, "_all_grids", None), getattr(sampler, "_param_names", None)
+        try:
+            trial = self.plan.study.get_trials(deepcopy=False)[number]
+            queued = trial.system_attrs.get("fixed_params")
+            if isinstance(queued, dict):
+                return dict(queued)
+            if not grids or not names:
+                return None
+            grid_id = trial.system_attrs.get("grid_id")
+            return None if grid_id is None else dict(zip(names, grids[int(grid_id)], strict=True))
+        except (IndexError, KeyError, TypeError, ValueError):
+            return None
 
     def fail_stale(self) -> None:
         now = time.time()

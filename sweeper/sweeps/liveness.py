@@ -11,30 +11,15 @@ heartbeat only runs inside ``Study.optimize``, hence this one for every storage.
 
 from __future__ import annotations
 
-import os
-import socket
-from typing import Any
-
 import optuna
 
 from sweeper import study_attrs
-from sweeper.sweeps.workers import process_alive, process_start
+from sweeper.processes import owner, owner_alive
+
+__all__ = ["owner", "owner_alive", "stale_reason", "OWNER", "HEARTBEAT"]
 
 OWNER = study_attrs.OWNER
 HEARTBEAT = study_attrs.HEARTBEAT
-
-
-def owner() -> dict[str, Any]:
-    """This process as a trial's owner."""
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": process_start(pid)}
-
-
-def owner_alive(who: dict[str, Any]) -> bool | None:
-    """True/False for an owner on this host; None when it lives elsewhere (unknown)."""
-    if not isinstance(who, dict) or who.get("host") != socket.gethostname():
-        return None
-    return process_alive(int(who.get("pid", -1)), who.get("start"))
 
 
 def stale_reason(trial: optuna.trial.FrozenTrial, now: float, grace_period: float) -> str | None:

@@ -54,18 +54,38 @@ class PipeSource:
     def claim(self) -> Job | None:
         if self._stopped:
             return None
-        self.conn.send(("claim",))
-        job = self.conn.recv()
+        job = self._ask(("claim",))
         if job is None:
             self._stopped = True
         return job
 
     def end(self, number: int, outcome: Any) -> None:
-        self.conn.send(("end", number, outcome))
-        self._stopped = self._stopped or bool(self.conn.recv())
+        stop = bool(self._ask(("end", number, outcome)))
+        # every answer is read, also once stopped: an unread answer (``stopped or recv()``
+        # skipped it) let this worker exit while its slot still wrote to the pipe, so the slot
+        # saw "died (exited with code 0)" and failed the trials whose ends were still queued
+        self._stopped = self._stopped or stop
+
+    def _ask(self, message: tuple) -> Any:
+        self.tell(message)
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            raise SweeperGone from None
+
+    def tell(self, message: tuple) -> None:
+        try:
+            self.conn.send(message)
+        except OSError:
+            raise SweeperGone from None
 
     def stopped(self) -> bool:
         return self._stopped
+
+
+class SweeperGone(Exception):
+    """The pipe to the sweeper broke: the sweeper died (its trials are failed as stale and
+    its runs closed by the next run of the same command)."""
 
 
 def _worker_main(
@@ -77,8 +97,12 @@ def _worker_main(
         level=logging.WARNING,
         format=f"[%(asctime)s][%(name)s][%(levelname)s] - [worker {os.getpid()}] %(message)s",
     )
-    Packed(PipeSource(conn), capacity, width).run()
-    conn.send(("done",))
+    source = PipeSource(conn)
+    try:
+        Packed(source, capacity, width).run()
+        source.tell(("done",))
+    except SweeperGone:  # no traceback: the sweeper is gone
+        os._exit(70)  # EX_SOFTWARE, as watch_parent
 
 
 # -- the sweeper's side --------------------------------------------------------------------------
@@ -98,10 +122,7 @@ class Slot:
             proc.kill()
 
     def run(self) -> None:
-        from optuna.trial import TrialState
-
         from sweeper.sweeps.errors import error_text
-        from sweeper.sweeps.outcome import Outcome
 
         first = self.feed.claim()  # a worker only when there is work for it
         while first is not None:
@@ -110,10 +131,14 @@ class Slot:
                 self._serve(first, held)
                 return
             except WorkerDied as err:
+                if self.feed.stopped():  # killed by the sweep's stop (Ctrl-C): not a death
+                    for number in sorted(held):
+                        self.feed.abandon(number, "interrupted: the sweep stopped")
+                    return
+                # the trials it held did not fail of themselves: each is tried again
                 log.warning("packed slot %d: %s", self.index, err)
-                failed = Outcome(TrialState.FAIL, error=error_text(err))
                 for number in sorted(held):
-                    self.feed.end(number, failed)
+                    self.feed.retry(number, error_text(err))
             if self.feed.stopped():
                 return
             first = self.feed.claim()
@@ -279,8 +304,12 @@ def run_packed(
             if all(each is not other for other in feeds[:i]):  # each feed once
                 each.release()
         if any(t.is_alive() for t in threads):  # interrupted: no worker outlives the sweep
+            if stop is not None:
+                stop.set()  # first: a slot whose worker is killed now knows why
             for s in slots:
                 s.kill()
+            for t in threads:  # each slot gives its trials back (``Slot.run``)
+                t.join(timeout=10)
     if errors:
         raise errors[0]
 

@@ -283,6 +283,23 @@ class TuningFeed:
         self.ledger.tell(trial, outcome)
         self.progress.trial_finished(self.ledger.plan.study, number, outcome)
 
+    def retry(self, number: int, error: str) -> None:
+        """Trial ``number``'s worker died: retried (``TrialLedger.retry``), not failed."""
+        trial = self.trials.pop(number, None)
+        if trial is None:  # released meanwhile (the sweep was interrupted)
+            return
+        failed = self.ledger.retry(trial, error)
+        self.ledger.run_due_hooks()
+        if failed is not None:  # retried enough: it counts as failed
+            self.progress.trial_finished(self.ledger.plan.study, number, failed)
+
+    def abandon(self, number: int, reason: str) -> None:
+        """Trial ``number`` was cut short by the sweep's stop: failed, uncounted, its point
+        asked again by the next run."""
+        trial = self.trials.pop(number, None)
+        if trial is not None:
+            self.ledger.finish_uncounted(number, reason, dict(trial.params))
+
     def stopped(self) -> bool:
         return self.ledger.stop.is_set()
 
@@ -311,6 +328,8 @@ class TestFeed:
     def __init__(self, sweeper: OptunaSweeperImpl, jobs: Sequence[tuple[int, list[str]]]):
         self.sweeper = sweeper
         self.todo = deque(jobs)
+        self.jobs = dict(jobs)
+        self.attempts: dict[int, int] = {}
         self.outcomes: dict[int, Outcome] = {}
         self._lock = threading.Lock()
 
@@ -327,6 +346,20 @@ class TestFeed:
 
     def end(self, number: int, outcome: Outcome) -> None:
         self.outcomes[number] = outcome
+
+    def retry(self, number: int, error: str) -> None:
+        """Run ``number``'s worker died: queued again, up to ``MAX_RETRIES`` times."""
+        from sweeper.sweeps.ledger import MAX_RETRIES
+
+        with self._lock:
+            self.attempts[number] = attempts = self.attempts.get(number, 0) + 1
+            if attempts <= MAX_RETRIES:
+                self.todo.append((number, self.jobs[number]))
+                return
+        self.end(number, Outcome(TrialState.FAIL, error=f"{error} (retried {MAX_RETRIES} times)"))
+
+    def abandon(self, number: int, reason: str) -> None:
+        self.end(number, Outcome(TrialState.FAIL, error=reason))
 
     def stopped(self) -> bool:
         return False

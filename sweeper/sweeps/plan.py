@@ -187,6 +187,7 @@ def make_plan(sweeper: OptunaSweeperImpl, arguments: Sequence[str]) -> Plan:
     try:
         storage = open_storage(storage_spec)
         study = _open_study(study_name, storage, sampler, self.direction)
+        sweep_claim = sweep_dir_mod.resume(sweep_claim, study)  # a resumed study: its own dir
     except BaseException:
         sweep_claim.release()  # a sweep that never started leaves no directory
         raise
@@ -217,7 +218,10 @@ def make_plan(sweeper: OptunaSweeperImpl, arguments: Sequence[str]) -> Plan:
     study.set_user_attr(SWEEP_ATTR, choices.get("sweep") if hasattr(choices, "get") else None)
     study.set_user_attr(SAMPLER_ATTR, {"name": sampler_name, "seed": self.sampler_cfg.get("seed")})
     sweep_dir = sweep_claim.path
-    if Path(sweep_dir).resolve() != Path(str(self.config.hydra.sweep.dir)).resolve():
+    if (
+        not sweep_claim.resumed
+        and Path(sweep_dir).resolve() != Path(str(self.config.hydra.sweep.dir)).resolve()
+    ):
         log.info(
             "hydra.sweep.dir %s is another study's: using %s",
             self.config.hydra.sweep.dir,

@@ -22,7 +22,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from sweeper import study_attrs
-from sweeper.sweeps.liveness import owner
+from sweeper.processes import owner
 from sweeper.sweeps.search_space import SearchSpace, override_key
 
 log = logging.getLogger("sweeper.sweeps")

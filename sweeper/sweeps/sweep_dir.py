@@ -13,16 +13,32 @@ atomically (written aside, then hard-linked into place, which fails if the marke
 * the marker names another study: ``<dir>-1``, ``<dir>-2``, ... the first free or own one.
 
 Claiming also proves the directory writable before any trial starts.
+
+A study records the directory it claimed (study user attr ``sweeper:sweep_dir``). Hydra's
+default ``hydra.sweep.dir`` is a new timestamp at each start, so the same command re-run after
+a kill claimed a new directory: the resumed study's trials and results went there and the old
+one kept only the first trials. :func:`resume` sends a resumed study (or a second process of a
+study) back to its recorded directory while it is still there and its marker still names the
+study (else the new one becomes the study's directory); a study recorded before this attr
+existed is found through its trials' run directories (``sweeper:output_dir``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
+
+from sweeper import study_attrs
+
+log = logging.getLogger("sweeper.sweeps")
+
 MARKER = ".sweeper_study"
+DIR_ATTR = "sweeper:sweep_dir"  # study user attr: the directory the study claimed
 MAX_SUFFIX = 1000
 
 
@@ -35,6 +51,7 @@ class Claim:
     path: Path
     created: list[Path]  # directories this claim created (removed by ``release``)
     marker: Path | None  # the marker this claim wrote
+    resumed: bool = False  # the study's recorded directory (not the hydra.sweep.dir asked)
 
     def release(self) -> None:
         """Undo the claim of a sweep that never started: its marker and new empty dirs."""
@@ -72,6 +89,46 @@ def claim(base: Path, study_name: str) -> Claim:
         if owner == study_name:
             return Claim(path, created, None)
     raise SweepDirError(f"hydra.sweep.dir {str(base)!r}: {MAX_SUFFIX} sweeps already use it")
+
+
+def recorded(study: optuna.Study) -> Path | None:
+    """The directory ``study`` wrote to before, while it is there and its marker names the
+    study: the recorded one, else (a study from before the record) its last trial's run
+    directory's parent."""
+    value = study.user_attrs.get(DIR_ATTR)
+    candidates = [Path(value)] if value else []
+    if not candidates:
+        for t in reversed(study.get_trials(deepcopy=False)):
+            out = t.user_attrs.get(study_attrs.OUTPUT_DIR)
+            if out:
+                candidates.append(Path(out).parent)
+                break
+    for path in candidates:
+        if _owner(path / MARKER) == study.study_name:
+            return path.absolute()
+    return None
+
+
+def resume(first: Claim, study: optuna.Study) -> Claim:
+    """The study's own directory when it has one (:func:`recorded`) instead of ``first``
+    (claimed from ``hydra.sweep.dir``, given up: its marker and the empty directories it
+    made are removed); records the directory that the study uses from now on."""
+    own = recorded(study)
+    target = own if own is not None else first.path
+    if study.user_attrs.get(DIR_ATTR) != str(target):
+        study.set_user_attr(DIR_ATTR, str(target))
+    if own is None or own == first.path:
+        return first
+    first.release()
+    log.info("study %s goes on in its own directory %s", study.study_name, own)
+    return Claim(own, [], None, resumed=True)
+
+
+def _owner(marker: Path) -> str | None:
+    try:
+        return marker.read_text().strip()
+    except OSError:
+        return None
 
 
 def _makedirs(path: Path, base: Path) -> list[Path]:

@@ -29,8 +29,9 @@ import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
+
+from sweeper.processes import process_alive, process_start
 
 log = logging.getLogger(__name__)
 
@@ -95,38 +96,6 @@ def in_environ(environ: dict[str, str], target: Any, *args: Any) -> None:
 
 class WorkerDied(RuntimeError):
     """The process running a job ended before answering (killed, crashed, out of memory)."""
-
-
-def _stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``
-    field 22): with the pid it names one process, even after the pid is reused."""
-    fields = _stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None
-
-
-def process_alive(pid: int, start: str | None = None) -> bool:
-    """Whether process ``pid`` (started at ``start``, when given) is alive on this host; a
-    zombie is dead for our purposes."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if start is None:
-        return True
-    fields = _stat(pid)
-    if not fields or len(fields) <= 19:
-        return True  # no /proc: the pid alone decides
-    return fields[19] == start and fields[0] != "Z"
 
 
 _watched: set[int] = set()

@@ -24,11 +24,17 @@ from typing import Any
 from sweeper import analysis, secrets
 from sweeper.tracking import store
 from sweeper.tracking.limits import (
-    MAX_KEY,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM,
     MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG,
+)
+from sweeper.tracking.run_ends import (
+    OWNER_ENV,
+    close_study_runs,
+    close_trial_runs,
+    owner_tag,
+    why,
 )
 
 PLOTS = ("history", "importances", "parallel_coordinate", "slice")
@@ -392,94 +398,9 @@ def finalize_parent_run(
         # the study's own figures (sweeper.figures): given, or listed in the sweep's results
         extra = figures if figures is not None else summary.get("figures") or []
         log_study_figures(client, run_id, extra, "figures", logged)
+    _set_tags(client, run_id, {"outcome": "finished"})  # (a resumed study's run was KILLED)
     store.retry(client.set_terminated, run_id, "FINISHED")
     return summary
-
-
-# What a finished Optuna trial's MLflow run must say (Optuna is the truth about a trial).
-RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
-RUN_OUTCOME = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed"}
-
-
-def close_trial_runs(client, parent_run_id: str, study_name: str, trials) -> int:
-    """Make the MLflow runs of finished trials agree with Optuna; returns how many changed.
-
-    A trial's run is normally ended by the trial's own tracker, before the job returns. Not
-    when its process dies: loky kills a dead worker's whole process tree, logging child
-    included (the run stayed RUNNING), a kill after the run was logged FINISHED but before the
-    job returned left MLflow FINISHED and Optuna FAIL, and a process killed before its logging
-    child created the run left a FAIL trial with no run at all. So after each trial the
-    sweeper's hook closes a run still RUNNING (or FINISHED for a trial that did not complete)
-    with the trial's status and error, and creates a run for a failed trial that has none.
-    """
-    from mlflow.entities import Param, ViewType
-
-    exp_id = store.retry(client.get_run, parent_run_id).info.experiment_id
-    changed = 0
-    for trial in trials:
-        state = trial.state.name
-        if state not in RUN_STATUS:
-            continue  # RUNNING or WAITING: not finished
-        status = RUN_STATUS[state]
-        tags = {"outcome": RUN_OUTCOME[state]}
-        error = trial.user_attrs.get(analysis.ERROR_ATTR)
-        if error and state == "FAIL":
-            tags["error"] = str(error)[:MAX_TAG]
-        runs = store.retry(
-            client.search_runs,
-            [exp_id],
-            f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
-            f"and tags.trial_number = '{trial.number}'",
-            run_view_type=ViewType.ALL,  # a deleted run (a config error) is not to be replaced
-            max_results=10,
-        )
-        # A run is made up only for a trial that ran and failed: not for one that never
-        # started (stale before its claim, surplus, interrupted: ``sweeper:uncounted``).
-        if not runs and state == "FAIL" and analysis.UNCOUNTED not in trial.user_attrs:
-            run = store.retry(
-                client.create_run,
-                exp_id,
-                tags={
-                    "mlflow.parentRunId": parent_run_id,
-                    "mlflow.runName": f"trial-{trial.number}",
-                    "study_name": study_name,
-                    "trial_number": str(trial.number),
-                    **tags,
-                },
-            )
-            params = [Param(k[:MAX_KEY], str(v)[:MAX_PARAM]) for k, v in trial.params.items()]
-            if params:
-                store.retry(client.log_batch, run.info.run_id, params=params[:100])
-            store.retry(client.set_terminated, run.info.run_id, status)
-            changed += 1
-            continue
-        for run in runs:
-            if run.info.lifecycle_stage == "deleted":
-                continue
-            current = run.info.status
-            if current == status or (state == "FAIL" and current in ("FAILED", "KILLED")):
-                continue
-            if current == "RUNNING" or (current == "FINISHED" and state != "COMPLETE"):
-                _set_tags(client, run.info.run_id, tags)
-                store.retry(client.set_terminated, run.info.run_id, status)
-                changed += 1
-    return changed
-
-
-def close_open_runs(client, parent_run_id: str, study) -> int:
-    """``close_trial_runs`` for every RUNNING run under the parent whose trial has finished
-    (at the end of a sweep: runs of trials failed earlier, e.g. by an older version)."""
-    runs = store.retry(
-        client.search_runs,
-        [store.retry(client.get_run, parent_run_id).info.experiment_id],
-        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-        max_results=1000,
-    )
-    numbers = {int(r.data.tags["trial_number"]) for r in runs if "trial_number" in r.data.tags}
-    if not numbers:
-        return 0
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number in numbers]
-    return close_trial_runs(client, parent_run_id, study.study_name, trials)
 
 
 def preload_modules(uri: str) -> list[str]:
@@ -523,10 +444,11 @@ class MlflowStudyHook:
 
     def on_trial_end(self, info, trial) -> None:
         """Complete trials are left alone: their tracker ended the run FINISHED before the
-        job returned (one search per trial saved)."""
+        job returned (one search per trial saved). A failed trial's missing run is made up
+        at the end of the sweep, when its own logging child has surely given up."""
         if self.run_id is None or trial.state.name == "COMPLETE":
             return
-        close_trial_runs(self.client(), self.run_id, info.study_name, [trial])
+        close_trial_runs(self.client(), self.run_id, info.study_name, [trial], make_missing=False)
 
     def on_study_start(self, info) -> str | None:
         tags = {
@@ -540,9 +462,13 @@ class MlflowStudyHook:
         self.run_id = ensure_parent_run(
             info.study_name, self.experiment, self.tracking_uri, tags=tags
         )
+        # this process's runs say so (its trial processes inherit the environment), and the
+        # runs an earlier, dead run of this study left open are closed
+        os.environ[OWNER_ENV] = owner_tag()
         # The search space as the parent's params (MLflow's Parameters tab and the runs
         # table's param columns): fixed for a study, as its name covers it.
         client = self.client()
+        close_study_runs(client, self.run_id, self._study(info), ending=False)
         log_params_once(
             client,
             self.run_id,
@@ -578,23 +504,43 @@ class MlflowStudyHook:
             self._guard = None
 
     def _end(self, info, results: Mapping[str, Any]) -> None:
-        if isinstance(results, Mapping) and results.get("error"):  # the sweep was stopped
-            _set_tags(self.client(), self.run_id, {"error": results["error"]})
-            store.retry(self.client().set_terminated, self.run_id, "FAILED")
-            return
         study = results.get("study") if isinstance(results, Mapping) else None
-        if study is None:
-            import optuna
-
-            from sweeper.study_storage import open_storage
-
-            study = optuna.load_study(
-                study_name=info.study_name, storage=open_storage(info.storage)
+        error = results.get("error") if isinstance(results, Mapping) else None
+        if error:  # the sweep was stopped (interrupted, or its storage failed)
+            interrupted = bool(results.get("interrupted"))
+            outcome = "interrupted" if interrupted else why(str(error)) or "failed"
+            client = self.client()
+            try:
+                if study is None:
+                    study = self._study(info)
+            except Exception:  # noqa: BLE001 - the storage failed: close what is ours
+                study = None
+            close_study_runs(
+                client,
+                self.run_id,
+                study,
+                ending=True,
+                outcome=outcome,
+                study_name=info.study_name,
             )
-        close_open_runs(self.client(), self.run_id, study)
+            _set_tags(client, self.run_id, {"error": error, "outcome": outcome})
+            status = "KILLED" if interrupted else "FAILED"
+            store.retry(client.set_terminated, self.run_id, status)
+            return
+        if study is None:
+            study = self._study(info)
+        close_study_runs(self.client(), self.run_id, study, ending=True)
         # the sweep's results carry the analysis (importance bootstrap included): not redone
         computed = results if isinstance(results, Mapping) and "importance" in results else None
         finalize_parent_run(study, self.run_id, info.sweep_dir, self.tracking_uri, summary=computed)
+
+    @staticmethod
+    def _study(info):
+        import optuna
+
+        from sweeper.study_storage import open_storage
+
+        return optuna.load_study(study_name=info.study_name, storage=open_storage(info.storage))
 
 
 def find_parent_run(study_name: str, tracking_uri: str) -> str | None:

@@ -53,6 +53,7 @@ from sweeper.callbacks import Callback
 from sweeper.config_hash import SHORT, config_hash, flatten, semantic_config
 from sweeper.tracking import store
 from sweeper.tracking.limits import MAX_KEY, MAX_PARAM, MAX_TAG
+from sweeper.tracking.run_ends import OWNER_ENV, OWNER_TAG
 
 OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "PRUNED": "pruned", "KILLED": "killed"}
 SYNC_BATCH = 1000  # metrics a run logging in-process keeps before one log_batch (MLflow's max)
@@ -165,6 +166,8 @@ def run_tags(cfg, output_dir: Path | None, digest: str) -> dict[str, str]:
         tags["phase"] = str(trial.phase)
     if trial.get("test_of") is not None:
         tags["test_of_trial"] = str(trial.test_of)
+    if os.environ.get(OWNER_ENV) and trial.get("study_name"):
+        tags[OWNER_TAG] = os.environ[OWNER_ENV]  # whose run it is (sweeper.tracking.run_ends)
     tags.update(hydra_info())
     tags.update(git_info())
     return {k: v[:MAX_TAG] for k, v in tags.items()}

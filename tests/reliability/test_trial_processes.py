@@ -222,7 +222,7 @@ def test_mlflow_runs_follow_optuna_for_trials_that_died(tmp_path):
     from mlflow.tracking import MlflowClient
 
     from sweeper.tracking import store
-    from sweeper.tracking.parent import close_open_runs, close_trial_runs
+    from sweeper.tracking.run_ends import close_study_runs, close_trial_runs
 
     uri = store.sqlite_uri(tmp_path / "mlflow.db")
     store.prepare_store(uri)
@@ -255,10 +255,10 @@ def test_mlflow_runs_follow_optuna_for_trials_that_died(tmp_path):
     created = client.search_runs([exp], "tags.trial_number = '2'")
     assert len(created) == 1 and created[0].info.status == "FAILED"
     # trial 3 is still RUNNING in Optuna: its run is left alone, even at the end of a sweep
-    assert close_open_runs(client, parent, st) == 0
+    assert close_study_runs(client, parent, st, ending=False) == 0
     assert client.get_run(runs[3]).info.status == "RUNNING"
     st.tell(3, 1.0)
-    assert close_open_runs(client, parent, st) == 1
+    assert close_study_runs(client, parent, st, ending=False) == 1
     assert client.get_run(runs[3]).info.status == "FINISHED"
 
 

@@ -93,3 +93,32 @@ def sweep_children(pid: int) -> set[int]:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
         found |= frontier
     return found
+
+
+def audit(study: optuna.Study, runs: list, n_trials: int | None = None) -> dict[str, int]:
+    """Both stores agree after a sweep: no MLflow run RUNNING, every ended run says why
+    (``outcome``), one run per trial and per (trial, seed), one per test run; with
+    ``n_trials``, that many counted trials. Returns the runs' outcomes counted."""
+    from sweeper.analysis import counts
+
+    running = [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    assert not running, f"{len(running)} runs left RUNNING: {running[:5]}"
+    keys: dict[tuple, int] = {}
+    outcomes: dict[str, int] = {}
+    for r in runs:
+        tags = r.data.tags
+        assert "outcome" in tags, (r.info.run_name, r.info.status)
+        outcomes[tags["outcome"]] = outcomes.get(tags["outcome"], 0) + 1
+        if tags.get("sweeper.role") == "parent":
+            continue
+        key = (tags.get("trial_number"), tags.get("test_of_trial"), tags.get("seed"))
+        keys[key] = keys.get(key, 0) + 1
+    twice = [k for k, n in keys.items() if n > 1]
+    assert not twice, f"two runs for (trial, test of, seed) {twice[:5]}"
+    trials = study.get_trials(deepcopy=False)
+    numbers = {k[0] for k in keys if k[0] is not None}
+    assert {str(t.number) for t in trials if t.state.name == "COMPLETE"} <= numbers
+    assert not [t.number for t in trials if t.state.name == "RUNNING"], states(study)
+    if n_trials is not None:
+        assert len([t for t in trials if counts(t)]) == n_trials, states(study)
+    return outcomes

@@ -18,6 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from sweep_helpers import (
+    audit,
     clean_env,
     journal,
     only_study,
@@ -45,6 +46,24 @@ PARALLEL = ["hydra/launcher=isolated", "hydra.sweeper.n_jobs=2"]  # J population
 
 def _ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def running_runs(tmp_path: Path) -> set[str]:
+    """The trial numbers of the runs RUNNING in the sweep's MLflow store (read directly)."""
+    import sqlite3
+
+    db = tmp_path / "outputs" / "mlflow.db"
+    if not db.is_file():
+        return set()
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            rows = con.execute(
+                "select value from tags where key = 'trial_number' and run_uuid in "
+                "(select run_uuid from runs where status = 'RUNNING')"
+            ).fetchall()
+    except sqlite3.Error:  # not created yet, or busy
+        return set()
+    return {r[0] for r in rows}
 
 
 def mlflow_runs(tmp_path: Path):
@@ -308,14 +327,15 @@ def test_packed_slots_on_worker_processes_give_the_values_of_a_plain_sweep(tmp_p
         assert float(run.data.params["agent.gamma"]) == t.params["agent.gamma"]
 
 
-def test_kill_9_of_a_packed_worker_fails_only_its_trials(tmp_path):
-    """kill -9 of one of the two population workers: exactly the trials it held FAIL naming
-    SIGKILL, the other worker's population trains on, a fresh worker takes the rest and the
-    sweep ends with all its trials counted."""
+def test_kill_9_of_a_packed_worker_retries_its_trials_and_ends_their_runs(tmp_path):
+    """kill -9 of one of the two population workers: the two trials it held did not fail of
+    themselves, so each attempt stays FAIL naming SIGKILL, does not count, and its params are
+    tried again (Optuna's retry convention); the other worker's population trains on, and the
+    sweep ends with its 6 trials counted and complete. MLflow agrees: the dead worker's runs
+    (logged in the worker itself) end FAILED with ``outcome=worker died``, none RUNNING."""
     args = [
         *TABULAR,
         *PARALLEL,
-        "tracking.enabled=false",
         "hydra.sweeper.population=2",
         "hydra.sweeper.n_trials=6",
         "hydra.sweeper.pruner.name=none",
@@ -349,7 +369,11 @@ def test_kill_9_of_a_packed_worker_fails_only_its_trials(tmp_path):
                 held[pid] = held.get(pid, 0) + 1
         children = sweep_children(proc.pid)
         both = len(held) == 2 and all(n == 2 for n in held.values())
-        return min(held) if both and set(held) <= children else None
+        if not both or not set(held) <= children:
+            return None
+        victim = min(held)  # once its trials' runs exist (the worker logs them itself)
+        mine = {str(t.number) for t in running if t.user_attrs.get(WORKER_PID) == victim}
+        return victim if mine <= running_runs(tmp_path) else None
 
     try:
         end = time.time() + 120
@@ -365,15 +389,27 @@ def test_kill_9_of_a_packed_worker_fails_only_its_trials(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    assert "exited with code 0" not in out + err
     study = only_study(journal(tmp_path))
     trials = study.get_trials()
-    assert len([t for t in trials if counts(t)]) == 6 and len(trials) == 6, states(study)
+    assert len(trials) == 8, states(study)  # 6 counted + the 2 attempts of the dead worker
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 2, states(study)
     for t in failed:
+        assert not counts(t)
         assert t.user_attrs[WORKER_PID] == pid
-        assert "WorkerDied" in t.user_attrs["sweeper:error"]
         assert "SIGKILL" in t.user_attrs["sweeper:error"]
+        assert t.user_attrs["sweeper:uncounted"].startswith("worker died")
+        (retry,) = [r for r in trials if r.user_attrs.get("sweeper:requeued_from") == t.number]
+        assert retry.params == t.params and retry.user_attrs["sweeper:retries"] == 1
+        assert retry.state == TrialState.COMPLETE
     others = [t for t in trials if t.state != TrialState.FAIL]
-    assert all(t.state == TrialState.COMPLETE for t in others), states(study)
+    assert len(others) == 6 and all(t.state == TrialState.COMPLETE for t in others)
     assert {t.user_attrs[WORKER_PID] for t in others} - {pid}, "no other worker finished"
+    runs = mlflow_runs(tmp_path)
+    audit(study, runs, n_trials=6)
+    dead = {str(t.number) for t in failed}
+    ended = [r for r in runs if r.data.tags.get("trial_number") in dead]
+    assert len(ended) >= 2, [r.info.run_name for r in ended]  # (and their seeds', if made)
+    for run in ended:
+        assert run.info.status == "FAILED" and run.data.tags["outcome"] == "worker died"
