@@ -197,6 +197,64 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+def check_grammar(args: Sequence[str]) -> None:
+    """One-line ConfigError naming the key of the first command-line override Hydra's grammar
+    refuses (``agent.lr=interval(1e-2)``), before Hydra prints four lines about it."""
+    from sweeper.overrides import grammar_error
+    from sweeper.secrets import mask_text
+
+    for arg in args:
+        if "=" in arg and not arg.startswith("-"):
+            error = grammar_error(arg)
+            if error is not None:
+                raise ConfigError(mask_text(error))
+
+
+_NO_RUN_FLAGS = frozenset(
+    {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion"}
+)
+
+
+def check_output_dir(args: Sequence[str]) -> None:
+    """One-line ConfigError naming the key (``hydra.run.dir``, or ``hydra.sweep.dir`` for
+    ``-m``) when the run's outputs cannot be written there (a read-only filesystem, a file in
+    place of a directory), before Hydra fails to create it with a traceback. Only the part
+    of the directory before its first interpolation is checked; nothing is left behind."""
+    import tempfile
+
+    if any(a.split("=", 1)[0] in _NO_RUN_FLAGS for a in args):
+        return  # --help, --cfg job, --info: nothing is written
+    multirun = any(  # a ready-made sweep (conf/sweep/) sets hydra.mode=MULTIRUN itself
+        a in ("-m", "--multirun", "hydra.mode=MULTIRUN") or a.split("=")[0].lstrip("+") == "sweep"
+        for a in args
+    )
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [a.split("=", 1)[1] for a in args if a.split("=", 1)[0].lstrip("+~") == key]
+    if given:
+        value = given[-1].strip("'\"")  # Hydra's quotes are not part of the path
+    else:
+        node: Any = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))
+        for part in key.split("."):  # unresolved: ${now:...} is Hydra's to fill in
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        value = node if isinstance(node, str) else ""
+    literal = value.split("${", 1)[0]
+    if not literal.strip():
+        return
+    path = Path(literal).expanduser()
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key} {value!r}: {existing} is not a directory")
+    try:  # root writes through permission bits: only trying tells (a read-only mount, /proc)
+        with tempfile.TemporaryFile(dir=existing, prefix=".sweeper-write-check-"):
+            pass  # unnamed where the OS can (O_TMPFILE): no other process ever lists it
+    except OSError as err:
+        raise ConfigError(
+            f"{key} {value!r}: cannot create directories in {existing}: {err.strerror or err}"
+        ) from None
+
+
 def check_group_choices(args: Sequence[str]) -> None:
     """One-line ConfigError for a command-line override that picks an option a group does not
     have (``agent=base_dqn``, ``env=grid``, ``agent=dqn,sarsaa``), before Hydra composes: its

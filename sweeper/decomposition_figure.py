@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sweeper.figures import log_xlim  # noqa: E402
 from sweeper.variance_decomposition import (  # noqa: E402
     INTERACTIONS,
     SEED,
@@ -27,6 +28,13 @@ from sweeper.variance_decomposition import (  # noqa: E402
 )
 
 DPI = 100
+
+
+def _finite(values: Sequence[float | None]) -> np.ndarray:
+    """``values`` with NaN for what is not finite (a diverged cell's mean): NaN is a gap in
+    a line, where inf - inf in an error bar warns."""
+    a = np.array([np.nan if v is None else v for v in values], dtype=float)
+    return np.where(np.isfinite(a), a, np.nan)
 
 
 def bars(d: Decomposition) -> list[tuple[str, Interval]]:
@@ -51,9 +59,9 @@ def plot(
     fig, axes = plt.subplots(1, k + 1, figsize=(4.0 * (k + 1), 4.5), squeeze=False)
     ax = axes[0, 0]
     drawn = bars(d)
-    value = np.array([100 * s.value for _, s in drawn])
-    low = np.array([100 * s.low for _, s in drawn])
-    high = np.array([100 * s.high for _, s in drawn])
+    value, low, high = (
+        100 * _finite([getattr(s, k) for _, s in drawn]) for k in ("value", "low", "high")
+    )
     colors = ["C0"] * k + ["C7", "C3"]
     xs = np.arange(len(drawn))
     ax.bar(xs, value, color=colors, alpha=0.8)
@@ -71,11 +79,10 @@ def plot(
         x = [float(v) for v in levels] if p in log_params and numeric else list(range(len(levels)))
         if x != list(range(len(levels))):
             ax.set_xscale("log")
+            log_xlim(ax, x)
         else:
             ax.set_xticks(x, [str(v) for v in levels])
-        v = np.array([m.value for m in means])
-        lo = np.array([m.low for m in means])
-        hi = np.array([m.high for m in means])
+        v, lo, hi = (_finite([getattr(m, k) for m in means]) for k in ("value", "low", "high"))
         ax.errorbar(x, v, yerr=[v - lo, hi - v], fmt="o-", capsize=4, color="C0")
         e = d.effects[p]
         ax.set_title(f"{p}: {e.size.value:.3g} [{e.size.low:.3g}, {e.size.high:.3g}]")

@@ -284,11 +284,25 @@ def effect_estimates(
     }
 
 
+def log_xlim(ax: Any, xs: Sequence[float]) -> None:
+    """Span a log x axis over the positions ``xs`` with a margin, explicitly: from its data
+    alone (one finite point, the others NaN after a divergence) matplotlib divides by zero
+    and warns while drawing."""
+    xs = [float(x) for x in xs if math.isfinite(float(x)) and float(x) > 0]
+    if not xs:
+        return
+    lo, hi = min(xs), max(xs)
+    pad = (hi / lo) ** 0.08 if hi > lo else 2.0
+    ax.set_xlim(lo / pad, hi * pad)
+
+
 def _draw_estimates(ax: Any, xs: Sequence[float], ests: Sequence[Estimate], **style: Any) -> None:
-    """Points with 95% CI error bars (a hollow point where n < 2), n written above each."""
+    """Points with 95% CI error bars (a hollow point where n < 2), n written above each; a
+    value that is not finite (no finite replicate) is not drawn."""
     xs = np.asarray(xs, dtype=float)
     value, low, high = _ci_arrays(ests)
-    has_ci = np.isfinite(low) & np.isfinite(high)
+    has_ci = np.isfinite(value) & np.isfinite(low) & np.isfinite(high)
+    bare = np.isfinite(value) & ~has_ci
     color = style.pop("color", None)
     label = style.pop("label", None)
     if has_ci.any():
@@ -303,8 +317,8 @@ def _draw_estimates(ax: Any, xs: Sequence[float], ests: Sequence[Estimate], **st
             **style,
         )
         label = None
-    if (~has_ci).any():
-        ax.plot(xs[~has_ci], value[~has_ci], "o", mfc="none", color=color, label=label, **style)
+    if bare.any():
+        ax.plot(xs[bare], value[bare], "o", mfc="none", color=color, label=label, **style)
     for x, v, hi, est in zip(xs, value, high, ests):
         if not math.isfinite(v):
             continue
@@ -357,6 +371,7 @@ def marginal_effects(
         if name in log_params and numeric and values:
             xs = [float(v) for v in values]
             ax.set_xscale("log")
+            log_xlim(ax, xs)
             ax.set_xlabel(f"{name} (log scale)")
         else:
             xs = list(range(len(values)))

@@ -52,3 +52,18 @@ def _reparses_as(text: str, value: Any) -> bool:
     except Exception:
         return False
     return type(parsed) is type(value) and parsed == value
+
+
+def grammar_error(text: str) -> str | None:
+    """Why Hydra's override grammar refuses ``text``, on one line naming its key (``agent.lr:
+    cannot parse 'interval(1e-2)': missing a required argument: 'end'``); None if it parses.
+    Hydra's own error is four lines around the same reason."""
+    try:
+        OverridesParser.create().parse_override(text)
+    except Exception as err:  # noqa: BLE001 - HydraException, or a grammar library's error
+        key, _, value = text.partition("=")
+        reason = " ".join(str(err).split())
+        # "TypeError while evaluating 'interval(1e-2)': ..." says the value once more
+        reason = re.sub(r"^\w+ while evaluating '.*?': ", "", reason)
+        return f"{key.strip() or text}: cannot parse {value!r}: {reason}"
+    return None

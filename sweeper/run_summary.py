@@ -10,7 +10,8 @@ when its jobs differ only in ``seed``, their aggregate with a bootstrap CI. The 
 to the run's Hydra log file (``<run dir>/train.log``, also for each job of a multirun), as
 Hydra users expect.
 
-Tables are printed by :func:`sweeper.console.console` (full width when piped).
+Tables are printed by :func:`sweeper.console.console` (a log's width when piped); a path or
+a command too long for its cell is printed whole below the table, to be copied.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
 
-from sweeper.console import console
+from sweeper.console import console, print_rows, print_verbatim
 
 log = logging.getLogger("sweeper.summary")
 
@@ -105,7 +106,8 @@ def single_run_rows(
     rows += [
         ("wall time", f"{wall_s:.1f} s"),
         ("output dir", str(output_dir)),
-        ("MLflow run", f"{run_id} ({tracking})" if run_id else tracking),
+        ("MLflow run", run_id or tracking),
+        *([("tracking URI", tracking)] if run_id else []),
         ("config hash", config_hash),
         ("reproduce", reproduce),
         ("or", f"sweeper reproduce {config_hash[:12]}"),
@@ -113,16 +115,12 @@ def single_run_rows(
     return rows
 
 
-def print_single_run(rows: Sequence[tuple[str, str]], title: str) -> None:
-    from rich.table import Table
-    from rich.text import Text
+#: Rows a reader copies: printed whole below the table when they do not fit their cell.
+VERBATIM = ("output dir", "tracking URI", "reproduce")
 
-    table = Table(title=title, show_header=False)
-    table.add_column("", style="bold", no_wrap=True)
-    table.add_column("")
-    for key, value in rows:  # Text: an override's "[a,b]" is a value, not rich markup
-        table.add_row(key, Text(value))
-    console().print(table)
+
+def print_single_run(rows: Sequence[tuple[str, str]], title: str) -> None:
+    print_rows(title, rows, VERBATIM)
     to_log_file([f"{title}: {key}: {value}" for key, value in rows])
 
 
@@ -188,9 +186,19 @@ def multirun_lines(sweep_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
     )
 
 
+def _common(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The overrides every job has (in the first job's order)."""
+    shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
+    return [o for o in rows[0]["overrides"] if o in shared] if rows else []
+
+
 class MultirunSummary(HydraCallback):
     """Hydra callback (``hydra.callbacks.summary``): at the end of a multirun, the table of
-    its jobs. The Optuna sweeper of this project prints its own study summary instead."""
+    its jobs. The Optuna sweeper of this project prints its own study summary instead.
+
+    The table shows what tells the jobs apart (the overrides they do not share); the
+    overrides they share and the sweep dir (job ``N`` in ``<sweep dir>/N``) follow it whole,
+    to be copied."""
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         target = str(config.hydra.sweeper.get("_target_", ""))
@@ -203,21 +211,24 @@ class MultirunSummary(HydraCallback):
         rows, aggregate_line = multirun_lines(sweep_dir)
         if not rows:
             return
+        common = _common(rows)
         name = rows[0]["objective_name"] or "objective"
-        table = Table(title=f"multirun {sweep_dir} ({len(rows)} jobs)")
-        for column in ("job", "overrides", "status", name, "episodes", "dir"):
+        table = Table(title=f"multirun ({len(rows)} jobs)")
+        for column in ("job", "overrides", "status", name, "episodes"):
             table.add_column(column, justify="right" if column in (name, "episodes") else "left")
         for r in rows:
             cells = [
                 r["job"],
-                " ".join(r["overrides"]),
+                " ".join(o for o in r["overrides"] if o not in common),
                 str(r["status"]),
                 _number(r["objective"]),
                 _number(r["episodes"]),
-                r["dir"],
             ]
             table.add_row(*(Text(c) for c in cells))
         out = console()
         out.print(table)
+        if common:
+            print_verbatim(out, "every job", " ".join(common))
+        print_verbatim(out, "sweep dir", f"{sweep_dir} (job N in {sweep_dir / 'N'})")
         if aggregate_line:
             out.print(aggregate_line)

@@ -32,7 +32,7 @@ GreedyQ = Callable[[np.ndarray], np.ndarray]
 def pit_map(greedy_q: GreedyQ, env: F1PitStrategy, position: int = 1) -> dict[str, np.ndarray]:
     """compound -> (laps, laps + 1) array of greedy actions (0 stay out, 1 + i pit for
     ``env.compounds[i]``) at (lap, tyre age); -1 where the age cannot be (older than the lap
-    allows)."""
+    allows) or where a Q value is not finite (a diverged agent has no greedy action)."""
     maps = {}
     for compound in (c for c in DRY if c in env.compounds):
         used = {compound, env.start_compound} & set(DRY)
@@ -42,8 +42,9 @@ def pit_map(greedy_q: GreedyQ, env: F1PitStrategy, position: int = 1) -> dict[st
             for age in range(lap + 1):
                 obs.append(env.observation(lap, age, compound, used, position=position))
                 cells.append((lap, age))
-        q = np.asarray(greedy_q(np.asarray(obs)))
-        for (lap, age), action in zip(cells, np.argmax(q, axis=1).tolist(), strict=True):
+        q = np.asarray(greedy_q(np.asarray(obs)), dtype=float)
+        actions = np.where(np.isfinite(q).all(axis=1), np.argmax(q, axis=1), -1)
+        for (lap, age), action in zip(cells, actions.tolist(), strict=True):
             out[lap, age] = action
         maps[compound] = out
     return maps

@@ -25,7 +25,9 @@ from sweeper import replicates
 from sweeper.callbacks import Callback, CallbackList, CsvWriter, ProgressBar
 from sweeper.config import (
     ConfigError,
+    check_grammar,
     check_group_choices,
+    check_output_dir,
     check_overrides,
     is_tabular,
     register_configs,
@@ -200,9 +202,11 @@ def build(cfgs: DictConfig | Sequence[DictConfig]) -> Built:
         agent = agent_cls(int(space.n), n_actions, agent_rngs, **hp)
     else:
         if is_discrete_obs(space):
+            modes = _other_obs_modes(first.env.id, env_kwargs.get("obs_mode"))
+            hint = f"set env.kwargs.obs_mode={' or '.join(modes)}" if modes else "use another env"
             raise ConfigError(
                 f"agent {first.agent.name!r} needs vector observations; env {first.env.name!r} "
-                "observes a discrete index (set env.kwargs.obs_mode=onehot or coords)"
+                f"observes a discrete index ({hint})"
             )
         shape = obs_shape(space)
         buffer_cls = get_class(first.buffer._target_)
@@ -220,6 +224,22 @@ def build(cfgs: DictConfig | Sequence[DictConfig]) -> Built:
             **hp,
         )
     return Built(agent, env, eval_env)
+
+
+def _other_obs_modes(env_id: str, current: Any) -> list[str]:
+    """The ``obs_mode`` values of ``env_id`` other than ``current`` (its module's
+    ``OBS_MODES``; none known: empty): what to suggest when an agent needs the other kind."""
+    import importlib
+
+    import gymnasium
+
+    try:
+        entry = gymnasium.spec(env_id).entry_point
+        module = entry.split(":")[0] if isinstance(entry, str) else entry.__module__
+        modes = getattr(importlib.import_module(module), "OBS_MODES", ())
+    except Exception:  # noqa: BLE001 - a hint only
+        return []
+    return [str(m) for m in modes if m != current]
 
 
 def budget_of(cfg: DictConfig) -> Budget:
@@ -714,7 +734,9 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     try:
+        check_grammar(sys.argv[1:])
         check_group_choices(sys.argv[1:])
+        check_output_dir(sys.argv[1:])
         check_overrides(sys.argv[1:])
     except ConfigError as err:
         print(f"sweeper: config error: {err}", file=sys.stderr)

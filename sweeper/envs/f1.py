@@ -65,6 +65,8 @@ from gymnasium import spaces
 COMPOUNDS = ("soft", "medium", "hard", "inter", "wet")
 DRY = ("soft", "medium", "hard")
 WEATHER = ("dry", "damp", "wet")
+#: ``obs_mode``: the index of a discretized state (tabular agents), or a vector (DQN).
+OBS_MODES = ("discrete", "vector")
 POINTS = (25, 18, 15, 12, 10, 8, 6, 4, 2, 1)
 
 #: s/lap relative to base_lap_time, by weather then compound
@@ -249,7 +251,7 @@ class F1PitStrategy(gymnasium.Env):
             size = 5 + n_c + 2 + len(WEATHER) + len(DRY)
             self.observation_space = spaces.Box(-1.0, 1.0, shape=(size,), dtype=np.float32)
         else:
-            raise ValueError(f"obs_mode: {obs_mode!r} is not discrete or vector")
+            raise ValueError(f"obs_mode: {obs_mode!r} is not one of {list(OBS_MODES)}")
         self._state: dict[str, Any] | None = None
 
     # -- the model ---------------------------------------------------------------------------

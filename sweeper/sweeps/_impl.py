@@ -44,7 +44,7 @@ from sweeper.seeding import replicate_seeds
 from sweeper.study_storage import StorageError, redact
 from sweeper.sweeps import remote, workers
 from sweeper.sweeps import results as results_mod
-from sweeper.sweeps.errors import SweepError, root_cause
+from sweeper.sweeps.errors import SweepError, error_text, root_cause
 from sweeper.sweeps.factories import FactoryError
 from sweeper.sweeps.hooks import HookError, StudyInfo
 from sweeper.sweeps.ledger import TrialLedger
@@ -505,6 +505,18 @@ class OptunaSweeperImpl(Sweeper):
                 raise
             except BaseException as exc:  # noqa: BLE001 - a broken job must not end the sweep
                 ret = exc
+            died = getattr(ret, "_return_value", ret)
+            if isinstance(died, workers.WorkerDied):  # not the trial's own failure
+                if ledger.stop.is_set():  # its process was ended by the sweep's stop
+                    ledger.finish_uncounted(
+                        trial.number, "interrupted: the sweep stopped", dict(trial.params)
+                    )
+                    return
+                failed = ledger.retry(trial, error_text(died))
+                ledger.run_due_hooks()
+                if failed is not None:
+                    progress.trial_finished(study, trial.number, failed)
+                continue
             outcome = outcome_of(ret)
             ledger.tell(trial, outcome)
             progress.trial_finished(study, trial.number, outcome)

@@ -253,51 +253,53 @@ def best_value_text(best: Mapping[str, Any]) -> str:
     )
 
 
+#: Rows of the study summary a reader copies: whole below the table when they do not fit.
+VERBATIM = ("reproduce", "results", "figures")
+
+
 def print_summary(summary: Mapping[str, Any]) -> None:
     from rich.table import Table
 
     from sweeper.console import console as sweeper_console
+    from sweeper.console import print_rows
 
     console = sweeper_console()
     c = summary["trials"]
-    table = Table(title=f"study {summary['study_name']}", show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    table.add_row(
-        "trials",
+    rows = [
         (
+            "trials",
             f"{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
             + (f", {c['running']} running" if c["running"] else "")
             + (f", {c['waiting']} queued" if c.get("waiting") else "")
             + (f" ({c['uncounted']} stale/surplus not counted)" if c["uncounted"] else "")
-            + f" / n_trials {summary['n_trials']}"
-        ),
-    )
+            + f" / n_trials {summary['n_trials']}",
+        )
+    ]
     best = summary.get("best")
     if best:
-        table.add_row("best value", f"{best_value_text(best)} (trial {best['number']})")
+        rows.append(("best value", f"{best_value_text(best)} (trial {best['number']})"))
         if best.get("seeds"):
-            table.add_row("best seeds", ", ".join(str(s) for s in best["seeds"]))
-        table.add_row(
-            "best params", ", ".join(f"{k}={format_value(v)}" for k, v in best["params"].items())
+            rows.append(("best seeds", ", ".join(str(s) for s in best["seeds"])))
+        rows.append(
+            ("best params", ", ".join(f"{k}={format_value(v)}" for k, v in best["params"].items()))
         )
         if "overrides" in best:
-            table.add_row("reproduce", best.get("command", " ".join(best["overrides"])))
+            rows.append(("reproduce", best.get("command", " ".join(best["overrides"]))))
         imp = summary.get("importance")
         if isinstance(imp, Mapping):
-            table.add_row(*analysis.importance_text(imp))
-            table.add_row("matters most", str(imp.get("verdict")))
+            rows.append(analysis.importance_text(imp))
+            rows.append(("matters most", str(imp.get("verdict"))))
     else:
-        table.add_row("result", summary.get("message", "no complete trial"))
+        rows.append(("result", summary.get("message", "no complete trial")))
     if summary.get("stopped"):
-        table.add_row("stopped", summary["stopped"])
+        rows.append(("stopped", summary["stopped"]))
     retest = summary.get("retest")
     if retest:
-        table.add_row("test seeds", "\n".join(retest_lines(retest)))
-    table.add_row("results", str(summary.get("results_file", "")))
+        rows.append(("test seeds", "\n".join(retest_lines(retest))))
+    rows.append(("results", str(summary.get("results_file", ""))))
     if summary.get("figures"):
-        table.add_row("figures", "\n".join(summary["figures"]))
-    console.print(table)
+        rows.append(("figures", "\n".join(summary["figures"])))
+    print_rows(f"study {summary['study_name']}", rows, VERBATIM, console)
     if summary.get("verdict"):
         console.print(summary["verdict"]["line"], soft_wrap=True)
     groups = summary.get("groups")

@@ -140,9 +140,13 @@ def _worker_main(conn: Connection, parent_pid: int, parent_start: str | None) ->
         except BaseException as exc:  # noqa: BLE001 - reported to the sweeper as the job's error
             answer = exc
         try:
-            conn.send_bytes(cloudpickle.dumps(answer))
+            payload = cloudpickle.dumps(answer)
         except Exception as err:  # noqa: BLE001 - an unpicklable result: say so instead
-            conn.send_bytes(cloudpickle.dumps(RuntimeError(f"result not picklable: {err}")))
+            payload = cloudpickle.dumps(RuntimeError(f"result not picklable: {err}"))
+        try:
+            conn.send_bytes(payload)
+        except OSError:  # the sweeper closed the pipe (it stopped, or died): nobody to tell
+            return
 
 
 def _execute(

@@ -23,7 +23,12 @@ scheme, mirrors what MLflow's tracking store registry would do with the URI:
 * ``sqlite``: the database's directory can be created and written (SQLite writes a
   journal or WAL file beside the database), and an existing database file is readable and
   writable. MLflow would otherwise fail on its first write, after training started;
-* ``file``/path: the directory can be created and written (the file store writes there);
+* ``file``/path: the file store. MLflow >= 3.13 refuses it unless
+  ``MLFLOW_ALLOW_FILE_STORE=true`` (it would say so in each run, after training started), so
+  without that setting it is refused here. A plain path must be an existing directory: MLflow
+  would make a store of any word (``tracking_uri=garbage`` became ``./garbage``), so a path
+  that does not exist is taken for what it most likely is, a mistyped URI; a ``file:`` URI
+  says what it is and its directory is created. The directory must be writable;
 * other database URLs: a SQLAlchemy connection within the timeout (the driver's connect
   timeout, and a thread bounding the whole attempt): a stopped database server or a missing
   driver fails here rather than in every trial;
@@ -121,18 +126,62 @@ def _check(uri: str, timeout: float) -> None:
     elif scheme in DATABASE_ENGINES:
         _check_database(uri, timeout)
     elif scheme in ("", "file"):
-        _check_directory(_file_store_path(uri))
+        _check_file_store(uri, scheme)
     elif scheme in BUILTIN_SCHEMES or scheme in _plugin_schemes():
         return
     else:
         known = sorted(BUILTIN_SCHEMES - {""} | set(DATABASE_ENGINES) | _plugin_schemes())
         raise _Problem(
             f"MLflow has no tracking store for scheme {scheme!r} (known: {', '.join(known)}, "
-            "or a plain path)"
+            "or an existing directory)"
         )
 
 
 # -- local stores ---------------------------------------------------------------------------
+URI_FORMS = (
+    "http://HOST:PORT, sqlite:///PATH, postgresql://..., file:///DIR or an existing directory"
+)
+FILE_STORE_REFUSED_FROM = (3, 13)  # MLflow's file store needs MLFLOW_ALLOW_FILE_STORE=true
+
+
+def _check_file_store(uri: str, scheme: str) -> None:
+    path = _file_store_path(uri)
+    if scheme == "":
+        if not path.exists():
+            raise _Problem(f"not an MLflow tracking URI ({URI_FORMS})")
+        if not path.is_dir():
+            raise _Problem(
+                f"{path} is a file, not a file store directory (a SQLite database is "
+                f"sqlite:///{path.resolve()})"
+            )
+    refused = _file_store_refused()
+    if refused:
+        raise _Problem(
+            f"MLflow {refused} refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true "
+            "(or use a database: sqlite:///PATH/mlflow.db)"
+        )
+    _check_directory(path)
+
+
+def _file_store_refused() -> str | None:
+    """The installed MLflow's version when it refuses a file store, else None (read from
+    the package metadata: importing MLflow costs seconds)."""
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("mlflow", "mlflow-skinny"):
+        try:
+            text = version(dist)
+        except PackageNotFoundError:
+            continue
+        found = re.match(r"(\d+)\.(\d+)", text)
+        if found and (int(found[1]), int(found[2])) >= FILE_STORE_REFUSED_FROM:
+            return text
+        return None
+    return None
+
+
 def _file_store_path(uri: str) -> Path:
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme.lower() != "file":

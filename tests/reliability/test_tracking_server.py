@@ -206,11 +206,13 @@ def test_a_bad_tracking_uri_fails_a_single_run_at_once(tmp_path, how):
 
 
 # -- check_tracking_uri ------------------------------------------------------------------------
-def test_check_accepts_a_writable_sqlite_path_and_a_directory(tmp_path):
+def test_check_accepts_a_writable_sqlite_path_and_a_directory(tmp_path, monkeypatch):
     check_tracking_uri(f"sqlite:///{tmp_path / 'new' / 'dir' / 'mlflow.db'}")
     assert (tmp_path / "new" / "dir").is_dir()  # the store could be created there
-    check_tracking_uri(str(tmp_path / "mlruns"))
-    check_tracking_uri((tmp_path / "mlruns2").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow >= 3.13 needs it
+    (tmp_path / "mlruns").mkdir()
+    check_tracking_uri(str(tmp_path / "mlruns"))  # a plain path: an existing directory
+    check_tracking_uri((tmp_path / "mlruns2").as_uri())  # a file: URI is created
     check_tracking_uri("databricks")  # not probed: needs the Databricks SDK and credentials
     with pytest.raises(TrackingUriError, match="is not a file"):
         check_tracking_uri(f"sqlite:///{tmp_path / 'new'}")  # a directory
@@ -226,7 +228,8 @@ def test_check_accepts_a_writable_sqlite_path_and_a_directory(tmp_path):
         ("http://", "no host"),
     ],
 )
-def test_check_rejects_unusable_uris_in_one_line(uri, expected):
+def test_check_rejects_unusable_uris_in_one_line(uri, expected, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # file:///proc/x: the directory
     start = time.monotonic()
     with pytest.raises(TrackingUriError) as info:
         check_tracking_uri(uri)

@@ -14,6 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from reliability_helpers import clean_env
+from sweep_helpers import audit
 
 ROOT = Path(__file__).resolve().parents[2]
 # A real app trial of a few seconds (tabular: no torch in the trial's hot loop).
@@ -140,7 +141,10 @@ def study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def test_a_killed_trial_process_fails_alone_and_leaves_no_run_running(tmp_path):
+def test_a_killed_trial_process_is_retried_alone_and_leaves_no_run_running(tmp_path):
+    """kill -9 of one trial's process (as the OOM killer would): that attempt fails without
+    counting, naming the signal, and its params are tried again; the other in-flight trial and
+    the rest of the sweep complete; every MLflow run ends, none twice."""
     proc = start_sweep(tmp_path, "isolated", 4)
     try:
         wait_for_jobs(tmp_path, proc, 2)
@@ -152,21 +156,21 @@ def test_a_killed_trial_process_fails_alone_and_leaves_no_run_running(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out[-3000:]
-    trials = study(tmp_path).get_trials()
+    st = study(tmp_path)
+    trials = st.get_trials()
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    # the killed one alone: the other in-flight trial and the rest of the sweep completed
     assert len(failed) == 1, [
         (t.number, t.state, t.user_attrs.get("sweeper:error")) for t in trials
     ]
     assert "killed by SIGKILL" in failed[0].user_attrs["sweeper:error"]
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    assert failed[0].user_attrs["sweeper:uncounted"].startswith("worker died")
+    (retry,) = [t for t in trials if t.user_attrs.get("sweeper:requeued_from") == failed[0].number]
+    assert retry.state == TrialState.COMPLETE and retry.params == failed[0].params
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
     runs = mlflow_runs(tmp_path)
+    audit(st, runs, n_trials=4)
     by_trial = {r.data.tags.get("trial_number"): r for r in runs if "trial_number" in r.data.tags}
-    assert not [r for r in runs if r.info.status == "RUNNING"]
     assert by_trial[str(failed[0].number)].info.status in ("FAILED", "KILLED")
-    for t in trials:
-        if t.state == TrialState.COMPLETE:
-            assert by_trial[str(t.number)].info.status == "FINISHED"
 
 
 @pytest.mark.parametrize("launcher", ["isolated", "joblib"])
