@@ -21,8 +21,6 @@ Flow of ``sweep(arguments)``:
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -42,7 +40,7 @@ from sweeper.overrides import format_value
 from sweeper.pruning import PrunerError
 from sweeper.seeding import replicate_seeds
 from sweeper.study_storage import StorageError, redact
-from sweeper.sweeps import remote, workers
+from sweeper.sweeps import remote, stops, workers
 from sweeper.sweeps import results as results_mod
 from sweeper.sweeps.errors import SweepError, error_text, root_cause
 from sweeper.sweeps.factories import FactoryError
@@ -142,31 +140,7 @@ class OptunaSweeperImpl(Sweeper):
             raise  # (never reached: _interrupted exits)
 
     def _interrupted(self, plan: Plan) -> None:
-        """Ctrl-C: a clean stop. The trials this process ran fail uncounted ("interrupted";
-        their points are asked again by the next run), the worker processes end, every MLflow
-        run of this process ends KILLED (``outcome=interrupted``), then one line and exit
-        code 130 (128 + SIGINT, as a shell reports it). A second Ctrl-C ends at once."""
-        signal.signal(signal.SIGINT, _exit_now)
-        ledger = self.ledger
-        reason = "interrupted: Ctrl-C"
-        if ledger is not None:
-            ledger.stop.set()
-            _quietly(ledger.fail_owned, reason)  # before the workers are killed (not deaths)
-        self._close_launcher()
-        if ledger is not None:
-            _quietly(ledger.run_due_hooks)
-        for hook in plan.hooks:
-            _quietly(hook.on_study_end, plan.info, {"error": reason, "interrupted": True})
-        try:
-            done = f"{ledger.done_before() if ledger is not None else 0}/{plan.n_trials}"
-        except Exception:  # noqa: BLE001 - the storage is gone too: say what is known
-            done = "the finished"
-        sys.stderr.write(
-            f"sweeper: interrupted: {done} trials finished and kept in "
-            f"{redact(plan.storage_spec)}; re-run the same command to resume\n"
-        )
-        sys.stderr.flush()
-        raise SystemExit(130)
+        stops.interrupted(plan, self.ledger, self._close_launcher)
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """A job's config (with its ``hydra`` node) as the launcher composes it."""
@@ -362,6 +336,12 @@ class OptunaSweeperImpl(Sweeper):
         stop_reason = summary.get("stopped")
         if stop_reason:
             raise SystemExit(f"sweeper: {stop_reason}")
+        if summary.get("tracking_lost"):  # trained and kept, but MLflow lacks part of it
+            sys.stderr.write(
+                f"sweeper: the sweep finished (results: {summary.get('results_file')}), but "
+                f"{summary['tracking_lost']}: its MLflow runs are incomplete\n"
+            )
+            raise SystemExit(TRACKING_LOST)
         if summary.get("best") is None:
             raise SystemExit(f"sweeper: {summary['message']}")
         return summary
@@ -470,24 +450,7 @@ class OptunaSweeperImpl(Sweeper):
         )
 
     def _abort(self, plan: Plan, err: BaseException) -> None:
-        """End a sweep whose storage (or a hook) failed mid-way: one line naming the cause.
-
-        What finished is kept: every finished trial was told before the failure, and the
-        trials still RUNNING in the storage are failed as stale by the next run. The hooks are
-        told (``results["error"]``) so that e.g. the MLflow parent run does not stay RUNNING.
-        """
-        if not isinstance(err, Exception):
-            raise err
-        cause = root_cause(err)
-        for hook in plan.hooks:
-            try:
-                hook.on_study_end(plan.info, {"study": None, "error": cause})
-            except Exception as hook_err:  # noqa: BLE001 - the storage's error matters more
-                log.debug("study hook %s failed: %s", type(hook).__name__, hook_err)
-        raise SystemExit(
-            f"sweeper: the sweep stopped: storage {redact(plan.storage_spec)} failed: {cause}; "
-            "finished trials are kept (re-run the same command to resume)"
-        ) from None
+        stops.abort(plan, err)
 
     def _slot(self, ledger: TrialLedger, progress: SweepProgress) -> None:
         study = ledger.plan.study
@@ -522,19 +485,7 @@ class OptunaSweeperImpl(Sweeper):
             progress.trial_finished(study, trial.number, outcome)
 
 
-def _exit_now(signum: int, frame: Any) -> None:
-    """A second Ctrl-C while the first one is being handled: end now (what is not closed
-    yet is closed by the next run of the same command)."""
-    os._exit(130)
-
-
-def _quietly(fn: Any, *args: Any) -> None:
-    """A clean-up step that must not stop the next one (logged at debug level)."""
-    try:
-        fn(*args)
-    except Exception as err:  # noqa: BLE001
-        log.debug("%s failed: %s", getattr(fn, "__name__", fn), err)
-
+TRACKING_LOST = 3  # exit code: the sweep finished, MLflow lost part of it
 
 _LAUNCHER_LOGGERS = (
     "hydra._internal.core_plugins.basic_launcher",

@@ -214,8 +214,13 @@ def finish(
     for hook in hooks:
         try:
             hook.on_study_end(info, {**summary, "study": study})
-        except Exception as err:
-            log.warning("study hook %s failed: %s", type(hook).__name__, err)
+            failed = None
+        except Exception as err:  # noqa: BLE001 - the results are kept: the exit code says it
+            failed = f"study hook {type(hook).__name__}: {' '.join(str(err).split())[:200]}"
+        lost = getattr(hook, "lost", None)
+        said = lost() if callable(lost) else None  # the first failure, as it was said
+        if said or failed:
+            summary["tracking_lost"] = said or failed
     return summary
 
 

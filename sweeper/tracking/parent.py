@@ -13,6 +13,7 @@ The sweeper calls these through the study hook :func:`study_hook` (``sweeper.swe
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -36,10 +37,12 @@ from sweeper.tracking.run_ends import (
     owner_tag,
     why,
 )
+from sweeper.tracking.worker import LOST_ENV
 
 PLOTS = ("history", "importances", "parallel_coordinate", "slice")
 PLOTLY_HTML_ENV = "SWEEPER_PLOTLY_HTML"
 PLOTLY_JS = "plotly.min.js"
+LOST_MARKER = ".tracking_lost"  # in the sweep dir: a run's MLflow logging failed
 
 
 def _find_parents(client, experiment_id: str, study_name: str) -> list:
@@ -442,6 +445,20 @@ class MlflowStudyHook:
             )
         return None
 
+    def lost(self) -> str | None:
+        """Why MLflow has not all of this sweep (a run's logging failed: the first such
+        line), or None."""
+        marker = getattr(self, "_lost_marker", None)
+        if marker is None or not marker.is_file():
+            return None
+        try:
+            text = marker.read_text().strip()
+        except OSError:
+            text = ""
+        return text.removeprefix("sweeper: ").split(": MLflow logging stopped")[0] or (
+            "tracking: a run's MLflow logging failed"
+        )
+
     def on_trial_end(self, info, trial) -> None:
         """Complete trials are left alone: their tracker ended the run FINISHED before the
         job returned (one search per trial saved). A failed trial's missing run is made up
@@ -465,6 +482,10 @@ class MlflowStudyHook:
         # this process's runs say so (its trial processes inherit the environment), and the
         # runs an earlier, dead run of this study left open are closed
         os.environ[OWNER_ENV] = owner_tag()
+        # a run whose logging fails says so once for the whole sweep, in this file
+        self._lost_marker = Path(info.sweep_dir) / LOST_MARKER
+        self._lost_marker.unlink(missing_ok=True)
+        os.environ[LOST_ENV] = str(self._lost_marker)
         # The search space as the parent's params (MLflow's Parameters tab and the runs
         # table's param columns): fixed for a study, as its name covers it.
         client = self.client()
@@ -572,6 +593,8 @@ def study_hook(task_cfg) -> MlflowStudyHook | None:
     # bounded HTTP retries as the logging children: a dead server costs seconds, not minutes.
     for name, value in HTTP_LIMITS.items():
         os.environ.setdefault(name, value)
+    # urllib3 logs each retry as a warning: a lost server is said once, at the end
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
     # before any trial: a reachable server or a writable store, else one line naming the URI
     configured = task_cfg.tracking.get("tracking_uri")

@@ -270,10 +270,10 @@ class MlflowTracker(Callback):
             answer = self._exec.apply(op, **kw)
         except Exception as err:  # noqa: BLE001 - tracking never fails training
             from sweeper.secrets import mask_text
-            from sweeper.tracking.worker import failure_line
+            from sweeper.tracking.worker import failure_line, say_failure
 
             self._error = mask_text(f"{type(err).__name__}: {err}")
-            print(failure_line(self._uri, self._error), file=sys.stderr, flush=True)
+            say_failure(failure_line(self._uri, self._error))
             return
         if op == "start":
             self._info = answer or {}
@@ -453,10 +453,11 @@ def tracking_callback(cfg, output_dir: Path | str, mode: str = "process") -> Mlf
     """The callback ``sweeper.train.integrations`` adds when ``tracking.enabled``.
 
     Outside a sweep the tracking URI is checked first (:func:`check_uri`, ConfigError), before
-    the logging child starts and anything is written. A sweep's trials skip it: the sweeper
-    checked the URI when planning, and a server lost since then must not fail the trials.
+    the logging child starts and anything is written. A sweep's trials and re-test runs skip
+    it: the sweeper checked the URI when planning, and a server lost since then must not fail
+    them (they train untracked, said once: ``worker.say_failure``).
     """
-    if cfg.trial.get("number") is None:
+    if cfg.trial.get("number") is None and not cfg.trial.get("study_name"):
         check_uri(cfg)
     return MlflowTracker(cfg, output_dir, mode=mode)
 

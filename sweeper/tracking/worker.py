@@ -474,6 +474,29 @@ CONNECTION_MARKERS = (
 )
 
 
+LOST_ENV = "SWEEPER_TRACKING_LOST"  # a sweep's marker file: tracking failed in one of its runs
+
+
+def say_failure(line: str) -> None:
+    """Print a run's tracking failure on stderr, once per sweep: in a sweep (``LOST_ENV``
+    names a file in its directory) the first run whose logging fails creates the file and
+    prints; the others (often every later run: the server is gone) keep quiet, and the
+    sweeper reads the file at its end (the exit code says tracking was lost). Outside a
+    sweep: every time."""
+    marker = os.environ.get(LOST_ENV)
+    if marker:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return
+        except OSError:  # no room, or no such dir: say it anyway
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(line + "\n")
+    print(line, file=sys.stderr, flush=True)
+
+
 def failure_line(uri: str | None, error: str) -> str:
     """The one stderr line the child prints when a run's logging stops."""
     from sweeper.messages import one_line
@@ -556,7 +579,7 @@ def main() -> None:
         except Exception as err:  # noqa: BLE001 - reported to the parent
             error = mask_text(f"{type(err).__name__}: {err}")  # an HTTP error may show u:pw@
             uri = executor.uri or (msg.get("spec") or {}).get("uri")
-            print(failure_line(uri, error), file=sys.stderr, flush=True)
+            say_failure(failure_line(uri, error))
             answer = {"error": error} if op == "start" else None
         finally:
             progress.busy = progress.remote = False
@@ -577,9 +600,7 @@ def main() -> None:
                 break
             except Exception as err:  # noqa: BLE001
                 if time.monotonic() > deadline:
-                    print(
-                        failure_line(executor.uri, f"{type(err).__name__}: {err}"), file=sys.stderr
-                    )
+                    say_failure(failure_line(executor.uri, f"{type(err).__name__}: {err}"))
                     break
                 time.sleep(0.5)
     # Every op is committed: skip the interpreter's teardown (mlflow's atexit handlers and

@@ -246,3 +246,56 @@ def test_check_masks_the_password_of_an_unreachable_server():
     message = str(info.value)
     assert "s3cret" not in message and "user:***@" in message
     assert "unreachable (connection refused)" in message
+
+
+def test_a_server_killed_mid_sweep_keeps_the_retest_and_says_tracking_was_lost(
+    tmp_path, mlflow_server
+):
+    """kill -9 of the MLflow server during a packed sweep's tuning: every trial and every
+    re-test run still trains and reports (the re-test's values reach the study), the loss is
+    said once while it happens and once at the end, nothing retries noisily, and the exit
+    code (3) says the sweep finished without all of its MLflow record."""
+    import optuna
+
+    from sweeper.study_storage import open_storage
+
+    args = [
+        *sweep_args(tmp_path, "k", "hydra.sweeper.n_trials=4", "train.episodes=1500"),
+        "eval.every=300",
+        "hydra.sweeper.seeds=2",
+        "hydra.sweeper.population=2",
+        "hydra.sweeper.retest.seeds=3",
+        f"tracking.tracking_uri={mlflow_server.url}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeper.train", *args],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        start = time.monotonic()
+        while len(all_runs(mlflow_server.url)) < 3:  # the parent and a trial's runs exist
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() - start < 120, "no runs on the server"
+            time.sleep(0.2)
+        mlflow_server.kill()
+        out, err = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("[I ")]
+    assert "Traceback" not in err and "Retrying" not in err, err[-3000:]
+    said = [ln for ln in lines if "tracking" in ln.lower()]
+    assert len(said) == 2, err[-3000:]  # once when it happened, once at the end
+    assert said[0].startswith("sweeper: tracking: ") and "training continues" in said[0]
+    assert lines[-1].startswith("sweeper: the sweep finished"), err[-3000:]
+    assert "incomplete" in lines[-1]
+    assert "study hook" not in err
+    storage = open_storage(f"journal:{tmp_path / 'k' / 'journal.log'}")
+    (name,) = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 4
+    retest = study.user_attrs["sweeper:retest"]
+    tests = [v for c in retest["configs"] for v in c["test_per_seed"]]
+    assert len(tests) == 3 and all(v is not None for v in tests), retest
