@@ -379,6 +379,96 @@ def test_an_uncounted_grid_trial_is_queued_again_once(tmp_path):
     assert sorted(xs) == [0, 1, 2]  # the grid lost no point
 
 
+def _grid_plan(tmp_path, n_trials: int, *space_args: str):
+    from sweeper.sweeps.plan import Plan
+    from sweeper.sweeps.search_space import build_search_space
+
+    space = build_search_space({}, list(space_args))
+    spec = f"journal:{tmp_path}/j.log"
+    st = open_storage(spec)
+    sampler = make_sampler("grid", {}, 0, space.distributions)
+    study = optuna.create_study(study_name="g", storage=st, sampler=sampler)
+    return Plan(
+        space=space,
+        study=study,
+        storage=st,
+        storage_spec=spec,
+        n_trials=n_trials,
+        sweep_dir=tmp_path,
+        base_cfg=OmegaConf.create(),
+        sampler_name="grid",
+        pruner={},
+        study_id=st.get_study_id_from_name("g"),
+    )
+
+
+def test_a_trial_left_with_part_of_its_params_queues_its_whole_grid_point(tmp_path):
+    """A full disk (or a kill) between two param writes leaves a RUNNING trial with 1 of its
+    2 params: failing it queues the whole grid point (from its ``grid_id``), never the part
+    (the grid sampler refuses an incomplete point: every later run used to fail on it)."""
+    from sweeper.sweeps.ledger import TrialLedger
+
+    plan = _grid_plan(tmp_path, 4, "x=choice(0,1)", "y=choice(5,6)")
+    study = plan.study
+    torn = study.ask()  # the sampler picked a grid point; only x was written
+    x = torn.suggest_categorical("x", [0, 1])
+    TrialLedger(plan).finish_uncounted(
+        torn.number, "stale: its sweeper process 1 is gone", {"x": x}
+    )
+    (queued,) = study.get_trials(states=(TrialState.WAITING,))
+    point = queued.system_attrs["fixed_params"]  # (a queued trial's params, until asked)
+    assert set(point) == {"x", "y"} and point["x"] == x
+    seen = []
+    for _ in range(4):
+        t = study.ask(fixed_distributions=plan.space.distributions)
+        seen.append((t.params["x"], t.params["y"]))
+        study.tell(t, 1.0)
+    assert sorted(seen) == [(0, 5), (0, 6), (1, 5), (1, 6)]  # the grid lost no point
+
+
+def test_a_trial_whose_worker_died_is_retried_twice_then_fails_and_counts(tmp_path):
+    """Optuna's retry convention: each attempt stays FAIL and uncounted, its params queued
+    with the attempt count; the third death of the same point fails it for good (counted)."""
+    from sweeper.analysis import counts
+    from sweeper.sweeps.ledger import MAX_RETRIES, TrialLedger
+
+    plan = _grid_plan(tmp_path, 2, "x=choice(0,1)")
+    ledger = TrialLedger(plan)
+    trial, _, _ = ledger.next_trial()
+    point = dict(trial.params)
+    for attempt in range(MAX_RETRIES):
+        assert ledger.retry(trial, "WorkerDied: killed by SIGKILL") is None
+        frozen = plan.study.get_trials()[trial.number]
+        assert frozen.state == TrialState.FAIL and not counts(frozen)
+        assert (
+            frozen.user_attrs["sweeper:uncounted"] == "worker died: WorkerDied: killed by SIGKILL"
+        )
+        trial, _, _ = ledger.next_trial()  # the queued retry comes first
+        assert trial.params == point and trial.user_attrs["sweeper:retries"] == attempt + 1
+    failed = ledger.retry(trial, "WorkerDied: killed by SIGKILL")
+    assert failed is not None and "retried 2 times" in failed.error
+    frozen = plan.study.get_trials()[trial.number]
+    assert frozen.state == TrialState.FAIL and counts(frozen)
+
+
+def test_a_packed_worker_reads_every_answer_of_its_slot(tmp_path):
+    """The worker's side of the pipe reads the slot's answer to every ``end``, also once the
+    sweep stopped: an unread answer let the worker exit while its slot still wrote, and the
+    slot failed the trials whose ends were still queued ("died (exited with code 0)")."""
+    import multiprocessing
+
+    from sweeper.sweeps.packed_workers import PipeSource
+
+    here, there = multiprocessing.Pipe(duplex=True)
+    source = PipeSource(there)
+    for number, stop in ((1, True), (2, False), (3, False)):
+        here.send(stop)  # the slot's answer, sent ahead of the question
+        source.end(number, None)
+        assert here.recv() == ("end", number, None)
+    assert source.stopped()
+    assert not there.poll(0.2), "an answer was left unread in the pipe"
+
+
 def _study_name(*arguments: str, settings=None) -> str:
     from sweeper.cli import compose
 
