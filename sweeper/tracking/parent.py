@@ -550,7 +550,7 @@ class MlflowStudyHook:
             return
         if study is None:
             study = self._study(info)
-        close_study_runs(self.client(), self.run_id, study, ending=True)
+        close_study_runs(self.client(), self.run_id, study, ending=True, outcome="worker died")
         # the sweep's results carry the analysis (importance bootstrap included): not redone
         computed = results if isinstance(results, Mapping) and "importance" in results else None
         finalize_parent_run(study, self.run_id, info.sweep_dir, self.tracking_uri, summary=computed)

@@ -16,7 +16,8 @@ What a run gets:
   ``.hydra/{config,overrides,hydra}.yaml`` under ``hydra/``;
 * status: FINISHED, FAILED or KILLED. MLflow has no PRUNED status: a pruned trial ends
   KILLED with tag ``outcome=pruned`` (``outcome`` is finished | failed | pruned | killed |
-  reused).
+  reused; a run whose process died is ended by others with interrupted | stale |
+  worker died | store full: ``sweeper.tracking.run_ends``).
 
 Cheap: an episode appends five numbers to a list. Metrics go out in batches at each
 evaluation and at the end, never per episode or per step, to a logging child process

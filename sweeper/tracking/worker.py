@@ -9,7 +9,7 @@ its training process. It calls MLflow's public client (``MlflowClient``: ``creat
 ``log_batch``, ``log_artifacts``, ``set_terminated``), batched within MLflow's own limits.
 Training waits for the child only at the end of a run. If the
 training process dies (kill -9), the child sees end of input and ends the run KILLED with
-``outcome=killed``.
+``outcome=worker died``.
 
 A dead or hung tracking server never blocks training:
 
@@ -67,7 +67,7 @@ class Executor:
         self.artifact_uri: str | None = None
         self.terminated = False
         # what an unfinished run says when its process dies (end of input)
-        self.on_death = {"outcome": "killed", "error": "training process died"}
+        self.on_death = {"outcome": "worker died", "error": "training process died"}
 
     def apply(self, op: str, **kw: Any) -> dict[str, Any] | None:
         return getattr(self, f"_op_{op}")(**kw)

@@ -333,4 +333,4 @@ def test_a_logging_child_closes_its_run_even_after_a_torn_op(tmp_path):
     child.stdin.close()
     assert child.wait(timeout=60) == 0
     run = MlflowClient(uri).get_run(answer["run_id"])
-    assert run.info.status == "KILLED" and run.data.tags["outcome"] == "killed"
+    assert run.info.status == "KILLED" and run.data.tags["outcome"] == "worker died"
