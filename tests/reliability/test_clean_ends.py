@@ -150,12 +150,13 @@ def test_kill_9_of_the_sweeper_then_the_same_command_leaves_no_run_running(tmp_p
         _wait_for_trials(tmp_path, proc, running=2)
         children = sweep_children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _, err = proc.communicate(timeout=60)  # until the workers, which share it, are gone
         assert not _gone(children), "a worker outlived the sweeper"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert "Traceback" not in err and "EOFError" not in err, err[-3000:]  # the workers' end
     study = only_study(journal(tmp_path))
     killed = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
     assert killed
