@@ -40,7 +40,7 @@ from sweeper.overrides import format_value
 from sweeper.pruning import PrunerError
 from sweeper.seeding import replicate_seeds
 from sweeper.study_storage import StorageError, redact
-from sweeper.sweeps import remote, stops, workers
+from sweeper.sweeps import remote, stops, sweep_log, workers
 from sweeper.sweeps import results as results_mod
 from sweeper.sweeps.errors import SweepError, error_text, root_cause
 from sweeper.sweeps.factories import FactoryError
@@ -196,6 +196,7 @@ class OptunaSweeperImpl(Sweeper):
         )
         hooks = plan.hooks
         plan.info = info
+        sweep_log.install(plan.sweep_dir)  # tracebacks to <sweep dir>/sweep.log, not the console
         for hook in hooks:  # before the first trial process starts
             workers.preload(getattr(hook, "preload", ()))
         kind = remote.remote_kind(self.launcher)
@@ -210,6 +211,7 @@ class OptunaSweeperImpl(Sweeper):
                     f"sweeper: study hook {type(hook).__name__}: {root_cause(err)}"
                 ) from None
             parent_run_id = parent_run_id or rid
+        sweep_log.quiet_consoles()  # MLflow configures its own loggers when first imported
         plan.trial_overrides = [
             f"trial.study_name={format_value(study.study_name)}",
             f"trial.storage={format_value(plan.storage_spec)}",

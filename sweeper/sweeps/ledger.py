@@ -93,14 +93,24 @@ class TrialLedger:
         """Ask and claim the next trial: ``(trial, job overrides, sampled overrides)``, or
         None when the study has its trials (or this run stops)."""
         plan, study = self.plan, self.plan.study
-        with self._lock:
-            if self.stop.is_set():
+        while True:
+            with self._lock:
+                if self.stop.is_set():
+                    return None
+                self.fail_stale()
+                trials = study.get_trials(deepcopy=False)
+                if n_counted(tally(trials)) < plan.n_trials:
+                    trial = study.ask(fixed_distributions=plan.space.distributions)
+                    self._running[trial.number] = trial
+                    break
+                if not self._unclaimed(trials):
+                    return None
+            # a trial that counts but was never claimed (its process failed between ask and
+            # claim: a full disk) is failed as stale after liveness.CLAIM_GRACE, and its
+            # point asked again: wait for that rather than end short of n_trials
+            self.run_due_hooks()
+            if self.stop.wait(1.0):
                 return None
-            self.fail_stale()
-            if n_counted(tally(study.get_trials(deepcopy=False))) >= plan.n_trials:
-                return None
-            trial = study.ask(fixed_distributions=plan.space.distributions)
-            self._running[trial.number] = trial
         self.run_due_hooks()
         try:
             overrides, shown = self._claim(trial)
@@ -114,6 +124,16 @@ class TrialLedger:
                 )
             raise
         return trial, overrides, shown
+
+    def _unclaimed(self, trials: list) -> list[int]:
+        """RUNNING trials nobody claimed (no owner) that this process does not run."""
+        return [
+            t.number
+            for t in trials
+            if t.state == TrialState.RUNNING
+            and t.number not in self._running
+            and not t.user_attrs.get(liveness.OWNER)
+        ]
 
     def _claim(self, trial: optuna.trial.Trial) -> tuple[list[str], list[str]]:
         """Mark the new trial as ours and check it is not one too many (another worker may

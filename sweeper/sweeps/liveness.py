@@ -20,6 +20,8 @@ __all__ = ["owner", "owner_alive", "stale_reason", "OWNER", "HEARTBEAT"]
 
 OWNER = study_attrs.OWNER
 HEARTBEAT = study_attrs.HEARTBEAT
+CLAIM_GRACE = 30.0  # seconds a RUNNING trial may go without an owner (claimed milliseconds
+# after it is asked)
 
 
 def stale_reason(trial: optuna.trial.FrozenTrial, now: float, grace_period: float) -> str | None:
@@ -31,6 +33,10 @@ def stale_reason(trial: optuna.trial.FrozenTrial, now: float, grace_period: floa
         beat = trial.datetime_start.timestamp()
     if alive is False:
         return f"stale: its sweeper process {who.get('pid')} is gone"
+    if not who and beat is not None and now - float(beat) > CLAIM_GRACE:
+        # asked but never claimed: its process failed in between (a full disk), and nobody
+        # else will ever finish it
+        return f"stale: never claimed in {now - float(beat):.0f}s"
     if alive is None and beat is not None and now - float(beat) > grace_period:
         # the heartbeat only decides when liveness cannot be checked (another host)
         return f"stale: no heartbeat for {now - float(beat):.0f}s"

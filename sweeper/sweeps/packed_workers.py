@@ -30,6 +30,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sweeper.sweeps import sweep_log
 from sweeper.sweeps.packing import Job, Packed, Source
 from sweeper.sweeps.workers import (
     WorkerDied,
@@ -93,16 +94,19 @@ def _worker_main(
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweeper's to handle
     watch_parent(parent_pid, parent_start)
-    logging.basicConfig(
-        level=logging.WARNING,
-        format=f"[%(asctime)s][%(name)s][%(levelname)s] - [worker {os.getpid()}] %(message)s",
-    )
+    # one line a record on stderr, tracebacks in the sweep's log file (``sweep_log``)
+    sweep_log.worker_logging(f"[worker {os.getpid()}]")
     source = PipeSource(conn)
     try:
         Packed(source, capacity, width).run()
         source.tell(("done",))
     except SweeperGone:  # no traceback: the sweeper is gone
         os._exit(70)  # EX_SOFTWARE, as watch_parent
+    except Exception as err:  # e.g. a full disk: one line, the traceback in the log file
+        from sweeper.sweeps.errors import error_text
+
+        log.error("worker process stopped: %s", error_text(err), exc_info=True)
+        raise SystemExit(1) from None  # (multiprocessing prints no traceback for it)
 
 
 # -- the sweeper's side --------------------------------------------------------------------------

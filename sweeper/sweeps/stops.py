@@ -4,14 +4,19 @@ ends (``sweeper.tracking.run_ends``), and the same command resumes."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sweeper.messages import one_line
+from sweeper.secrets import mask_text
 from sweeper.study_storage import redact
+from sweeper.sweeps import sweep_log
 from sweeper.sweeps.errors import root_cause
 
 if TYPE_CHECKING:
@@ -58,7 +63,8 @@ def abort(plan: Plan, err: BaseException) -> None:
     """
     if not isinstance(err, Exception):
         raise err
-    cause = root_cause(err)
+    sweep_log.to_file("the sweep stopped", err)
+    cause = full_disk(err, plan) or root_cause(err)
     for hook in plan.hooks:
         try:
             hook.on_study_end(plan.info, {"study": None, "error": cause})
@@ -66,8 +72,64 @@ def abort(plan: Plan, err: BaseException) -> None:
             log.debug("study hook %s failed: %s", type(hook).__name__, hook_err)
     raise SystemExit(
         f"sweeper: the sweep stopped: storage {redact(plan.storage_spec)} failed: {cause}; "
-        "finished trials are kept (re-run the same command to resume)"
+        f"finished trials are kept (re-run the same command to resume){sweep_log.details()}"
     ) from None
+
+
+def full_disk(err: BaseException, plan: Plan | None = None) -> str | None:
+    """The cause to name when the disk is full, else None.
+
+    A full disk fails several things at once, and the innermost exception of the chain is
+    not always the disk's: a packed worker dies of ENOSPC in its own process, and the slot's
+    retry then hits ENOSPC in the journal *while handling* that ``WorkerDied``, so
+    :func:`root_cause` would blame the death. ENOSPC anywhere in the chain (or SQLite's
+    ``database or disk is full``) wins; failing that, a ``WorkerDied`` while the disk under
+    the sweep directory or the journal is full is named with that disk."""
+    seen: set[int] = set()
+    each: BaseException | None = err
+    died = False
+    while each is not None and id(each) not in seen:
+        seen.add(id(each))
+        if _is_enospc(each):
+            return mask_text(f"{type(each).__name__}: {one_line(each, 400)}")
+        died = died or type(each).__name__ == "WorkerDied"
+        each = each.__cause__ or each.__context__
+    if died and plan is not None:
+        for where in _disks(plan):
+            if _full(where):
+                return (
+                    f"OSError: [Errno {errno.ENOSPC}] No space left on device: the disk under "
+                    f"{where} is full ({root_cause(err)})"
+                )
+    return None
+
+
+def _is_enospc(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    text = str(err).lower()
+    return "no space left on device" in text or "database or disk is full" in text
+
+
+def _disks(plan: Plan) -> list[Path]:
+    """Where the sweep writes: its directory and, for a journal, the journal's directory."""
+    spec = str(plan.storage_spec or "")
+    places = [Path(plan.sweep_dir)]
+    if spec.startswith("journal:"):
+        places.append(Path(spec.removeprefix("journal:")).parent)
+    return places
+
+
+def _full(path: Path, margin: int = 64 * 1024) -> bool:
+    """Whether the file system holding ``path`` (or its nearest existing parent) has less than
+    ``margin`` bytes free for this user."""
+    for each in (path, *path.parents):
+        try:
+            st = os.statvfs(each)
+        except OSError:
+            continue
+        return st.f_bavail * st.f_frsize < margin
+    return False
 
 
 def _exit_now(signum: int, frame: Any) -> None:

@@ -54,7 +54,7 @@ from sweeper.callbacks import Callback
 from sweeper.config_hash import SHORT, config_hash, flatten, semantic_config
 from sweeper.tracking import store
 from sweeper.tracking.limits import MAX_KEY, MAX_PARAM, MAX_TAG
-from sweeper.tracking.run_ends import OWNER_ENV, OWNER_TAG
+from sweeper.tracking.run_ends import OWNER_ENV, OWNER_TAG, why
 
 OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "PRUNED": "pruned", "KILLED": "killed"}
 SYNC_BATCH = 1000  # metrics a run logging in-process keeps before one log_batch (MLflow's max)
@@ -431,7 +431,9 @@ class MlflowTracker(Callback):
                 elif self.status is None:
                     self.flush()
                     status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-                    self.set_tags({"outcome": OUTCOMES[status], **_error_tag(error)})
+                    tags = _error_tag(error)
+                    outcome = why(tags.get("error")) or OUTCOMES[status]  # e.g. "store full"
+                    self.set_tags({"outcome": outcome, **tags})
                     self.log_output_files()
                     self.terminate(status)
                 elif self.status != "FINISHED":

@@ -543,6 +543,14 @@ def main() -> None:
     # urllib3 logs each retry as a warning (to stderr, with no handler): the failure is
     # said once, below.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # MLflow's own handlers (its loggers do not propagate) print a traceback for each failed
+    # commit, e.g. every "database or disk is full": the run's one line says it, once
+    import mlflow  # noqa: F401 - configures those loggers on import: quiet them now
+
+    logging.raiseExceptions = False  # a full disk: no "--- Logging error ---" either
+    for name in ("mlflow", "sqlalchemy.engine", "alembic"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(lambda record: not record.exc_info)
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr  # nothing else may write to the answer channel
     out_lock = threading.Lock()

@@ -61,3 +61,34 @@ def pg_role(pg_url):
                 conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
             conn.execute(sqlalchemy.text(f"DROP ROLE IF EXISTS {role}"))
         admin.dispose()
+
+
+@pytest.fixture
+def mount_tmpfs():
+    """``mount_tmpfs(dir, size)``: a real tmpfs of ``size`` (e.g. ``"24k"``) on ``dir``
+    (root only: skipped elsewhere, unless under CI); ``mount_tmpfs.grow(dir, size)`` remounts
+    it bigger (making room keeps the files). Unmounted at the end of the test."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("mounting a tmpfs needs root (required under CI)")
+    mounted = []
+
+    def mount(path, size: str):
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True
+        )
+        mounted.append(path)
+        return path
+
+    def grow(path, size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
+
+    mount.grow = grow
+    try:
+        yield mount
+    finally:
+        for path in reversed(mounted):
+            subprocess.run(["umount", "-l", str(path)], check=False)

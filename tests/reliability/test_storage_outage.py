@@ -152,3 +152,45 @@ def test_postgresql_outage_ends_the_sweep_in_one_line_and_keeps_finished_trials(
     )
     assert proc2.returncode == 0, proc2.stderr[-3000:]
     assert complete(cluster.url) >= kept
+
+
+@pytest.mark.slow
+def test_postgresql_outage_under_a_packed_tracked_sweep_is_one_line(tmp_path, cluster):
+    """S-like (issue 24, point 5): a packed grid sweep, 2 worker processes, MLflow tracking.
+    The terminal gets the progress lines and one final line; tracebacks go to sweep.log."""
+    from sweep_helpers import sweep_cmd as app_cmd
+
+    from sweeper.tracking import store
+
+    cmd = app_cmd(
+        "app-nom", "+sweep=sensitivity", "hydra.sweeper.n_trials=8", "train.episodes=40",
+        f"hydra.sweeper.storage={cluster.url}",
+    )  # fmt: skip
+    run = {"cwd": tmp_path, "env": clean_env(), "text": True}
+    proc = subprocess.Popen(cmd, **run, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while complete(cluster.url) < 3:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "3 trials did not complete in 120 s"
+            time.sleep(0.3)
+        cluster.stop()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "Traceback" not in err and "Exception in thread" not in err, err[-4000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sweeper: the sweep stopped: storage postgresql"), last
+    assert "OperationalError" in last or "AdminShutdown" in last, last
+    [log] = (tmp_path / "outputs").rglob("sweep.log")  # SWEEPER_OUTPUTS: the sweep's dir
+    assert f"(details: {log})" in last
+    assert "Traceback" in log.read_text()  # the stop's traceback, kept for whoever asks
+    cluster.start()
+    again = subprocess.run(cmd, **run, capture_output=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert complete(cluster.url) == 8
+    client = store.client(store.sqlite_uri(tmp_path / "outputs" / store.DB_NAME))
+    runs = store.search_all_runs(client, "")
+    assert runs and not [r.info.run_name for r in runs if r.info.status == "RUNNING"]

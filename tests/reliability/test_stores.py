@@ -343,3 +343,81 @@ def test_drop_torn_tail_edge_cases(tmp_path):
         finally:
             os.close(fd)
         assert path.read_bytes() == kept
+
+
+# -- a full disk under a packed sweep with tracking (issue 24, point 7) ----------------------
+
+# S-like: a packed grid sweep (2 worker processes, populations of trials x 10 seeds), MLflow
+# tracking to the local SQLite store, each run a few seconds
+PACKED = ("+sweep=sensitivity", "hydra.sweeper.n_trials=8", "train.episodes=40")
+
+
+def _sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = sweep_cmd("app-nom", *PACKED, *args)
+    return subprocess.run(
+        cmd, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=240
+    )
+
+
+def _last_line(proc: subprocess.CompletedProcess) -> str:
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def _audit(storage: str, outputs: Path, n: int) -> None:
+    """The study has its ``n`` counted COMPLETE trials and nothing RUNNING, in Optuna and in
+    MLflow."""
+    from sweep_helpers import only_study
+
+    trials = only_study(storage).get_trials()
+    complete = [t for t in trials if counts(t) and t.state == optuna.trial.TrialState.COMPLETE]
+    for t in trials:  # (shown when the test fails)
+        print(t.number, t.state.name, counts(t), t.params, t.user_attrs.get("sweeper:error"))
+    assert len(complete) == n
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    runs = _runs(store.sqlite_uri(outputs / store.DB_NAME))
+    assert runs and not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+
+
+def _converge(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """The same command run again until it finishes the study: at most 3 times."""
+    for _ in range(3):
+        again = _sweep(tmp_path, *args)
+        assert "Traceback" not in again.stderr, again.stderr[-4000:]
+        if again.returncode == 0:
+            return again
+    raise AssertionError(f"3 runs did not finish the study: {again.stderr[-3000:]}")
+
+
+@pytest.mark.slow
+def test_full_journal_disk_then_the_same_command_converges(tmp_path, mount_tmpfs):
+    disk = mount_tmpfs(tmp_path / "journal-disk", "24k")  # the journal only: a few trials
+    storage = f"journal:{disk / 'journal.log'}"
+    full = _sweep(tmp_path, f"hydra.sweeper.storage={storage}")
+    assert full.returncode != 0, full.stdout[-2000:]
+    assert "Traceback" not in full.stderr, full.stderr[-4000:]
+    last = _last_line(full)
+    assert last.startswith("sweeper: the sweep stopped:"), last
+    assert "No space left on device" in last, last
+    journal = disk / "journal.log"
+    assert journal.read_bytes().endswith(b"\n")  # readable: no torn last record
+    mount_tmpfs.grow(disk, "4m")  # room made: whatever was left RUNNING (maybe with only
+    _converge(tmp_path, f"hydra.sweeper.storage={storage}")  # some params) is failed, asked again
+    _audit(storage, tmp_path / "outputs", 8)
+
+
+@pytest.mark.slow
+def test_full_outputs_disk_ends_in_one_line_then_resumes(tmp_path, mount_tmpfs):
+    outputs = mount_tmpfs(tmp_path / "outputs", "2m")  # SWEEPER_OUTPUTS: journal, MLflow, runs
+    full = _sweep(tmp_path)
+    assert full.returncode != 0, full.stdout[-2000:]
+    # MLflow's tracebacks, the dead workers', the threads': in sweep.log (if it had room)
+    assert "Traceback" not in full.stderr, full.stderr[-4000:]
+    assert "Exception in thread" not in full.stderr and "Logging error" not in full.stderr
+    last = _last_line(full)
+    assert last.startswith("sweeper: the sweep stopped:"), last
+    assert "No space left on device" in last, last  # the disk, not a worker's death
+    assert len(full.stderr.splitlines()) < 20, full.stderr[-4000:]
+    mount_tmpfs.grow(outputs, "64m")
+    _converge(tmp_path)
+    [journal] = outputs.glob("optuna/journal.log")
+    _audit(f"journal:{journal}", outputs, 8)
