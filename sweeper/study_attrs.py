@@ -30,3 +30,5 @@ RETEST = "sweeper:retest"  # the outcome of re-testing the best configs on test 
 SWEEP = "sweeper:sweep"  # the ready-made sweep config it was started from (+sweep=)
 SAMPLER = "sweeper:sampler"  # {"name", "seed"} of its sampler
 WORKER = "sweeper:worker:"  # key prefix: one key per sweeper process that worked on it
+RETEST_CLAIM = "sweeper:retest_claim:"  # key prefix: one key per attempt to claim the re-test
+SWEEP_DIR = "sweeper:sweep_dir"  # the directory the study claimed (a resume goes back to it)

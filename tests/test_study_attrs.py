@@ -24,6 +24,7 @@ def test_the_names_are_the_stored_ones():
         "OWNER": "sweeper:owner",
         "HEARTBEAT": "sweeper:heartbeat",
         "REQUEUED": "sweeper:requeued_from",
+        "RETRIES": "sweeper:retries",
         "WORKER_PID": "sweeper:worker_pid",
         "FIXED_OVERRIDES": "sweeper:fixed_overrides",
         "SEARCH_SPACE": "sweeper:search_space",
@@ -33,6 +34,8 @@ def test_the_names_are_the_stored_ones():
         "SWEEP": "sweeper:sweep",
         "SAMPLER": "sweeper:sampler",
         "WORKER": "sweeper:worker:",
+        "RETEST_CLAIM": "sweeper:retest_claim:",
+        "SWEEP_DIR": "sweeper:sweep_dir",
     }
 
 

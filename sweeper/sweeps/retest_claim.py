@@ -55,7 +55,7 @@ from sweeper.sweeps import liveness
 
 log = logging.getLogger("sweeper.sweeps")
 
-PREFIX = "sweeper:retest_claim:"  # study user attrs: one per claim attempt
+PREFIX = study_attrs.RETEST_CLAIM  # study user attrs: one per claim attempt
 CONTENDING = ("claiming", "running")  # states that hold (or may hold) the claim
 ATTEMPTS = 12
 BACKOFF_S = (0.05, 0.4)  # random wait after a withdrawal, times the attempt number

@@ -38,7 +38,7 @@ from sweeper import study_attrs
 log = logging.getLogger("sweeper.sweeps")
 
 MARKER = ".sweeper_study"
-DIR_ATTR = "sweeper:sweep_dir"  # study user attr: the directory the study claimed
+DIR_ATTR = study_attrs.SWEEP_DIR  # study user attr: the directory the study claimed
 MAX_SUFFIX = 1000
 
 

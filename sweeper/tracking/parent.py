@@ -489,7 +489,10 @@ class MlflowStudyHook:
         # The search space as the parent's params (MLflow's Parameters tab and the runs
         # table's param columns): fixed for a study, as its name covers it.
         client = self.client()
-        close_study_runs(client, self.run_id, self._study(info), ending=False)
+        try:  # best effort: the end of this sweep closes them too
+            close_study_runs(client, self.run_id, self._study(info), ending=False)
+        except Exception as err:  # noqa: BLE001 - e.g. a study store this process cannot open
+            logging.getLogger(__name__).debug("closing the study's stale runs: %s", err)
         log_params_once(
             client,
             self.run_id,
@@ -519,7 +522,11 @@ class MlflowStudyHook:
     def on_study_end(self, info, results: Mapping[str, Any]) -> None:
         if self.run_id is None:
             return
-        self._end(info, results)
+        try:
+            self._end(info, results)
+        finally:  # this sweep's marks leave this process's environment with it
+            for name in (OWNER_ENV, LOST_ENV):
+                os.environ.pop(name, None)
         if self._guard is not None:  # on an error the watch stays: KILLED when we exit
             self._guard.end()  # the run is ended: the child lets it be
             self._guard = None

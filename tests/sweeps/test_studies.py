@@ -66,7 +66,7 @@ def test_a_changed_sampler_seed_is_another_study_and_a_resume_says_so(tmp_path):
     listed = subprocess.run(
         [sys.executable, "-m", "sweeper.cli", "studies", "--storage", journal(tmp_path)],
         cwd=tmp_path,
-        env=clean_env(),
+        env=clean_env(COLUMNS="250"),  # a row a line (piped, the table is 120 wide)
         capture_output=True,
         text=True,
         timeout=120,
