@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from sweeper.agents.dqn import DQNAgent, loss_and_grad, td_target
+from sweeper.agents.dqn import DQNAgent
+from sweeper.agents.member_update import next_value, td_target
 from sweeper.agents.networks import QNetwork
 from sweeper.agents.schedules import EpsilonSchedules
 from sweeper.buffers import LatestTransitionBuffer, PrioritizedReplayBuffer, UniformReplayBuffer
@@ -26,82 +27,51 @@ VANILLA_Y = [1.0 + 0.9 * 4.0, 0.5, -1.0 + 0.9 * 5.0]
 DOUBLE_Y = [1.0 + 0.9 * 1.0, 0.5, -1.0 + 0.9 * 0.0]
 
 
+def targets(r, term, gamma, next_target, next_online=None, double=False) -> np.ndarray:
+    """The compiled update's TD target (``member_update.td_target`` of ``next_value``) for
+    each row of one member's batch."""
+    next_online = next_target if next_online is None else next_online
+    return np.array(
+        [
+            td_target(
+                r[b], term[b], np.float32(gamma), next_value(next_target, next_online, b, double)
+            )
+            for b in range(len(r))
+        ]
+    )
+
+
 def test_dqn_target_takes_max_of_target_net():
-    y = td_target(R, TERM, GAMMA, NEXT_TARGET)
-    assert y.shape == (1, 3)
-    np.testing.assert_allclose(y[0], VANILLA_Y, rtol=1e-6)
-    y = td_target(R, TERM, GAMMA, NEXT_TARGET, NEXT_ONLINE, np.array([False]))
-    np.testing.assert_allclose(y[0], VANILLA_Y, rtol=1e-6)
+    y = targets(R[0], TERM[0], GAMMA[0], NEXT_TARGET[0])
+    np.testing.assert_allclose(y, VANILLA_Y, rtol=1e-6)
+    y = targets(R[0], TERM[0], GAMMA[0], NEXT_TARGET[0], NEXT_ONLINE[0], False)
+    np.testing.assert_allclose(y, VANILLA_Y, rtol=1e-6)
 
 
 def test_double_dqn_target_selects_online_evaluates_target():
-    y = td_target(R, TERM, GAMMA, NEXT_TARGET, NEXT_ONLINE, np.array([True]))
-    np.testing.assert_allclose(y[0], DOUBLE_Y, rtol=1e-6)
-
-
-def test_td_target_is_per_member():
-    """Members in one call: each with its own gamma and its own double switch."""
-    rep = np.concatenate
-    y = td_target(
-        rep([R, R, R]),
-        rep([TERM, TERM, TERM]),
-        np.array([0.9, 0.9, 0.5], np.float32),
-        rep([NEXT_TARGET] * 3),
-        rep([NEXT_ONLINE] * 3),
-        np.array([True, False, True]),
-    )
-    np.testing.assert_allclose(y[0], DOUBLE_Y, rtol=1e-6)
-    np.testing.assert_allclose(y[1], VANILLA_Y, rtol=1e-6)
-    np.testing.assert_allclose(y[2], [1.0 + 0.5 * 1.0, 0.5, -1.0], rtol=1e-6)
+    y = targets(R[0], TERM[0], GAMMA[0], NEXT_TARGET[0], NEXT_ONLINE[0], True)
+    np.testing.assert_allclose(y, DOUBLE_Y, rtol=1e-6)
 
 
 def test_double_target_is_never_above_vanilla_target():
     rng = np.random.default_rng(0)
-    nt, no = rng.standard_normal((3, 100, 4)), rng.standard_normal((3, 100, 4))
-    r, d = rng.standard_normal((3, 100)), (rng.random((3, 100)) < 0.2).astype(float)
-    gamma = np.array([0.99, 0.9, 0.5])
-    double = td_target(r, d, gamma, nt, no, np.ones(3, dtype=bool))
-    assert np.all(double <= td_target(r, d, gamma, nt) + 1e-12)
+    for gamma in (0.99, 0.9, 0.5):
+        nt = rng.standard_normal((100, 4)).astype(np.float32)
+        no = rng.standard_normal((100, 4)).astype(np.float32)
+        r = rng.standard_normal(100).astype(np.float32)
+        d = (rng.random(100) < 0.2).astype(np.float32)
+        double = targets(r, d, gamma, nt, no, True)
+        assert np.all(double <= targets(r, d, gamma, nt))
 
 
-def torch_loss(td: np.ndarray, w: np.ndarray, kind: str, delta: float):
-    t = torch.tensor(td, requires_grad=True)
-    wt = torch.tensor(w)
-    if kind == "mse":
-        ref = (wt * t * t).mean()
-    else:
-        zeros = torch.zeros(len(td))
-        ref = (wt * torch.nn.functional.huber_loss(t, zeros, reduction="none", delta=delta)).mean()
-    ref.backward()
-    return ref.item(), t.grad.numpy()
-
-
-TD = np.array([-3.0, -0.5, 0.2, 2.5], np.float32)
-W = np.array([1.0, 0.5, 0.25, 1.0], np.float32)
-
-
-@pytest.mark.parametrize("kind", ["mse", "huber"])
-def test_loss_gradient_matches_autograd(kind):
-    huber = np.array([kind == "huber"])
-    loss, grad = loss_and_grad(TD[None], W[None], huber, np.array([1.0], np.float32))
-    assert loss.shape == (1,) and grad.shape == (1, 4) and grad.dtype == np.float32
-    ref_loss, ref_grad = torch_loss(TD, W, kind, 1.0)
-    assert loss[0] == pytest.approx(ref_loss, rel=1e-6)
-    np.testing.assert_allclose(grad[0], ref_grad, rtol=1e-6)
-
-
-def test_loss_is_per_member():
-    """mse and huber rows (two huber deltas) in one call each match autograd."""
-    kinds, deltas = ["huber", "mse", "huber"], [1.0, 1.0, 2.0]
-    td = np.stack([TD, TD * 0.5, TD])
-    w = np.stack([W, W, W[::-1]])
-    loss, grad = loss_and_grad(
-        td, w, np.array([k == "huber" for k in kinds]), np.array(deltas, np.float32)
-    )
-    for k in range(3):
-        ref_loss, ref_grad = torch_loss(td[k], w[k], kinds[k], deltas[k])
-        assert loss[k] == pytest.approx(ref_loss, rel=1e-6)
-        np.testing.assert_allclose(grad[k], ref_grad, rtol=1e-6)
+def test_next_value_is_numpys_max_and_first_argmax_with_nans():
+    """NaN propagates as numpy's maximum does (a diverged net's target is NaN, not a
+    number), and Double DQN's argmax is numpy's first maximum."""
+    q = np.array([[1.0, np.nan, 3.0], [np.nan, 2.0, 1.0], [2.0, 5.0, 5.0]], np.float32)
+    target = np.array([[7.0, 8.0, 9.0]] * 3, np.float32)
+    for b in range(3):
+        assert np.array_equal(next_value(q, q, b, False), np.max(q[b]), equal_nan=True)
+        assert next_value(target, q, b, True) == target[b, np.argmax(q[b])]
 
 
 # ---------------------------------------------------------------- agents on hand-made data
@@ -387,7 +357,7 @@ def test_member_of_a_population_learns_what_it_learns_alone(dueling):
             assert np.array_equal(population.online.flat[k], one.online.flat[0])
             if MIXED["target_update"][k] != "none":
                 assert np.array_equal(population.target.flat[k], one.target.flat[0])
-            assert np.array_equal(population.optimizer.m[k], one.optimizer.m[0])
+            assert np.array_equal(population.adam_m[k], one.adam_m[0])
             for name in ("updates", "steps", "episodes"):
                 assert getattr(population, name)[k] == getattr(one, name)[0]
             assert population.epsilon(np.array([k]))[0] == one.epsilon(ONE)[0]
@@ -406,7 +376,7 @@ def test_reset_member_makes_a_fresh_agent_in_its_slot():
     hp = {"lr": 5e-3, "double": True, "target_update": "soft", "tau": 0.1, "loss": "huber"}
     agent.reset_member(1, 7, np.random.default_rng(9), np.random.default_rng(10), **hp)
     assert agent.steps[1] == agent.updates[1] == agent.episodes[1] == 0
-    assert agent.buffer.size.tolist() == [8, 0] and agent.optimizer.t.tolist() == [3, 0]
+    assert agent.buffer.size.tolist() == [8, 0] and agent.adam_t.tolist() == [3, 0]
     assert np.array_equal(agent.online.flat[0], member0)
     fresh = DQNAgent(
         2,

@@ -3,7 +3,8 @@ hard/soft/no target network.
 
 The seed notebook's DQNAgent, DQNNoReplay, DQNNoTarget and DoubleDQNAgent are one class here:
 the replay ablation is a buffer (``LatestTransitionBuffer``), the others are switches. The TD
-target is computed in exactly one place, :func:`td_target`.
+target is computed in exactly one place, ``sweeper.agents.member_update.td_target``, inside
+the compiled update (:mod:`sweeper.agents.member_update`) that is the only update path.
 
 One object trains K agents of one architecture (obs/action spaces, hidden sizes, dueling,
 batch size, buffer kind) in lockstep: every other hyperparameter is per member (a scalar is
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
-from sweeper.agents.networks import ALL, Adam, Members, QNetwork, StackedMLP, clip_grad_norm
+from sweeper.agents import member_update
+from sweeper.agents.networks import ALL, Members, QNetwork, StackedMLP
 from sweeper.agents.schedules import EpsilonSchedules
 from sweeper.buffers.uniform import per_member
 from sweeper.choices import Loss, TargetUpdate
@@ -36,59 +38,6 @@ LOSSES = tuple(Loss)
 HYPERPARAMETERS: dict[str, Any] = defaults(
     DQNAgentConfig, exclude=("_target_", "name", "hidden_sizes", "dueling")
 )
-
-
-def td_target(
-    rewards: np.ndarray,
-    terminated: np.ndarray,
-    gamma: np.ndarray,
-    next_q_target: np.ndarray,
-    next_q_online: np.ndarray | None = None,
-    double: np.ndarray | None = None,
-) -> np.ndarray:
-    """r + gamma * (1 - terminated) * Q_target(s', a*), per member (leading axis).
-
-    a* = argmax_a Q_target(s', a) (DQN), or argmax_a Q_online(s', a) for the members where
-    ``double`` is set (Double DQN: the online net selects, the target net evaluates). Only
-    termination cuts the bootstrap; a time-limit truncation is stored as not terminated.
-    ``gamma`` is (m,) float32.
-    """
-    if double is None or not double.any():
-        next_v = _max_last(next_q_target)
-    else:
-        best = next_q_target.argmax(axis=-1)
-        best[double] = next_q_online[double].argmax(axis=-1)
-        next_v = np.take_along_axis(next_q_target, best[..., None], axis=-1)[..., 0]
-    return rewards + gamma[:, None] * (1.0 - terminated) * next_v
-
-
-def _max_last(q: np.ndarray) -> np.ndarray:
-    """``q.max(axis=-1)`` by elementwise maxima over the few actions (exact, and several
-    times faster than a reduction along a length-2 axis)."""
-    out = q[..., 0].copy()
-    for a in range(1, q.shape[-1]):
-        np.maximum(out, q[..., a], out=out)
-    return out
-
-
-def loss_and_grad(
-    td: np.ndarray, weights: np.ndarray, huber: np.ndarray | None, huber_delta: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per member (rows): importance-weighted mean loss of TD errors ``td = Q(s,a) - y``, and
-    its gradient wrt Q(s,a). ``mse`` is the seed's F.mse_loss; where ``huber`` is set, smooth
-    L1 with that member's ``huber_delta`` (``huber`` None: no member)."""
-    n = td.shape[1]
-    loss = weights * td * td
-    grad = weights * td * np.float32(2.0 / n)
-    if huber is not None and huber.any():
-        delta = huber_delta[:, None]
-        abs_td = np.abs(td)
-        quad = np.minimum(abs_td, delta)
-        h_loss = weights * (0.5 * quad * quad + delta * (abs_td - quad))
-        h_grad = weights * np.clip(td, -delta, delta) / np.float32(n)
-        loss = np.where(huber[:, None], h_loss, loss)
-        grad = np.where(huber[:, None], h_grad, grad).astype(np.float32)
-    return loss.mean(axis=1), grad
 
 
 class DQNAgent:
@@ -126,6 +75,7 @@ class DQNAgent:
         self.rngs = list(rngs)
         self.seeds = [int(s) for s in seeds]
         self.gamma = np.zeros(k)
+        self._gamma32 = np.zeros(k, dtype=np.float32)  # the update's (float32) copy
         self.double = np.zeros(k, dtype=bool)
         self.target_mode = np.zeros(k, dtype=np.int64)  # index into TARGET_UPDATES
         self.target_update_freq = np.ones(k, dtype=np.int64)
@@ -133,13 +83,22 @@ class DQNAgent:
         self.huber = np.zeros(k, dtype=bool)
         self.huber_delta = np.ones(k, dtype=np.float32)
         self.grad_clip = np.full(k, np.inf)
-        self.optimizer = Adam(self.online.flat, lr=np.zeros(k))
+        # Adam (torch.optim.Adam's defaults but lr and eps, per member): moments, step count
+        self.lr = np.zeros(k)
+        self.adam_eps = np.full(k, 1e-8)
+        self.adam_m = np.zeros_like(self.online.flat)
+        self.adam_v = np.zeros_like(self.online.flat)
+        self.adam_t = np.zeros(k, dtype=np.int64)
+        #: (offset, in, out) of each parameter block of a member's row (the compiled update's)
+        self.layout = np.array(
+            [(a, i, o) for (a, _), (i, o) in zip(self.online.bounds, self.online.blocks)],
+            dtype=np.int64,
+        )
+        self._scratch: dict[int, tuple[np.ndarray, ...]] = {}
         self.schedule = EpsilonSchedules(k)
         self.steps = np.zeros(k, dtype=np.int64)
         self.episodes = np.zeros(k, dtype=np.int64)
         self.updates = np.zeros(k, dtype=np.int64)
-        self._all: _Switches | None = None
-        self._row_index = np.arange(0)
         values = {
             name: per_member(f"agent.{name}", hyperparameters.get(name, default), k)
             for name, default in HYPERPARAMETERS.items()
@@ -170,6 +129,7 @@ class DQNAgent:
         self.online.load(k, net)
         self.target.load(k, net)
         self.gamma[k] = hp["gamma"]
+        self._gamma32[k] = hp["gamma"]
         self.double[k] = bool(hp["double"])
         self.target_mode[k] = TARGET_UPDATES.index(hp["target_update"])
         self.target_update_freq[k] = max(1, int(hp["target_update_freq"]))
@@ -177,7 +137,8 @@ class DQNAgent:
         self.huber[k] = hp["loss"] == Loss.huber
         self.huber_delta[k] = hp["huber_delta"]
         self.grad_clip[k] = hp["grad_clip"] if hp["grad_clip"] else np.inf
-        self.optimizer.reset_member(k, float(hp["lr"]), float(hp["adam_eps"]))
+        self.lr[k], self.adam_eps[k], self.adam_t[k] = float(hp["lr"]), float(hp["adam_eps"]), 0
+        self.adam_m[k] = self.adam_v[k] = 0.0
         self.schedule.set_member(
             k,
             hp["epsilon_start"],
@@ -187,7 +148,6 @@ class DQNAgent:
             hp["epsilon_decay_steps"],
         )
         self.steps[k] = self.episodes[k] = self.updates[k] = 0
-        self._all = None  # the switches of all members changed
 
     def reset_member(
         self,
@@ -238,34 +198,10 @@ class DQNAgent:
     def set_progress(self, members: np.ndarray, fractions: np.ndarray) -> None:
         self.buffer.set_progress(members, fractions)
 
-    def _switches(self, idx: Members) -> _Switches:
-        """The per-member switches of ``idx`` (cached for all members: they change only when
-        a member is set)."""
-        if isinstance(idx, slice) and self._all is not None:
-            return self._all
-        modes = self.target_mode[idx]
-        double, huber = self.double[idx], self.huber[idx]
-        clip = self.grad_clip[idx]
-        out = _Switches(
-            gamma=self.gamma[idx].astype(np.float32),
-            double=double if double.any() else None,
-            no_target=modes == 2,
-            any_no_target=bool((modes == 2).any()),
-            all_no_target=bool((modes == 2).all()),
-            huber=huber,
-            any_huber=bool(huber.any()),
-            huber_delta=self.huber_delta[idx],
-            clip=clip if np.isfinite(clip).any() else None,
-            hard=modes == 0,
-            any_soft=bool((modes == 1).any()),
-        )
-        if isinstance(idx, slice):
-            self._all = out
-        return out
-
     def update(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One gradient step for each of ``members`` whose ring holds a batch; returns the
-        loss per member and which members learned (the others' loss is NaN)."""
+        """One gradient step for each of ``members`` whose ring holds a batch (one compiled
+        call for all of them, :func:`sweeper.agents.member_update.update`); returns the loss
+        per member and which members learned (the others' loss is NaN)."""
         ready = self.buffer.can_sample(members)
         if ready.all():
             learners = members
@@ -273,63 +209,73 @@ class DQNAgent:
             return np.full(len(members), np.nan), ready
         else:
             learners = members[ready]
-        sel = _selector(learners, self.size)
-        sw = self._switches(sel)
         batch = self.buffer.sample(learners)
-        q, acts = self.online.forward(batch.observations, sel)
-        next_online = None
-        if sw.any_no_target or sw.double is not None:
-            next_online = self.online.forward(batch.next_observations, sel, slot=1)[0]
-        if sw.all_no_target:
-            next_target = next_online
-        else:
-            next_target = self.target.forward(batch.next_observations, sel)[0]
-            if sw.any_no_target:
-                next_target = np.where(sw.no_target[:, None, None], next_online, next_target)
-        y = td_target(
-            batch.rewards, batch.terminated, sw.gamma, next_target, next_online, sw.double
+        loss = np.empty(len(learners), dtype=np.float32)
+        abs_td = np.empty(batch.actions.shape, dtype=np.float32)
+        member_update.update(
+            learners,
+            self.online.flat,
+            self.target.flat,
+            self.adam_m,
+            self.adam_v,
+            self.adam_t,
+            self.lr,
+            self.adam_eps,
+            self.layout,
+            self.online.dueling,
+            self._gamma32,
+            self.double,
+            self.target_mode,
+            self.target_update_freq,
+            self.tau,
+            self.huber,
+            self.huber_delta,
+            self.grad_clip,
+            self.updates,
+            batch.observations,
+            batch.actions,
+            batch.rewards,
+            batch.next_observations,
+            batch.terminated,
+            batch.weights,
+            *self._scratch_for(batch.actions.shape[1]),
+            loss,
+            abs_td,
         )
-        # Q(s, a) of the chosen actions: flat indices into (m * B, n_actions).
-        rows = self._rows(batch.actions.size)
-        chosen = batch.actions.ravel()
-        td = q.reshape(-1, self.n_actions)[rows, chosen].reshape(batch.actions.shape)
-        td -= y
-        loss, grad_td = loss_and_grad(
-            td, batch.weights, sw.huber if sw.any_huber else None, sw.huber_delta
-        )
-        grad_q = np.zeros_like(q)
-        grad_q.reshape(-1, self.n_actions)[rows, chosen] = grad_td.ravel()
-        grads = self.online.backward(acts, grad_q, sel)
-        if sw.clip is not None:
-            clip_grad_norm(grads, sw.clip)
-        self.optimizer.step(grads, sel)
-        self.buffer.update_priorities(learners, batch.indices, np.abs(td))
-        self.updates[sel] += 1
-        self._sync_target(learners, sel, sw)
-        if sel is ALL or len(learners) == len(members):
+        self.buffer.update_priorities(learners, batch.indices, abs_td)
+        if len(learners) == len(members):
             return loss, ready
         losses = np.full(len(members), np.nan)
         losses[ready] = loss
         return losses, ready
 
-    def _rows(self, n: int) -> np.ndarray:
-        rows = self._row_index
-        if rows.size != n:
-            rows = self._row_index = np.arange(n)
-        return rows
-
-    def _sync_target(self, learners: np.ndarray, sel: Members, sw: _Switches) -> None:
-        due = sw.hard & (self.updates[sel] % self.target_update_freq[sel] == 0)
-        if due.any():
-            hard = learners[due]
-            self.target.copy_from(self.online, _selector(hard, self.size))
-        if sw.any_soft:
-            soft = learners[self.target_mode[sel] == 1]
-            sel = _selector(soft, self.size)
-            target = self.target.flat[sel]
-            target += (self.online.flat[sel] - target) * self.tau[soft][:, None]
-            if not isinstance(sel, slice):
-                self.target.flat[sel] = target
+    def _scratch_for(self, batch: int) -> tuple[np.ndarray, ...]:
+        """The compiled update's working arrays for a batch size, made once: each layer's
+        input buffer (B, widest input + 1) for s and for s', the heads' outputs and Q-values
+        of the three forwards, the head gradient, two hidden gradients, the transposed
+        weights, the gradient row and the per-sample losses."""
+        scratch = self._scratch.get(batch)
+        if scratch is None:
+            net = self.online
+            f32 = np.float32
+            width = max(i for i, _ in net.blocks) + 1
+            hidden = max(net.hidden_sizes)
+            n_out = net.blocks[-1][1]
+            layers = len(net.blocks)
+            w_t = max([i * o for i, o in net.blocks[1:]] or [1])
+            scratch = self._scratch[batch] = (
+                np.zeros((layers, batch, width), f32),
+                np.zeros((layers, batch, width), f32),
+                np.zeros((3, batch, n_out), f32),
+                np.zeros((3, batch, self.n_actions), f32),
+                np.zeros((batch, n_out), f32),
+                np.zeros((batch, hidden), f32),
+                np.zeros((batch, hidden), f32),
+                np.zeros(w_t, f32),
+                np.zeros(net.flat.shape[1], f32),
+                np.zeros(batch, f32),
+            )
+        return scratch
 
     # --- checks and files ----------------------------------------------------------------
     def nonfinite(self, member: int) -> str | None:
@@ -347,24 +293,8 @@ class DQNAgent:
         return out
 
     def nbytes(self) -> int:
-        opt = self.optimizer.m.nbytes + self.optimizer.v.nbytes
+        opt = self.adam_m.nbytes + self.adam_v.nbytes
         return self.online.nbytes() + self.target.nbytes() + opt + self.buffer.nbytes()
-
-
-class _Switches(NamedTuple):
-    """Per-member switches of the members being updated, in the update's dtypes."""
-
-    gamma: np.ndarray  # float32
-    double: np.ndarray | None  # None: no member is double
-    no_target: np.ndarray
-    any_no_target: bool
-    all_no_target: bool
-    huber: np.ndarray
-    any_huber: bool
-    huber_delta: np.ndarray
-    clip: np.ndarray | None  # None: no member clips
-    hard: np.ndarray
-    any_soft: bool
 
 
 def _selector(members: np.ndarray, size: int) -> Members:

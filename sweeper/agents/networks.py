@@ -1,17 +1,17 @@
-"""MLP Q-networks (plain and dueling) for K agents at once, and the batched math that
-trains them.
+"""MLP Q-networks (plain and dueling) for K agents at once: the parameter layout, and the
+forward pass that acting and the greedy evaluations use.
 
-Why by hand: at DQN's sizes (batch 64, 2x64 units) an eager-autograd update is almost all
-framework overhead. The forward and backward passes of a ReLU MLP are a dozen small matrix
-products, so :class:`StackedMLP` computes them in numpy for K networks of one architecture
-at once: every parameter carries a leading member axis and each product is one stacked
-``matmul`` (one BLAS call per member, no Python per member). The per-step overhead is thus
-paid once for the whole population; a single agent is K=1. Each member's slice is computed
-with the same shapes whatever K is, which is what keeps member ``k`` of a population
-bit-identical to the same agent trained alone.
+Why by hand: at DQN's sizes (batch 64, 2x64 units) eager torch is almost all framework
+overhead. :class:`StackedMLP` holds K networks of one architecture as one (K, P) float32
+array and computes a forward for all of them at once: every parameter carries a leading
+member axis and each product is one stacked ``matmul`` (one BLAS call per member, no Python
+per member). Each member's slice is computed with the same shapes whatever K is, which keeps
+member ``k`` of a population bit-identical to the same agent alone. Training (forward,
+backward, Adam) is the compiled update of ``sweeper.agents.member_update`` on the same layout.
 
-:class:`QNetwork` stays the differentiable reference (tests check the kernel's gradients
-against autograd), the seeded initializer, and the saved format (a ``state_dict``).
+:class:`QNetwork` stays the differentiable reference (tests check the compiled update's
+gradients and Adam steps against autograd and torch.optim.Adam), the seeded initializer, and
+the saved format (a ``state_dict``).
 """
 
 from __future__ import annotations
@@ -127,9 +127,6 @@ class StackedMLP:
         ]
         self._scratch: dict[tuple[int, int], list[np.ndarray]] = {}
         self._all_blocks = self.layer_views(self.flat)
-        #: backward's output, reused: (K, P), the first m rows for m members
-        self.grad = np.zeros_like(self.flat)
-        self._grad_blocks = self.layer_views(self.grad)
 
     def layer_views(self, flat: np.ndarray) -> list[np.ndarray]:
         """The (m, in + 1, out) blocks of a (m, P) array laid out like :attr:`flat`."""
@@ -204,178 +201,8 @@ class StackedMLP:
         value, adv = out[:, :, :1], out[:, :, 1:]
         return adv - _mean_last(adv) + value, acts
 
-    def backward(
-        self, acts: list[np.ndarray], grad_q: np.ndarray, members: Members = ALL
-    ) -> np.ndarray:
-        """d(loss)/d(param) per member, as an (m, P) array laid out like :attr:`flat`
-        (:meth:`views` gives the per-parameter gradients), given d(loss)/dQ (m, B, n_actions).
-        The array is the first m rows of :attr:`grad`, overwritten by the next backward.
-        """
-        m = grad_q.shape[0]
-        grads = self.grad[:m]
-        g_blocks = self._grad_blocks if m == self.members else self.layer_views(grads)
-        blocks = self._blocks(members)
-        if self.dueling:
-            grad = np.empty((*grad_q.shape[:2], self.n_actions + 1), np.float32)
-            total = _sum_last(grad_q)
-            grad[:, :, :1] = total
-            total /= np.float32(self.n_actions)
-            np.subtract(grad_q, total, out=grad[:, :, 1:])
-        else:
-            grad = grad_q
-        for n in range(len(blocks) - 1, -1, -1):
-            a = acts[n]
-            np.matmul(a.transpose(0, 2, 1), grad, out=g_blocks[n])
-            if n:
-                # d/d(input), then ReLU's gate. The weights are copied to (out, in) first:
-                # BLAS multiplies by a transposed operand of these shapes at about half speed.
-                w_t = np.ascontiguousarray(blocks[n][:, :-1, :].transpose(0, 2, 1))
-                grad = np.matmul(grad, w_t)
-                grad *= a[:, :, :-1] > 0
-        return grads
-
     def nonfinite(self, member: int) -> bool:
         return not np.isfinite(self.flat[member]).all()
 
     def nbytes(self) -> int:
         return self.flat.nbytes
-
-
-class Adam:
-    """torch.optim.Adam (no weight decay, no amsgrad) for K members, in place on the (K, P)
-    parameter array: torch's fused CPU kernel (``fused=True``), one call per distinct
-    (lr, eps) among the members stepped, each member's row its own tensor.
-
-    ``lr``, ``eps`` and the step count are per member, so a member that starts learning
-    later, or takes a new trial's slot, has its own bias correction. The kernel is
-    elementwise within a row, so a member's update never depends on the other rows.
-    Why fused: at DQN's sizes the eleven numpy passes of the textbook formula cost 2-3x the
-    single pass (measured 22 vs 7 us at K=1, 9.5 vs 4.7 us per member at K=16).
-    """
-
-    def __init__(
-        self,
-        flat: np.ndarray,
-        lr: np.ndarray,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: np.ndarray | None = None,
-    ) -> None:
-        k = flat.shape[0]
-        self.flat = flat
-        self.lr = np.asarray(lr, dtype=np.float64).reshape(k).copy()
-        self.eps = (
-            np.full(k, 1e-8) if eps is None else np.asarray(eps, np.float64).reshape(k).copy()
-        )
-        self.beta1, self.beta2 = betas
-        self.m = np.zeros_like(flat)
-        self.v = np.zeros_like(flat)
-        self.t = np.zeros(k, dtype=np.int64)
-        self._steps = np.zeros(k, dtype=np.float32)  # torch's step tensors: views of this
-        self._rows = [
-            list(torch.from_numpy(a).unbind(0)) for a in (self.flat, self.m, self.v, self._steps)
-        ]
-        self._all_groups: list[tuple[float, float, list[int]]] | None = None
-        self._g_base: np.ndarray | None = None
-        self._g_rows: Sequence[torch.Tensor] | None = None
-        self._all_calls: tuple[Sequence[torch.Tensor], list] | None = None
-
-    def _grad_rows(self, grads: np.ndarray) -> Sequence[torch.Tensor]:
-        """``grads`` as row tensors; made once for a reused gradient buffer (a network's
-        :attr:`StackedMLP.grad` or its first rows)."""
-        base = grads if grads.base is None else grads.base
-        if self._g_base is not base:
-            self._g_base = base
-            self._g_rows = torch.from_numpy(base).unbind(0) if base.ndim == 2 else None
-        if (
-            self._g_rows is None
-            or grads.ctypes.data != base.ctypes.data
-            or grads.shape[1:] != base.shape[1:]
-        ):
-            return torch.from_numpy(grads).unbind(0)
-        return self._g_rows
-
-    def reset_member(self, member: int, lr: float, eps: float) -> None:
-        self.lr[member], self.eps[member], self.t[member] = lr, eps, 0
-        self._steps[member] = 0.0
-        self.m[member] = 0.0
-        self.v[member] = 0.0
-        self._all_groups = self._all_calls = None
-
-    def _groups(self, members: Members) -> list[tuple[float, float, list[int]]]:
-        """(lr, eps, rows) per distinct setting among ``members``; rows index ``members``."""
-        if isinstance(members, slice) and self._all_groups is not None:
-            return self._all_groups
-        lr, eps = self.lr[members], self.eps[members]
-        if (lr == lr[0]).all() and (eps == eps[0]).all():
-            groups = [(float(lr[0]), float(eps[0]), list(range(len(lr))))]
-        else:
-            rows: dict[tuple[float, float], list[int]] = {}
-            for row, key in enumerate(zip(lr.tolist(), eps.tolist())):
-                rows.setdefault(key, []).append(row)
-            groups = [(a, e, r) for (a, e), r in rows.items()]
-        if isinstance(members, slice):
-            self._all_groups = groups
-        return groups
-
-    def _calls(
-        self, grads: np.ndarray, members: Members
-    ) -> list[tuple[float, float, tuple[list[torch.Tensor], ...]]]:
-        """The fused kernel's (lr, eps, tensor lists) per group of ``members``; for all
-        members and a reused gradient buffer, made once."""
-        g_rows = self._grad_rows(grads)
-        if isinstance(members, slice) and self._all_calls and self._all_calls[0] is g_rows:
-            return self._all_calls[1]
-        index = range(len(self.t)) if isinstance(members, slice) else members.tolist()
-        p_rows, m_rows, v_rows, s_rows = self._rows
-        calls = []
-        for lr, eps, rows in self._groups(members):
-            ks = [index[r] for r in rows]
-            lists = (
-                [p_rows[k] for k in ks],
-                [g_rows[r] for r in rows],
-                [m_rows[k] for k in ks],
-                [v_rows[k] for k in ks],
-                [],
-                [s_rows[k] for k in ks],
-            )
-            calls.append((lr, eps, lists))
-        if isinstance(members, slice):
-            self._all_calls = (g_rows, calls)
-        return calls
-
-    def step(self, grads: np.ndarray, members: Members = ALL) -> None:
-        """One step for ``members``, given their (m, P) ``grads``."""
-        self.t[members] += 1
-        self._steps[members] = self.t[members]
-        calls = self._calls(grads, members)
-        # Subnormals flush to zero during the step (this thread's FTZ/DAZ bits): the first
-        # moments of units whose gradient stays 0 decay into subnormals, and arithmetic on
-        # subnormals is slow in hardware (after 3000 updates a quarter of the moments were
-        # subnormal and the step took 2.6x as long). Deterministic; only values below 1e-38
-        # change.
-        torch.set_flush_denormal(True)
-        try:
-            for lr, eps, lists in calls:
-                torch._fused_adam_(
-                    *lists,
-                    lr=lr,
-                    beta1=self.beta1,
-                    beta2=self.beta2,
-                    weight_decay=0.0,
-                    eps=eps,
-                    amsgrad=False,
-                    maximize=False,
-                )
-        finally:
-            torch.set_flush_denormal(False)
-
-
-def clip_grad_norm(grads: np.ndarray, max_norm: np.ndarray) -> np.ndarray:
-    """Scale each member's gradient row (m, P) in place so its L2 norm is at most its
-    ``max_norm`` (as ``torch.nn.utils.clip_grad_norm_``: coefficient max_norm / (norm + 1e-6),
-    at most 1; ``inf`` disables); return the norms (float32, as torch computes them)."""
-    total = np.sqrt(np.matmul(grads[:, None, :], grads[:, :, None])[:, 0, 0])
-    coef = max_norm / (total + 1e-6)
-    if (coef < 1.0).any():
-        grads *= np.minimum(coef, 1.0).astype(np.float32)[:, None]
-    return total

@@ -220,11 +220,12 @@ class UniformReplayBuffer:
         return self._gather(members, indices, self._ones(len(members)))
 
     def _ones(self, m: int) -> np.ndarray:
-        """Unit importance weights for ``m`` members (shared, read-only)."""
+        """Unit importance weights for ``m`` members (one array, shared by every batch: nothing
+        writes to a batch's weights; writeable, so the compiled update sees one array type
+        for uniform and prioritized replay and is compiled once)."""
         ones = self._unit_weights
         if ones.shape[0] != m:
             ones = self._unit_weights = np.ones((m, self.batch_size), dtype=np.float32)
-            ones.flags.writeable = False
         return ones
 
     def update_priorities(
