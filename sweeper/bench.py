@@ -8,7 +8,9 @@ the same env steps. ``--population`` times the population engine instead: K defa
 CartPoleSimple in lockstep (K = 1, 4, 8, 16, 32), with the arithmetic it achieves, the
 time per member-update, and the memory of a K=32 population with 50k-transition rings.
 Every figure is measured in the same run as the seed loop, so the ratios hold on a loaded
-machine even when the absolute rates do not.
+machine even when the absolute rates do not. The compiled update (``sweeper.agents.
+member_update``) is loaded before any timing; ``--population`` also measures what compiling
+it costs a machine once (an empty numba cache) and what loading it costs each process.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from sweeper.agents.dqn import load_compiled_update
 from sweeper.agents.networks import StackedMLP
 from sweeper.callbacks import Callback
 from sweeper.config import compose_config
@@ -221,6 +224,69 @@ def matmul_seconds(net: StackedMLP, batch: int, repeats: int = 100) -> float:
     return best / k
 
 
+def sgemm_peak(n: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of one float32 (n x n) @ (n x n) product on one thread, best of ``repeats``:
+    the core's practical peak, against which an update's products are measured."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+_FIRST_UPDATE = """
+import json, time
+t0 = time.perf_counter()
+from sweeper.bench import one_thread, population_configs
+from sweeper.train import build
+from sweeper.training import Member, Population
+from sweeper.callbacks import Callback
+from sweeper.train import budget_of
+one_thread()
+cfgs = population_configs(1, 80)
+agent, env, eval_env = build(cfgs)
+population = Population(agent, env, eval_env, [Member(budget_of(cfgs[0]), 42, Callback())])
+t1 = time.perf_counter()
+for _ in population.events():
+    pass
+print(json.dumps({"imports_s": t1 - t0, "run_s": time.perf_counter() - t1}))
+"""
+
+
+def compile_seconds() -> tuple[float, float, float]:
+    """Seconds of a fresh process's first 80-step run (16 updates) with an empty numba cache
+    (it compiles the update and writes the cache), of the same run in a second fresh process
+    with that cache (it loads the compiled code; the 80 steps themselves take ~0.02 s), and
+    that second process's imports."""
+    import tempfile
+
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="sweeper-numba-cache-") as cache:
+        env = {**os.environ, "PYTHONPATH": path, "NUMBA_CACHE_DIR": cache}
+        runs = []
+        for _ in range(2):
+            done = subprocess.run(
+                [sys.executable, "-c", _FIRST_UPDATE],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            )
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return runs[0]["run_s"], runs[1]["run_s"], runs[1]["imports_s"]
+
+
+def warm_up() -> None:
+    """Load (or compile) the compiled update before anything is timed."""
+    load_compiled_update()
+
+
 @dataclass(frozen=True)
 class PopulationTiming:
     """One timed population run: K members, ``steps`` env steps each, evaluation off."""
@@ -399,6 +465,8 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
     # The seed loop is timed before and after the populations, and the ratios use the mean:
     # a shared VM's speed drifts by 10-20% within a minute, which a single timing puts
     # entirely into the ratios.
+    warm_up()
+    peak = sgemm_peak()
     seed_before = bench_seed_notebook(steps)
     timings = [bench_population(size, steps) for size in sizes]
     seed_after = bench_seed_notebook(steps)
@@ -423,9 +491,15 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
         f"population: default DQN on cartpole_simple, {steps} env steps per member, "
         "evaluation off, max-Q probe on"
     )
+    limit_us = flops / (peak * 1e9) * 1e6
+    print(
+        f"sgemm peak on one thread (1024^3, best of 5): {peak:.1f} GFLOP/s, so one "
+        f"member-update's products take at least {limit_us:.1f} us ('of limit' below: that "
+        "over the measured us/update)"
+    )
     header = (
         f"{'K':>3s} {'env-steps/s':>12s} {'vs seed':>8s} {'updates/s':>10s} "
-        f"{'GFLOP/s':>8s} {'us/update':>10s} {'in update':>10s} {'wall s':>7s}"
+        f"{'GFLOP/s':>8s} {'us/update':>10s} {'of limit':>9s} {'in update':>10s} {'wall s':>7s}"
     )
     print(header)
     ceiling = {}
@@ -433,7 +507,7 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
         print(
             f"{size:3d} {r.steps_per_s:12.0f} {r.steps_per_s / seed_sps:7.2f}x "
             f"{r.updates_per_s:10.0f} {r.gflops:8.2f} {r.us_per_update:10.1f} "
-            f"{r.update_s / r.wall_s:9.0%} {r.wall_s:7.2f}"
+            f"{limit_us / r.us_per_update:8.0%} {r.update_s / r.wall_s:9.0%} {r.wall_s:7.2f}"
         )
         if size in (1, 16):
             ceiling[size] = matmul_seconds(population_net(size, steps), batch)
@@ -442,6 +516,12 @@ def main_population(steps: int, sizes: Sequence[int], profile: bool) -> None:
             f"the counted matmuls alone, K={size}: {seconds * 1e6:.1f} us per member-update, "
             f"{flops / seconds / 1e9:.1f} GFLOP/s (the ceiling for the columns above)"
         )
+    first, warm, imports = compile_seconds()
+    print(
+        f"compiled update: a fresh process's first 80-step run takes {first:.2f} s with an "
+        f"empty numba cache (compiling, once per machine) and {warm:.2f} s with the cache "
+        f"(loading it: every new process; its imports {imports:.2f} s)"
+    )
     mem = bench_memory()
     print(
         f"memory, K=32, buffer.capacity=50000, fresh process: engine arrays (agent.nbytes) "
@@ -559,6 +639,7 @@ def main(argv: list[str] | None = None) -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()} (BLAS {blas_threads()}), "
         f"{steps} env steps"
     )
+    warm_up()
     rows = []
     if not args.skip_seed:
         seed_sps = bench_seed_notebook(steps)

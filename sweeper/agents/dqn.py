@@ -301,3 +301,19 @@ def _selector(members: np.ndarray, size: int) -> Members:
     """:data:`ALL` (views, in place) when ``members`` is every member (member index arrays
     are sorted and distinct, so that is when there are ``size`` of them)."""
     return ALL if len(members) == size else members
+
+
+def load_compiled_update() -> None:
+    """Load the compiled update (``sweeper.agents.member_update``) into this process: from
+    numba's disk cache, or compiled and cached there when this machine has not compiled it
+    yet. One tiny update of a one-member agent fixes the argument types the training loop
+    uses (sizes do not matter), so the training's first update finds it loaded. The sweeps'
+    fork server runs this (``sweeper.agents.preload``) so that no worker loads it again."""
+    from sweeper.buffers.uniform import UniformReplayBuffer
+
+    rng = np.random.default_rng(0)
+    buffer = UniformReplayBuffer(2, 1, (1,), [rng])
+    agent = DQNAgent(1, 2, buffer, [0], [rng], hidden_sizes=[2])
+    one = np.arange(1)
+    buffer.add(one, np.zeros((1, 1), np.float32), [0], [0.0], np.zeros((1, 1), np.float32), [0.0])
+    agent.update(one)

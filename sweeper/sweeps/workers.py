@@ -48,6 +48,7 @@ PRELOAD = [
     "torch",
     "sweeper.seeding",
     "sweeper.agents.dqn",
+    "sweeper.agents.preload",  # the compiled update, loaded once for every worker
     "sweeper.agents.tabular",
     "sweeper.pruning",
     "sweeper.training",
