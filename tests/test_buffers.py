@@ -423,6 +423,133 @@ def test_sum_tree_property(capacity, branching, ops, fractions) -> None:
         np.testing.assert_array_equal(tree.find(queries), oracle_find(leaves, queries))
 
 
+# --------------------------------------------------------------------------- compiled tree
+
+
+def numpy_levels(tree: SumTree) -> list[np.ndarray]:
+    """The tree's levels rebuilt from its leaves with numpy, as the numpy sum tree defined
+    them: row ``b`` is 0 then ``np.add.accumulate`` of its k children; padding rows are 0."""
+    k = tree.branching
+    children = tree._raw.reshape(-1, k)
+    levels = []
+    for level in reversed(tree._levels):
+        ref = np.zeros_like(level)
+        ref[: len(children), 1:] = np.add.accumulate(children, axis=1)
+        levels.append(ref)
+        if len(ref) > 1:  # not yet the root's row
+            children = ref[:, -1].reshape(-1, k)
+    return levels[::-1]
+
+
+def numpy_find(levels: list[np.ndarray], queries: np.ndarray) -> np.ndarray:
+    """The numpy sum tree's descent: per level, clip the query below the node's total, take
+    the first child whose prefix sum exceeds it, subtract the prefix sum before that child."""
+    v = np.fmax(np.asarray(queries, dtype=np.float64).ravel(), 0.0)
+    k = levels[0].shape[1] - 1
+    nodes = np.zeros(v.size, dtype=np.int64)
+    for level in levels:
+        rows = level[nodes]
+        v = np.minimum(v, np.nextafter(rows[:, -1], 0.0))
+        first_above = (rows <= v[:, None]).argmin(axis=1)
+        v = v - rows[np.arange(v.size), first_above - 1]
+        nodes = nodes * k + first_above - 1
+    return nodes
+
+
+def assert_bitwise(got, want) -> None:
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("branching", [2, 3, 4, 32])
+@pytest.mark.parametrize("capacity", [1, 5, 16, 27, 64, 100, 1024, 1500])
+def test_compiled_tree_is_bitwise_the_numpy_tree(capacity: int, branching: int) -> None:
+    """Leaves over twelve orders of magnitude, so sums round: after every set/update the
+    compiled kernels' rows are exactly numpy's accumulate of the children, the total is the
+    leaves' sum (to rounding), and find descends exactly as the numpy tree did. Capacities
+    are and are not powers of the branching factor."""
+    rng = np.random.default_rng(capacity * 10 + branching)
+    tree = SumTree(capacity, branching=branching)
+    leaves = np.zeros(capacity)
+    for step in range(30):
+        if step % 3 == 0:
+            i, value = (
+                int(rng.integers(capacity)),
+                float(rng.random() * 10.0 ** rng.integers(-6, 6)),
+            )
+            tree.set(i, value)
+            leaves[i] = value
+        else:
+            idx = rng.integers(0, capacity, int(rng.integers(1, 70)))
+            vals = rng.random(idx.size) * 10.0 ** rng.integers(-6, 6, idx.size)
+            vals[rng.random(idx.size) < 0.2] = 0.0
+            tree.update(idx, vals)
+            for i, value in zip(idx, vals, strict=True):  # a duplicate's last write wins
+                leaves[i] = value
+        np.testing.assert_array_equal(tree.values(), leaves)
+        levels = numpy_levels(tree)
+        for got, want in zip(tree._levels, levels, strict=True):
+            assert_bitwise(got, want)
+        assert tree.total == pytest.approx(leaves.sum(), rel=1e-12)
+        assert (tree._marks == branching).all()  # the batch write's scratch is left clean
+        if tree.total > 0:
+            total = tree.total
+            queries = np.concatenate(
+                [rng.random(50) * total, [0.0, -1.0, np.nan, total, 2 * total, np.inf]]
+            )
+            found = tree.find(queries)
+            assert_bitwise(found, numpy_find(levels, queries))
+            assert (leaves[found] > 0).all()
+
+
+@pytest.mark.parametrize("branching", [2, 5, 32])
+def test_compiled_tree_prefix_sums_and_totals_match_cumsum(branching: int) -> None:
+    """Multiples of 1/8 sum exactly in any order, so the tree must agree with the brute-force
+    oracle exactly: totals with ``sum``, every query (boundaries included) with
+    ``searchsorted`` on ``cumsum``."""
+    rng = np.random.default_rng(branching)
+    for capacity in (1, 7, 40, 200):
+        tree = SumTree(capacity, branching=branching)
+        leaves = np.zeros(capacity)
+        for _ in range(20):
+            idx = rng.integers(0, capacity, int(rng.integers(1, 2 * capacity + 1)))
+            vals = rng.integers(0, 24, idx.size) / 8.0
+            tree.update(idx, vals)
+            for i, value in zip(idx, vals, strict=True):
+                leaves[i] = value
+            i = int(rng.integers(capacity))
+            leaves[i] = rng.integers(0, 24) / 8.0
+            tree.set(i, leaves[i])
+            assert tree.total == leaves.sum()
+            if leaves.sum() == 0:
+                continue
+            cum = np.cumsum(leaves)
+            queries = np.concatenate([rng.random(100) * cum[-1], cum, cum - 1 / 16, [cum[-1] * 3]])
+            np.testing.assert_array_equal(tree.find(queries), oracle_find(leaves, queries))
+
+
+def test_sum_tree_loads_the_numpy_trees_pickled_state() -> None:
+    """A tree pickled by the numpy implementation (a list of levels) loads and keeps working."""
+    tree = SumTree(100, branching=4)
+    tree.update(np.arange(100), np.random.default_rng(0).random(100))
+    old_state = {
+        "capacity": 100,
+        "branching": 4,
+        "_levels": [level.copy() for level in tree._levels],
+        "_raw": tree._raw.copy(),
+    }
+    clone = SumTree.__new__(SumTree)
+    clone.__setstate__(old_state)
+    for t in (tree, clone):
+        t.update([7, 50, 7], [5.0, 0.0, 2.0])
+        t.set(99, 3.0)
+    for got, want in zip(clone._levels, tree._levels, strict=True):
+        assert_bitwise(got, want)
+    queries = np.linspace(0, tree.total, 77)
+    assert_bitwise(clone.find(queries), tree.find(queries))
+
+
 # --------------------------------------------------------------------------- prioritized
 
 
@@ -587,6 +714,68 @@ def test_prioritized_samples_only_written_slots_and_rows_match() -> None:
         s = buf.sample(M0)
         assert s.indices.max() < 10
         assert_rows_match_storage(buf, M0, s)
+
+
+def test_prioritized_sample_and_update_are_bitwise_the_numpy_computation() -> None:
+    """Against the numpy code the kernels replaced, for two members (capacities 300 and
+    1024 = 32**2, their own alpha, eps and annealed beta): the same draws of each member's
+    generator, stratified points, descent and IS weights; after update_priorities the same
+    leaves ``(|td| + eps) ** alpha`` (numpy's power; duplicates: the last wins) and sums."""
+    batch, members = 32, np.arange(2)
+    alpha, eps = [0.6, 1.0], [1e-6, 1e-2]
+    buf = PrioritizedReplayBuffer(
+        [300, 1024],
+        batch,
+        OBS_SHAPE,
+        rngs(3, 4),
+        alpha=alpha,
+        beta_start=[0.4, 0.7],
+        priority_eps=eps,
+    )
+    fill(buf, 1100, members=members)
+    drive = np.random.default_rng(0)
+    for step in range(40):
+        buf.set_progress(members, np.array([step / 30, step / 60]))
+        twins = copy.deepcopy(buf.rngs)
+        s = buf.sample(members)
+        for k in members:
+            tree = buf.trees[k]
+            points = (np.arange(batch, dtype=np.float64) + twins[k].random(batch)) * (
+                tree.total / batch
+            )
+            idx = numpy_find(numpy_levels(tree), points)
+            mass = tree.values()[idx]
+            assert_bitwise(s.indices[k], idx)
+            assert_bitwise(s.weights[k], ((mass / mass.min()) ** (-buf.beta[k])).astype(np.float32))
+        td = drive.standard_normal(s.indices.shape) * 10.0 ** drive.integers(-3, 3)
+        want = [tree.values() for tree in buf.trees]
+        buf.update_priorities(members, s.indices, td)
+        for k in members:
+            mass = (np.abs(td[k]) + eps[k]) ** alpha[k]
+            for i, m in zip(s.indices[k], mass, strict=True):
+                want[k][i] = m
+            assert_bitwise(buf.trees[k].values(), want[k])
+            for got, ref in zip(buf.trees[k]._levels, numpy_levels(buf.trees[k]), strict=True):
+                assert_bitwise(got, ref)
+    for k in members:  # each generator was drawn from exactly as its twin
+        assert_bitwise(buf.rngs[k].random(3), twins[k].random(3))
+
+
+def test_prioritized_sampling_distribution_over_a_three_level_tree() -> None:
+    """1100 leaves (three levels of 32), priorities over a decade: each leaf's share of
+    128,000 draws follows ``p**alpha`` (chi-square), and the weights stay in (0, 1]."""
+    n, alpha = 1100, 0.7
+    tds = np.random.default_rng(1).uniform(0.1, 1.0, n)
+    buf = prioritized_with_tds(tds, alpha=alpha, batch_size=64, seed=2)
+    assert buf.trees[0].depth == 3
+    counts = np.zeros(n)
+    for _ in range(2000):
+        s = buf.sample(M0)
+        counts += np.bincount(s.indices[0], minlength=n)
+        assert 0 < s.weights.min() and s.weights.max() == 1.0
+    expected = (tds + buf.priority_eps[0]) ** alpha
+    # df = 1099: sd ~47; 1350 is ~5 sd out (stratified draws only lower the statistic).
+    assert chi_square(counts, expected / expected.sum()) < 1350
 
 
 # --------------------------------------------------------------------------- population

@@ -7,6 +7,11 @@ is corrected by importance-sampling weights ``w_i = (N * P(i))^(-beta)``, normal
 largest weight in the sampled batch (as in the paper's Algorithm 1 and Dopamine), so every
 weight is <= 1 and only scales the update down. ``beta`` is annealed to 1 over training via
 ``set_progress``. ``alpha``, ``beta_start`` and ``priority_eps`` may differ per member.
+
+Each member's descent, weight ratios and priority write are one compiled kernel each
+(``sweeper.buffers.sum_tree_kernels``): at batch 64 numpy's per-call overhead, not the
+arithmetic, set the speed. The draws and the powers stay numpy's, so results are bit-identical
+to the numpy implementation (numpy's SIMD ``**`` and compiled ``pow`` differ in the last bit).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sweeper.buffers import sum_tree_kernels as kernels
 from sweeper.buffers.sum_tree import SumTree
 from sweeper.buffers.uniform import ReplaySamples, UniformReplayBuffer, per_member
 
@@ -65,7 +71,9 @@ class PrioritizedReplayBuffer(UniformReplayBuffer):
         # decreases, even after that transition is overwritten.
         self.max_priority = [1.0] * k
         self.trees = [SumTree(int(c)) for c in self.capacity]
-        self._strata = np.arange(self.batch_size, dtype=np.float64)
+        # Scratch of the kernels (overwritten by every call, never handed out).
+        self._uniforms = np.empty(self.batch_size, dtype=np.float64)
+        self._ratios = np.empty(self.batch_size, dtype=np.float64)
 
     def set_progress(self, members: np.ndarray, fractions: np.ndarray) -> None:
         """Anneal beta linearly: ``beta_start`` at fraction 0, 1.0 at fraction 1 (clipped)."""
@@ -79,25 +87,26 @@ class PrioritizedReplayBuffer(UniformReplayBuffer):
         for k, i in zip(members.tolist(), positions.tolist()):
             self.trees[k].set(i, self.max_priority[k] ** self.alpha[k])
 
-    def _draw_weighted(self, member: int) -> tuple[np.ndarray, np.ndarray]:
+    def _draw_weighted(self, member: int, out_idx: np.ndarray, out_weights: np.ndarray) -> None:
         """Stratified proportional sampling: one uniform draw in each of ``batch_size``
         equal segments of the total priority mass (lower variance than i.i.d. draws)."""
-        tree = self.trees[member]
-        segment = tree.total / self.batch_size
-        points = (self._strata + self.rngs[member].random(self.batch_size)) * segment
-        indices = tree.find(points)
+        tree, uniforms, ratios = self.trees[member], self._uniforms, self._ratios
+        self.rngs[member].random(out=uniforms)
+        status = kernels.sample_member(
+            tree._tree, tree._offsets, tree._raw, tree.branching, uniforms, out_idx, ratios
+        )
+        if status != kernels.SAMPLED:
+            raise ValueError("SumTree.find needs a positive total")
         # w_i = (N P(i))^-beta / max_j w_j over the batch. N and the total cancel, and the
         # max weight belongs to the least mass: w_i = (m_i / min_j m_j)^-beta, m = p^alpha.
-        mass = tree.leaf_values(indices)
-        weights = (mass / mass.min()) ** (-self.beta[member])
-        return indices, weights.astype(np.float32)
+        out_weights[:] = ratios ** (-self.beta[member])
 
     def sample(self, members: np.ndarray) -> ReplaySamples:
         self._check_nonempty(members)
         indices = np.empty((len(members), self.batch_size), np.int64)
         weights = np.empty((len(members), self.batch_size), np.float32)
         for row, k in enumerate(members.tolist()):
-            indices[row], weights[row] = self._draw_weighted(k)
+            self._draw_weighted(k, indices[row], weights[row])
         return self._gather(members, indices, weights)
 
     def update_priorities(
@@ -120,17 +129,22 @@ class PrioritizedReplayBuffer(UniformReplayBuffer):
         if idx.size == 0:
             return
         size = int(self.size[k])
-        if idx.min() < 0 or idx.max() >= size:
+        priorities = np.empty(idx.size, dtype=np.float64)
+        max_p = kernels.priorities_of(idx, td, self.priority_eps[k], size, priorities)
+        if max_p < 0:
             raise IndexError(
                 f"priority indices must lie in [0, {size}), got [{idx.min()}, {idx.max()}]"
             )
-        priorities = np.abs(td) + self.priority_eps[k]
+        non_finite = "update_priorities got non-finite TD errors (diverged loss?)"
+        if not np.isfinite(max_p):
+            raise ValueError(non_finite)
         mass = priorities ** self.alpha[k]
-        max_p = priorities.max()
-        if not (np.isfinite(max_p) and np.isfinite(mass.max())):
-            raise ValueError("update_priorities got non-finite TD errors (diverged loss?)")
-        self.max_priority[k] = max(self.max_priority[k], float(max_p))
-        self.trees[k]._write(idx, mass)  # validated above
+        tree = self.trees[k]
+        if not kernels.write_finite(
+            tree._tree, tree._offsets, tree._raw, tree.branching, tree._marks, idx, mass
+        ):  # indices validated above, mass >= 0
+            raise ValueError(non_finite)
+        self.max_priority[k] = max(self.max_priority[k], max_p)
 
     def reset_member(self, member: int, rng: np.random.Generator, **params: Any) -> None:
         unknown = set(params) - {"capacity", "alpha", "beta_start", "priority_eps"}
