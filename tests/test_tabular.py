@@ -3,9 +3,13 @@ populations (member k of K learns exactly what it learns alone)."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
+from sweeper.agents import tabular_update as kernels
 from sweeper.agents.tabular import SARSA, ExpectedSARSA, QLearning, TabularAgent
 from sweeper.envs import make_env
 
@@ -462,6 +466,7 @@ def test_member_of_a_population_learns_what_it_learns_alone(cls: type[TabularAge
         assert population.steps[k] == alone[k].steps[0]
         assert population.episodes[k] == alone[k].episodes[0]
         assert population.epsilon(np.array([k]))[0] == alone[k].epsilon(ONE)[0]
+        assert population.rngs[k].bit_generator.state == alone[k].rngs[0].bit_generator.state
     assert len({population.q_table[k].tobytes() for k in range(3)}) == 3
 
 
@@ -535,3 +540,210 @@ def test_population_save_and_nonfinite_are_per_member(tmp_path) -> None:
     agent.q_table[2, 0, 0] = np.nan
     np.testing.assert_array_equal(np.load(agent.save(1, tmp_path / "q")), agent.q_table[1])
     assert [agent.nonfinite(k) for k in range(3)] == [None, None, "non-finite Q-table"]
+
+
+# ---------------------------------------------------------------- the compiled kernels
+# ``act`` and ``observe`` run compiled (``sweeper.agents.tabular_update``). Below, a plain
+# Python reference of each agent's step (floats, lists, a twin generator for the draws) must
+# give the same bits: the same Q-table, errors, actions and generator state.
+def _reference_explore(q: list[list[float]], s: int, eps: float, twin) -> int:
+    if twin.random() < eps:
+        return int(twin.integers(len(q[s])))
+    row = q[s]
+    return row.index(max(row))  # the first maximum (no NaNs here)
+
+
+def _reference_observe(kind: str, q, transition, alpha, gamma, eps, twin) -> tuple[float, int]:
+    """One TD update of the Python table ``q`` (in place); the squared error and SARSA's a2."""
+    s, a, r, s2, terminated = transition
+    a2 = -1
+    target = r
+    if not terminated:
+        row = q[s2]
+        if kind == "q":
+            next_value = max(row)
+        elif kind == "sarsa":
+            a2 = _reference_explore(q, s2, eps, twin)
+            next_value = row[a2]
+        else:
+            total = 0.0  # numpy's pairwise sum is sequential below 8 terms
+            for v in row:
+                total += v
+            best = row[row.index(max(row))]
+            next_value = eps * (total / len(row)) + (1.0 - eps) * best
+        target = r + gamma * next_value
+    td = target - q[s][a]
+    q[s][a] = q[s][a] + alpha * td
+    return td * td, a2
+
+
+KINDS = {QLearning: "q", SARSA: "sarsa", ExpectedSARSA: "expected"}
+# Irregular values (no two updates round alike), ties in state 2, a negative row in state 3.
+Q_START = [
+    [0.1, -0.37, 2.5, 1.0 / 3.0],
+    [5.0, 4.999999, -1e-3, 7.25],
+    [1.5, 0.2, 1.5, -0.9],
+    [-2.0, -1.7, -3.1, -1.7],
+]
+# (s, a, r, s2, terminated, truncated)
+TRANSITIONS = [
+    (0, 2, -0.04, 1, False, False),
+    (1, 3, 0.3, 2, False, False),
+    (2, 0, 1.0 / 7.0, 3, False, True),
+    (3, 1, -1.0, 0, True, False),
+    (0, 0, 0.0, 0, False, False),
+    (2, 2, 1e-9, 2, False, False),
+    (1, 1, -0.04, 3, False, False),
+    (3, 3, 2.5, 1, True, True),
+]
+
+
+@pytest.mark.parametrize("cls", [QLearning, SARSA, ExpectedSARSA])
+@pytest.mark.parametrize("epsilon", [0.0, 0.35, 1.0])
+def test_compiled_update_equals_a_plain_python_reference(
+    cls: type[TabularAgent], epsilon: float
+) -> None:
+    alpha, gamma = 0.3, 0.97
+    agent = cls(
+        4,
+        4,
+        [np.random.default_rng(11)],
+        alpha=alpha,
+        gamma=gamma,
+        epsilon_start=epsilon,
+        epsilon_end=epsilon,
+    )
+    agent.q_table[0] = Q_START
+    q = [row[:] for row in Q_START]
+    twin = np.random.default_rng(11)
+    for s, a, r, s2, terminated, truncated in TRANSITIONS:
+        err = observe(agent, s, a, r, s2, terminated, truncated)
+        ref_err, a2 = _reference_observe(
+            KINDS[cls], q, (s, a, r, s2, terminated), alpha, gamma, epsilon, twin
+        )
+        assert err == ref_err
+        assert agent.q_table[0].tolist() == q
+        if a2 >= 0 and not truncated:  # SARSA then acts on the a2 it bootstrapped on
+            assert act(agent, s2) == a2
+        else:  # a fresh epsilon-greedy draw
+            assert act(agent, s2) == _reference_explore(q, s2, epsilon, twin)
+    assert agent.rngs[0].bit_generator.state == twin.bit_generator.state
+
+
+@pytest.mark.parametrize("cls", [QLearning, SARSA, ExpectedSARSA])
+def test_compiled_update_follows_the_linear_schedule_step_by_step(cls: type[TabularAgent]) -> None:
+    """epsilon at an update is the linear schedule after counting that step."""
+    alpha, gamma, start, end, decay_steps = 0.5, 0.9, 0.9, 0.1, 5
+    agent = cls(
+        4,
+        4,
+        [np.random.default_rng(5)],
+        alpha=alpha,
+        gamma=gamma,
+        epsilon_start=start,
+        epsilon_end=end,
+        epsilon_schedule="linear",
+        epsilon_decay_steps=decay_steps,
+    )
+    agent.q_table[0] = Q_START
+    q = [row[:] for row in Q_START]
+    twin = np.random.default_rng(5)
+    for step, (s, a, r, s2, terminated, _) in enumerate(TRANSITIONS * 2, start=1):
+        eps = start + min(1.0, step / decay_steps) * (end - start)
+        err = observe(agent, s, a, r, s2, terminated, True)  # truncated: no SARSA cache
+        assert (
+            err
+            == _reference_observe(
+                KINDS[cls], q, (s, a, r, s2, terminated), alpha, gamma, eps, twin
+            )[0]
+        )
+        assert act(agent, s) == _reference_explore(q, s, eps, twin)
+    assert agent.q_table[0].tolist() == q
+
+
+@pytest.mark.parametrize("n_actions", [1, 2, 3, 5, 1000])
+def test_compiled_draws_are_the_generators_own(n_actions: int) -> None:
+    """``rng.random()`` then ``rng.integers(n)``: the same numbers, the same final state."""
+    agent = QLearning(1, n_actions, [np.random.default_rng(3)], epsilon_start=0.5, epsilon_end=0.5)
+    agent.q_table[0, 0, -1] = 1.0
+    twin = np.random.default_rng(3)
+    greedy = n_actions - 1
+    drawn = [act(agent, 0) for _ in range(3000)]
+    expected = [int(twin.integers(n_actions)) if twin.random() < 0.5 else greedy for _ in drawn]
+    assert drawn == expected
+    assert agent.rngs[0].bit_generator.state == twin.bit_generator.state
+
+
+@pytest.mark.parametrize("n", [2**31 + 1, 3 * 2**30, 2**32 - 1, 2**32])
+def test_bounded_integers_match_numpy_for_wide_ranges(n: int) -> None:
+    """Ranges where Lemire's method rejects often (or draws raw 32-bit values)."""
+    rng, twin = np.random.default_rng(7), np.random.default_rng(7)
+    table = np.array([kernels.bitgen_pointers(rng)], dtype=np.uint64)
+    drawn = [kernels._integers(table, 0, n) for _ in range(2000)]
+    assert drawn == [int(twin.integers(n)) for _ in range(2000)]
+    assert rng.bit_generator.state == twin.bit_generator.state
+
+
+@pytest.mark.parametrize("n", [*range(1, 20), 64, 127, 128, 129, 136, 257, 1000, 4099])
+def test_pairwise_sum_is_numpys(n: int) -> None:
+    rng = np.random.default_rng(n)
+    for _ in range(20):
+        row = rng.standard_normal(n) * 10.0 ** rng.integers(-4, 5, n)
+        assert kernels.pairwise_sum(row) == np.add.reduce(row)
+        assert kernels.pairwise_sum(row) / n == np.mean(row[None], axis=1)[0]
+    zeros = -np.zeros(n)  # numpy's sum of negative zeros is +0.0
+    assert np.signbit(kernels.pairwise_sum(zeros)) == np.signbit(np.add.reduce(zeros))
+
+
+def test_max_and_argmax_are_numpys() -> None:
+    rows = [
+        [1.0, 3.0, 3.0, 2.0],
+        [np.nan, 1.0, 2.0, 0.0],
+        [1.0, np.nan, 5.0, np.nan],
+        [-np.inf, -np.inf, -1e308, -np.inf],
+        [np.inf, 0.0, np.inf, 1.0],
+        [0.0, -0.0, 0.0, -0.0],
+        [-0.0, 0.0],
+        [7.0],
+    ]
+    for row in map(np.array, rows):
+        assert kernels._argmax(row) == np.argmax(row)
+        got, want = kernels._max(row), np.max(row[None], axis=1)[0]
+        assert np.array_equal(got, want, equal_nan=True) and np.signbit(got) == np.signbit(want)
+
+
+@pytest.mark.parametrize("cls", [QLearning, SARSA, ExpectedSARSA])
+def test_a_copied_agent_draws_from_its_own_generators(cls: type[TabularAgent]) -> None:
+    """The kernels reach each generator by address: a deep copy, an unpickled agent or a
+    generator replaced in ``rngs`` must be re-read, never draw from the original."""
+    agent = _agent(cls, epsilon=0.5, seed=9)
+    observe(agent, 0, 0, 1.0, 1, terminated=False, truncated=False)
+    for clone in (copy.deepcopy(agent), pickle.loads(pickle.dumps(agent))):
+        before = agent.rngs[0].bit_generator.state
+        twin = copy.deepcopy(clone.rngs[0])
+        for _ in range(20):
+            act(clone, 1)
+            observe(clone, 0, 1, 0.5, 1, terminated=False, truncated=False)
+        assert agent.rngs[0].bit_generator.state == before
+        assert clone.rngs[0].bit_generator.state != twin.bit_generator.state
+    fresh = np.random.default_rng(123)
+    agent.rngs[0] = fresh
+    state = copy.deepcopy(fresh.bit_generator.state)
+    act(agent, 0)
+    assert fresh.bit_generator.state != state  # the replacement drew
+
+
+@pytest.mark.parametrize(
+    ("obs", "action", "next_obs"),
+    [(2, 0, 0), (0, 2, 0), (0, 0, 2), (-3, 0, 0)],
+)
+def test_compiled_update_checks_indices(obs: int, action: int, next_obs: int) -> None:
+    agent = _agent(QLearning, epsilon=0.0)
+    with pytest.raises(IndexError, match="out of range"):
+        observe(agent, obs, action, 0.0, next_obs, terminated=False, truncated=False)
+    with pytest.raises(IndexError, match="out of range"):
+        agent.act(np.array([5]), ONE)
+    assert agent.q_table[0].tolist() == Q0.tolist()
+    # Negative indices wrap, as numpy's fancy indexing did.
+    observe(agent, -1, -1, 1.0, -2, terminated=False, truncated=False)
+    assert agent.q_table[0, 1, 1] == 5.0 + 0.5 * (1.0 + 0.9 * 2.0 - 5.0)
