@@ -71,8 +71,9 @@ def bench_sweeper(env: str, steps: int, overrides: list[str]) -> tuple[float, fl
     t0 = time.perf_counter()
     train(agent, env_, eval_env, budget_of(cfg), cfg.seed, _Counter(), cfg.train.probe_max_q)
     dt = time.perf_counter() - t0
-    # ``updates`` is per member (an array of one here); sum() also takes a plain int.
-    return steps / dt, float(np.sum(agent.updates)) / dt
+    # ``updates`` is per member (an array of one here); tabular agents learn every step
+    updates = getattr(agent, "updates", agent.steps)
+    return steps / dt, float(np.sum(updates)) / dt
 
 
 def bench_seed_notebook(steps: int, seed: int = 42) -> float:
