@@ -655,6 +655,9 @@ def main(argv: list[str] | None = None) -> None:
         ):
             sps, ups = bench_sweeper(env, steps, overrides)
             rows.append((name, env, sps, ups))
+    for agent in ("q_learning", "sarsa", "expected_sarsa"):  # tabular: one update per step
+        sps, ups = bench_sweeper("gridworld", steps, [f"agent={agent}"])
+        rows.append((agent, "gridworld", sps, ups))
     print(f"{'config':24s} {'env':16s} {'steps/s':>9s} {'updates/s':>10s} {'vs seed':>8s}")
     base = rows[0][2] if not args.skip_seed else None
     for name, env, sps, ups in rows:

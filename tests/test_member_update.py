@@ -209,11 +209,12 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("size", [37, 4610, 4675])
+@pytest.mark.parametrize("size", [37, 4610, 4675, 139, *range(16, 32)])
 def test_adam_is_torchs_fused_kernel_bit_for_bit(size, one_torch_thread):
     """300 steps with gradients, then 1000 at zero (the moments decay into subnormals, which
     both flush): parameters and moments equal ``torch._fused_adam_`` under
-    ``set_flush_denormal``, bit for bit, for sizes with a 5-, 2- and 3-float scalar tail."""
+    ``set_flush_denormal``, bit for bit, for rows with tails of 0 to 15 floats after the last
+    16-float vector (the default net's 4610 and the dueling net's 4675 among them)."""
     rng = np.random.default_rng(size)
     p = (rng.standard_normal(size) * 0.1).astype(np.float32)
     m, v = np.zeros_like(p), np.zeros_like(p)
@@ -326,3 +327,24 @@ def test_a_fresh_process_loads_the_compiled_update_from_the_disk_cache(tmp_path)
     assert runs[0]["misses"] == 1 and runs[0]["hits"] == 0
     assert runs[1] == {**runs[1], "misses": 0, "hits": 1}
     assert any(Path(tmp_path / "numba").rglob("*.nbc"))
+
+
+@pytest.mark.parametrize(
+    "m,n,p", [(64, 65, 64), (1, 5, 8), (7, 9, 1), (1, 6, 1), (3, 1, 4), (1, 1, 5)]
+)
+def test_products_are_numpys_matmul_bit_for_bit(m, n, p):
+    """``blas.matmul`` takes numpy's road for each shape (gemm, gemv for a single row or
+    column, dot, its own loop) with plain and transposed operands: the same bits as
+    ``np.matmul``, which the numpy engine used (a batch of one, as ``buffer=none`` samples,
+    goes through gemv)."""
+    from sweeper.agents.blas import matmul
+
+    rng = np.random.default_rng(m * 100 + n * 10 + p)
+    a = rng.standard_normal((m, n)).astype(np.float32)
+    b = rng.standard_normal((n, p)).astype(np.float32)
+    a_t = np.ascontiguousarray(a.T).T  # the same values, column-major
+    for left in (a, a_t):
+        c = np.full((m, p), np.nan, np.float32)
+        rs, cs = (s // 4 for s in left.strides)
+        matmul(left.ctypes.data, rs, cs, b.ctypes.data, p, 1, c.ctypes.data, p, 1, m, n, p)
+        assert np.array_equal(c.view(np.int32), np.matmul(left, b).view(np.int32))

@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import ctypes
 
+import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import carray, njit, types
 from numba.extending import intrinsic
 
 #: ``CBLAS_ORDER`` / ``CBLAS_TRANSPOSE`` values of the C interface
-ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+ROW_MAJOR, COL_MAJOR, NO_TRANS, TRANS = 101, 102, 111, 112
 #: MXCSR bits: flush-to-zero (results) and denormals-are-zero (inputs), as torch sets them
 FTZ_DAZ = 0x8040
 
 #: Symbol names the compiled code calls; bound to the library below at import.
-SGEMM, SDOT = "sweeper_cblas_sgemm", "sweeper_cblas_sdot"
+SGEMM, SGEMV, SDOT = "sweeper_cblas_sgemm", "sweeper_cblas_sgemv", "sweeper_cblas_sdot"
 
 
 def numpy_blas_path() -> str:
@@ -45,19 +46,21 @@ def numpy_blas_path() -> str:
 
 
 def _bind() -> type:
-    """Register numpy's ``cblas_sgemm`` and ``cblas_sdot`` as :data:`SGEMM` / :data:`SDOT`;
-    returns the integer type of their sizes (64-bit for OpenBLAS's ``64_`` builds)."""
+    """Register numpy's ``cblas_sgemm``, ``cblas_sgemv`` and ``cblas_sdot`` as :data:`SGEMM`,
+    :data:`SGEMV`, :data:`SDOT`; returns the integer type of their sizes (64-bit for
+    OpenBLAS's ``64_`` builds)."""
     lib = ctypes.CDLL(numpy_blas_path())
     candidates = (
-        ("scipy_cblas_sgemm64_", "scipy_cblas_sdot64_", types.int64),
-        ("cblas_sgemm64_", "cblas_sdot64_", types.int64),
-        ("scipy_cblas_sgemm", "scipy_cblas_sdot", types.int32),
-        ("cblas_sgemm", "cblas_sdot", types.int32),
+        ("scipy_cblas_", "64_", types.int64),
+        ("cblas_", "64_", types.int64),
+        ("scipy_cblas_", "", types.int32),
+        ("cblas_", "", types.int32),
     )
-    for gemm, dot, int_type in candidates:
-        if hasattr(lib, gemm) and hasattr(lib, dot):
-            llvm.add_symbol(SGEMM, ctypes.cast(getattr(lib, gemm), ctypes.c_void_p).value)
-            llvm.add_symbol(SDOT, ctypes.cast(getattr(lib, dot), ctypes.c_void_p).value)
+    for prefix, suffix, int_type in candidates:
+        names = [f"{prefix}{name}{suffix}" for name in ("sgemm", "sgemv", "sdot")]
+        if all(hasattr(lib, name) for name in names):
+            for symbol, name in zip((SGEMM, SGEMV, SDOT), names, strict=True):
+                llvm.add_symbol(symbol, ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
             return int_type
     raise ImportError(f"no cblas_sgemm in numpy's BLAS ({numpy_blas_path()})")
 
@@ -83,6 +86,13 @@ sgemm = types.ExternalFunction(
         _f32,
         _ptr,
         BLAS_INT,
+    ),
+)
+#: cblas_sgemv(order, trans, M, N, alpha, A, lda, X, incx, beta, Y, incy)
+sgemv = types.ExternalFunction(
+    SGEMV,
+    types.void(
+        _i32, _i32, BLAS_INT, BLAS_INT, _f32, _ptr, BLAS_INT, _ptr, BLAS_INT, _f32, _ptr, BLAS_INT
     ),
 )
 #: cblas_sdot(n, x, incx, y, incy) -> float
@@ -149,3 +159,93 @@ def set_mxcsr(typingctx, value):
         return _mxcsr_codegen(builder, args[0])
 
     return types.uint32(types.uint32), codegen
+
+
+@intrinsic
+def _float_pointer(typingctx, address):
+    """An integer address as a ``float32*`` (for :func:`numba.carray`)."""
+    sig = types.CPointer(types.float32)(types.intp)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.FloatType().as_pointer())
+
+    return sig, codegen
+
+
+@njit(cache=True, error_model="numpy")
+def _blasable(rows_stride, cols_stride, cols):
+    """numpy's ``is_blasable2d`` in elements: unit stride along the columns, and rows at
+    least ``cols`` apart."""
+    return cols_stride == 1 and rows_stride >= cols
+
+
+@njit(cache=True, error_model="numpy")
+def _gemv(a, a_rs, a_cs, x, x_s, y, y_s, m, n):
+    """numpy's ``gemv``: y (m) = A (m x n) @ x (n)."""
+    if _blasable(a_rs, a_cs, n):
+        order, lda = COL_MAJOR, a_rs
+    else:
+        order, lda = ROW_MAJOR, a_cs
+    sgemv(order, TRANS, n, m, np.float32(1.0), a, lda, x, x_s, np.float32(0.0), y, y_s)
+
+
+@njit(cache=True, error_model="numpy")
+def matmul(a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs, m, n, p):
+    """C (m x p) = A (m x n) @ B (n x p), float32, as ``np.matmul`` computes one product:
+    the same BLAS routine (gemm, gemv or dot), with the same transposes, or numpy's own
+    loop where it uses no BLAS. ``a``, ``b``, ``c`` are addresses; strides in elements
+    (rows, columns). Whatever the batch size, the last bits are numpy's."""
+    if m == 1 or n == 1 or p == 1:
+        if m == 1 and p == 1:
+            out = carray(_float_pointer(c), 1)
+            out[0] = sdot(n, a, a_cs, b, b_rs)
+            return
+        a_ok = _blasable(a_rs, a_cs, n) or _blasable(a_cs, a_rs, m)
+        b_ok = _blasable(b_rs, b_cs, p) or _blasable(b_cs, b_rs, n)
+        if not (n == 1 and (p == 1 or m == 1)):
+            if m == 1 and b_ok and _blasable(a_cs, 1, 1):  # vector @ matrix
+                _gemv(b, b_cs, b_rs, a, a_cs, c, c_cs, p, n)
+                return
+            if p == 1 and a_ok and _blasable(b_rs, 1, 1):  # matrix @ vector
+                _gemv(a, a_rs, a_cs, b, b_rs, c, c_rs, m, n)
+                return
+    elif (
+        (_blasable(a_rs, a_cs, n) or _blasable(a_cs, a_rs, m))
+        and (_blasable(b_rs, b_cs, p) or _blasable(b_cs, b_rs, n))
+        and _blasable(c_rs, c_cs, p)
+    ):
+        if _blasable(a_rs, a_cs, n):
+            trans_a, lda = NO_TRANS, a_rs
+        else:
+            trans_a, lda = TRANS, a_cs
+        if _blasable(b_rs, b_cs, p):
+            trans_b, ldb = NO_TRANS, b_rs
+        else:
+            trans_b, ldb = TRANS, b_cs
+        sgemm(
+            ROW_MAJOR,
+            trans_a,
+            trans_b,
+            m,
+            p,
+            n,
+            np.float32(1.0),
+            a,
+            lda,
+            b,
+            ldb,
+            np.float32(0.0),
+            c,
+            c_rs,
+        )
+        return
+    # numpy's loop without BLAS (e.g. a column times a row): each sum from 0, in order
+    a_v = carray(_float_pointer(a), (m - 1) * a_rs + (n - 1) * a_cs + 1)
+    b_v = carray(_float_pointer(b), (n - 1) * b_rs + (p - 1) * b_cs + 1)
+    c_v = carray(_float_pointer(c), (m - 1) * c_rs + (p - 1) * c_cs + 1)
+    for i in range(m):
+        for j in range(p):
+            total = np.float32(0.0)
+            for k in range(n):
+                total += a_v[i * a_rs + k * a_cs] * b_v[k * b_rs + j * b_cs]
+            c_v[i * c_rs + j * c_cs] = total

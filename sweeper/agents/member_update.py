@@ -6,7 +6,8 @@ TD target, loss, clipping, Adam: a dozen calls over stacked arrays). Here one nu
 takes every learning member in turn: the online net on s, the target net (or the online net)
 on s', the TD target (:func:`td_target`, its only definition), the loss and its gradient,
 backward, gradient clipping, Adam and the target sync, on data that stays in cache. The
-products are numpy's own BLAS (``sweeper.agents.blas``) with the shapes and layouts numpy used,
+products are numpy's own BLAS, called as ``np.matmul`` calls it (``sweeper.agents.blas.matmul``:
+gemm, or gemv for a batch of one, with numpy's transposes),
 each member's with the same shapes whatever the population size, so member ``k`` of a
 population is bit-identical to the same agent trained alone, and to the numpy engine before it.
 
@@ -32,22 +33,20 @@ from numba import njit
 
 from sweeper.agents.blas import (
     FTZ_DAZ,
-    NO_TRANS,
-    ROW_MAJOR,
-    TRANS,
     fma32,
     get_mxcsr,
+    matmul,
     sdot,
     set_mxcsr,
-    sgemm,
     sqrt32,
 )
 
 #: target_mode values (``sweeper.agents.dqn.TARGET_UPDATES`` order)
 HARD, SOFT, NO_TARGET = 0, 1, 2
 BETA1, BETA2 = 0.9, 0.999
-#: torch's Vectorized<float> width on AVX-512 (the fused Adam kernel's unrolled part)
-ADAM_VECTOR = 16
+#: torch's fused Adam kernel computes all but the last ``n % ADAM_VECTOR`` floats of a row
+#: in vector code (16-float vectors, then its compiled tail 8 floats at a time)
+ADAM_VECTOR = 8
 _F4 = 4  # bytes per float32
 
 
@@ -156,21 +155,19 @@ def forward(row, layout, acts, width, out, dueling, q):
         w = base + off * _F4
         if n + 1 < layers:
             nxt = acts[n + 1]
-            sgemm(
-                ROW_MAJOR,
-                NO_TRANS,
-                NO_TRANS,
-                batch,
-                fan_out,
-                fan_in + 1,
-                np.float32(1.0),
+            matmul(
                 acts[n].ctypes.data,
                 width,
+                1,
                 w,
                 fan_out,
-                np.float32(0.0),
+                1,
                 nxt.ctypes.data,
                 width,
+                1,
+                batch,
+                fan_in + 1,
+                fan_out,
             )
             for b in range(batch):
                 for j in range(fan_out):
@@ -178,21 +175,19 @@ def forward(row, layout, acts, width, out, dueling, q):
                         nxt[b, j] = 0.0
                 nxt[b, fan_out] = 1.0
         else:
-            sgemm(
-                ROW_MAJOR,
-                NO_TRANS,
-                NO_TRANS,
-                batch,
-                fan_out,
-                fan_in + 1,
-                np.float32(1.0),
+            matmul(
                 acts[n].ctypes.data,
                 width,
+                1,
                 w,
                 fan_out,
-                np.float32(0.0),
+                1,
                 out.ctypes.data,
                 out.shape[1],
+                1,
+                batch,
+                fan_in + 1,
+                fan_out,
             )
     n_actions = q.shape[1]
     for b in range(batch):
@@ -218,20 +213,18 @@ def backward(row, layout, acts, width, grad_out, grad, g_a, g_b, w_t):
     for n in range(layout.shape[0] - 1, -1, -1):
         off, fan_in, fan_out = layout[n, 0], layout[n, 1], layout[n, 2]
         a_n = acts[n]
-        sgemm(
-            ROW_MAJOR,
-            TRANS,
-            NO_TRANS,
-            fan_in + 1,
-            fan_out,
-            batch,
-            np.float32(1.0),
+        matmul(
             a_n.ctypes.data,
+            1,
             width,
             g.ctypes.data,
             g.shape[1],
-            np.float32(0.0),
+            1,
             grad.ctypes.data + off * _F4,
+            fan_out,
+            1,
+            fan_in + 1,
+            batch,
             fan_out,
         )
         if n:
@@ -241,21 +234,19 @@ def backward(row, layout, acts, width, grad_out, grad, g_a, g_b, w_t):
                 for o in range(fan_out):
                     w_t[o * fan_in + i] = row[off + i * fan_out + o]
             nxt = g_b if g is g_a else g_a
-            sgemm(
-                ROW_MAJOR,
-                NO_TRANS,
-                NO_TRANS,
-                batch,
-                fan_in,
-                fan_out,
-                np.float32(1.0),
+            matmul(
                 g.ctypes.data,
                 g.shape[1],
+                1,
                 w_t.ctypes.data,
                 fan_in,
-                np.float32(0.0),
+                1,
                 nxt.ctypes.data,
                 nxt.shape[1],
+                1,
+                batch,
+                fan_out,
+                fan_in,
             )
             for b in range(batch):
                 for i in range(fan_in):
@@ -268,9 +259,11 @@ def adam(p, g, m, v, step, lr, eps):
     """One Adam step of a (P,) row in place, as torch's fused CPU kernel (``torch._fused_adam_``,
     no weight decay, no amsgrad) computes it with FTZ/DAZ set: the bias corrections in double
     from the float32 step count, the first moment as an FMA lerp and the second moment
-    FMA-contracted (in the vector part ``v * b2`` is the addend, in the scalar tail after the
-    last ``ADAM_VECTOR``-float vector it is the product). Checked bit for bit against torch in
-    ``tests/test_member_update.py``."""
+    FMA-contracted. The contraction depends on where an element falls: torch's kernel runs
+    16-float vectors, then a scalar tail that its compiler vectorized 8 floats at a time; in
+    both vector parts ``v * b2`` is the FMA's addend, in the last ``n % ADAM_VECTOR`` elements
+    (scalar code) the product is. Checked bit for bit against torch in
+    ``tests/test_member_update.py`` (tails of 0 to 15 floats)."""
     stepf = np.float64(np.float32(step))
     bias1 = 1.0 - BETA1**stepf
     bias2 = 1.0 - BETA2**stepf
