@@ -15,6 +15,7 @@ subnormals flushed to zero, as ``torch.set_flush_denormal(True)`` did around tor
 from __future__ import annotations
 
 import ctypes
+import platform
 
 import numpy as np
 from llvmlite import binding as llvm
@@ -126,8 +127,15 @@ def sqrt32(typingctx, x):
     return sig, codegen
 
 
+#: The SSE control register exists on x86-64 only; elsewhere reading it gives 0 and setting it
+#: does nothing (Adam then keeps subnormals, as torch's kernel does on those CPUs' defaults).
+HAS_MXCSR = platform.machine().lower() in ("x86_64", "amd64")
+
+
 def _mxcsr_codegen(builder, value=None):
     """Emit ``stmxcsr`` (and with ``value``, ``ldmxcsr`` of it); returns the previous value."""
+    if not HAS_MXCSR:
+        return ir.Constant(ir.IntType(32), 0)
     i32, i8p = ir.IntType(32), ir.IntType(8).as_pointer()
     fnty = ir.FunctionType(ir.VoidType(), [i8p])
     slot = builder.alloca(i32)
