@@ -253,14 +253,6 @@ def test_adam_is_torchs_fused_kernel_bit_for_bit(size, one_torch_thread):
     assert (m == 0).sum() > size // 4  # the decay reached the flushed range
 
 
-def test_pairwise_sum_is_numpys_mean():
-    rng = np.random.default_rng(0)
-    for n in [*range(1, 140), 255, 256, 257, 1000, 4096]:
-        x = (rng.standard_normal(n) * 10 ** rng.uniform(-3, 3, n)).astype(np.float32)
-        mine = np.float32(np.float64(member_update.pairwise_sum(x, n)) / n)
-        assert mine.view(np.int32) == x[None].mean(axis=1)[0].view(np.int32), n
-
-
 def test_a_member_of_a_population_is_the_same_agent_alone_bit_for_bit():
     """Five members with their own hyperparameters, updated in changing subsets, against five
     agents alone on the same batches."""

@@ -684,17 +684,6 @@ def test_bounded_integers_match_numpy_for_wide_ranges(n: int) -> None:
     assert rng.bit_generator.state == twin.bit_generator.state
 
 
-@pytest.mark.parametrize("n", [*range(1, 20), 64, 127, 128, 129, 136, 257, 1000, 4099])
-def test_pairwise_sum_is_numpys(n: int) -> None:
-    rng = np.random.default_rng(n)
-    for _ in range(20):
-        row = rng.standard_normal(n) * 10.0 ** rng.integers(-4, 5, n)
-        assert kernels.pairwise_sum(row) == np.add.reduce(row)
-        assert kernels.pairwise_sum(row) / n == np.mean(row[None], axis=1)[0]
-    zeros = -np.zeros(n)  # numpy's sum of negative zeros is +0.0
-    assert np.signbit(kernels.pairwise_sum(zeros)) == np.signbit(np.add.reduce(zeros))
-
-
 def test_max_and_argmax_are_numpys() -> None:
     rows = [
         [1.0, 3.0, 3.0, 2.0],

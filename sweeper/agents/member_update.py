@@ -40,6 +40,7 @@ from sweeper.agents.blas import (
     set_mxcsr,
     sqrt32,
 )
+from sweeper.agents.pairwise import pairwise_sum
 
 #: target_mode values (``sweeper.agents.dqn.TARGET_UPDATES`` order)
 HARD, SOFT, NO_TARGET = 0, 1, 2
@@ -78,67 +79,6 @@ def next_value(q_target, q_online, b, double):
         if x > v or x != x:
             v = x
     return v
-
-
-@njit(cache=True, error_model="numpy")
-def _pairwise_block(x, start, n):
-    """numpy's pairwise float32 sum of ``x[start:start + n]`` for n <= 128: 8 accumulators."""
-    if n < 8:
-        res = np.float32(0.0)
-        for i in range(n):
-            res += x[start + i]
-        return res
-    r = np.empty(8, np.float32)
-    for j in range(8):
-        r[j] = x[start + j]
-    i = 8
-    while i < n - (n % 8):
-        for j in range(8):
-            r[j] += x[start + i + j]
-        i += 8
-    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-    while i < n:
-        res += x[start + i]
-        i += 1
-    return res
-
-
-@njit(cache=True, error_model="numpy")
-def pairwise_sum(x, n):
-    """numpy's pairwise float32 sum of ``x[:n]`` (``np.add.reduce``): blocks of at most 128
-    summed with 8 accumulators, longer runs halved (at a multiple of 8) and the halves added.
-    Without recursion (numba's cache does not take recursive functions): a stack of ranges,
-    each range's sum added to its parent's in the order the recursion would."""
-    starts = np.empty(64, np.int64)
-    sizes = np.empty(64, np.int64)
-    sums = np.zeros(64, np.float32)
-    state = np.zeros(64, np.int64)  # 0: not split yet, 1: left done, 2: both done
-    top = 0
-    starts[0], sizes[0], state[0] = 0, n, 0
-    while True:
-        size = sizes[top]
-        if size <= 128 and state[top] == 0:
-            sums[top] = _pairwise_block(x, starts[top], size)
-            state[top] = 2
-        if state[top] == 2:
-            if top == 0:
-                return sums[0]
-            parent = top - 1
-            if state[parent] == 0:  # the left half is done: keep it, do the right half
-                sums[parent] = sums[top]
-                state[parent] = 1
-                half = sizes[parent] // 2
-                half -= half % 8
-                starts[top], sizes[top], state[top] = starts[parent] + half, sizes[parent] - half, 0
-            else:  # the right half is done
-                sums[parent] = sums[parent] + sums[top]
-                state[parent] = 2
-                top = parent
-            continue
-        half = size // 2
-        half -= half % 8
-        top += 1
-        starts[top], sizes[top], state[top] = starts[top - 1], half, 0
 
 
 @njit(cache=True, error_model="numpy")

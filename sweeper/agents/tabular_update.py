@@ -17,7 +17,8 @@ Why bit-identical to the numpy code it replaces (``tests/test_tabular.py`` compa
   unboxes a generator through ctypes on every call, ~7 us each, and takes no list of them.)
 - Arithmetic: the same float64 operations in the same order (``target = r + gamma * next``,
   ``q += alpha * td``); max and argmax as numpy's (the first NaN wins, ties go to the lowest
-  index); Expected SARSA's mean as ``np.mean``: numpy's pairwise sum, then the division.
+  index); Expected SARSA's mean as ``np.mean``: numpy's pairwise sum (``sweeper.agents.pairwise``),
+  then the division.
 - Epsilon: the linear schedule is recomputed here (a division, a min, a multiply-add, as
   numpy does them); the exponential one is read from ``EpsilonSchedules.value``, which numpy
   computed when the member's episode count last changed: compiled code cannot reproduce
@@ -41,6 +42,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from sweeper.agents.pairwise import pairwise_sum
+
 #: ``kind`` of the kernels: which next-state value the TD target bootstraps on
 Q_LEARNING, SARSA, EXPECTED_SARSA = 0, 1, 2
 #: columns of the bit-generator table (:func:`bitgen_pointers`)
@@ -54,8 +57,6 @@ N_PARAMS = 7
 #: action (the state it was drawn for, -1 for none, and the action)
 STEPS, NEXT_STATE, NEXT_ACTION = range(3)
 N_COUNTERS = 3
-#: numpy's pairwise summation: blocks up to this size are summed with 8 accumulators
-PW_BLOCKSIZE = 128
 
 _UINT32_MAX = np.uint64(0xFFFFFFFF)
 
@@ -146,76 +147,6 @@ def _max(row: np.ndarray) -> float:
         if v >= value or np.isnan(v):
             value = v
     return value
-
-
-@njit(cache=True)
-def _block_sum(row: np.ndarray, start: int, n: int) -> float:
-    """numpy's ``pairwise_sum`` of ``row[start:start + n]`` for ``n <= PW_BLOCKSIZE``:
-    sequential below 8, else 8 interleaved accumulators added as a tree, then the tail."""
-    if n < 8:
-        res = 0.0
-        for i in range(n):
-            res += row[start + i]
-        return res
-    x = row[start : start + n]
-    r0, r1, r2, r3, r4, r5, r6, r7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
-    i = 8
-    while i < n - n % 8:
-        r0 += x[i]
-        r1 += x[i + 1]
-        r2 += x[i + 2]
-        r3 += x[i + 3]
-        r4 += x[i + 4]
-        r5 += x[i + 5]
-        r6 += x[i + 6]
-        r7 += x[i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += x[i]
-        i += 1
-    return res
-
-
-@njit(cache=True)
-def pairwise_sum(row: np.ndarray) -> float:
-    """``np.add.reduce(row)`` of a contiguous float64 row, bit for bit: ``0.0 +`` numpy's
-    pairwise sum (blocks of at most :data:`PW_BLOCKSIZE`; longer runs halved at a multiple of
-    8, the halves added). The recursion is unrolled into a stack of ranges, each range's sum
-    added to its parent's in the order the recursion would."""
-    if row.size <= PW_BLOCKSIZE:  # every table narrower than 129 actions: no stack
-        return 0.0 + _block_sum(row, 0, row.size)
-    starts = np.empty(64, np.int64)
-    sizes = np.empty(64, np.int64)
-    sums = np.zeros(64)
-    state = np.zeros(64, np.int64)  # 0: not split yet, 1: left half done, 2: done
-    top = 0
-    starts[0], sizes[0] = 0, row.size
-    while True:
-        size = sizes[top]
-        if state[top] == 0 and size <= PW_BLOCKSIZE:
-            sums[top] = _block_sum(row, starts[top], size)
-            state[top] = 2
-        if state[top] == 2:
-            if top == 0:
-                return 0.0 + sums[0]
-            parent = top - 1
-            if state[parent] == 0:  # the left half is done: keep it, do the right half
-                sums[parent] = sums[top]
-                state[parent] = 1
-                half = sizes[parent] // 2
-                half -= half % 8
-                starts[top], sizes[top] = starts[parent] + half, sizes[parent] - half
-                state[top] = 0
-            else:  # the right half is done
-                sums[parent] = sums[parent] + sums[top]
-                state[parent] = 2
-                top = parent
-            continue
-        half = size // 2
-        half -= half % 8
-        top += 1
-        starts[top], sizes[top], state[top] = starts[top - 1], half, 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -326,7 +257,7 @@ def observe(
                     counters[NEXT_STATE, k], counters[NEXT_ACTION, k] = next_obs[row], a2
                     next_value = q2[a2]
                 else:
-                    mean = pairwise_sum(q2) / n_actions
+                    mean = pairwise_sum(q2, q2.size) / n_actions
                     next_value = eps * mean + (1.0 - eps) * q2[_argmax(q2)]
             target = target + params[GAMMA, k] * next_value
         if terminated[row] or truncated[row]:
